@@ -1,0 +1,189 @@
+//! Configuration of a Raft core, and its validation.
+//!
+//! Contract: a [`Config`] that passed [`Config::validate`] keeps the leader lease safe for any two
+//! node clocks whose rates differ by at most `max_clock_rate_ratio`:
+//!
+//! ```text
+//! lease_duration_ms × max_clock_rate_ratio < election_timeout_ms − tick_interval_ms
+//! ```
+//!
+//! Why (dissertation §6.4.1): a follower that acknowledged a heartbeat round at real time
+//! `t_ack ≥ t_send` refuses votes until its own clock advanced `election_timeout_ms` (vote
+//! stickiness), i.e. at least `election_timeout_ms / rate_max` real time, minus the granularity
+//! with which the driver reports time (`tick_interval_ms`). The leader's lease ends after
+//! `lease_duration_ms / rate_min` real time from `t_send`. So no new leader can exist, and no
+//! second lease can start, while the old lease is valid.
+//!
+//! The default `max_clock_rate_ratio` is 1.05: commodity quartz drifts by ≤ 100 ppm, NTP slews by
+//! ≤ 500 ppm; 5 % leaves two orders of magnitude of margin and still lets the product's
+//! 1000 ms lease fit under the 1500 ms election timeout (1050 < 1490).
+
+use thiserror::Error;
+
+/// Tunables of one Raft core. All durations are in milliseconds of the node's own clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The longest interval at which the driver promises to call `tick` (and the granularity of
+    /// every time the core records). Enters the lease-safety inequality.
+    pub tick_interval_ms: u64,
+    /// Interval between heartbeat rounds of a leader (product default 150 ms).
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout `T`; the randomized timeout is drawn from `[T, 2T)`. Also the
+    /// vote-stickiness window and the CheckQuorum window. Product default 1500 ms = 10× heartbeat
+    /// (the 2024-12-03 fix).
+    pub election_timeout_ms: u64,
+    /// Leader lease duration, measured on the leader's clock from the send time of the heartbeat
+    /// round a quorum acknowledged (default 1000 ms).
+    pub lease_duration_ms: u64,
+    /// Largest ratio between the rates of any two node clocks the lease must tolerate (≥ 1.0).
+    pub max_clock_rate_ratio: f64,
+    /// Bound on AppendEntries messages in flight to one follower in the pipelined state: bounds
+    /// the memory a slow follower can pin on the leader and the work lost on a conflict.
+    pub inflight_appends_max: usize,
+    /// Bound on the payload bytes of one AppendEntries message (at least one entry is always
+    /// sent, so a single larger entry still makes progress).
+    pub append_bytes_max: usize,
+    /// When the applied log beyond the last snapshot holds this many entries the core asks the
+    /// state machine for a snapshot (`Ready::snapshot_request`) and then compacts the log.
+    pub compaction_threshold_entries: u64,
+    /// Bound on read-index requests pending at this node (their own and forwarded ones).
+    pub pending_reads_max: usize,
+    /// Fault-injection knobs used by the mutation tests. Never enable them in production.
+    #[doc(hidden)]
+    pub mutations: Mutations,
+}
+
+/// Deliberate bugs, compiled in so that tests can prove the checkers catch them.
+/// Every field defaults to `false`; the product never sets one.
+#[doc(hidden)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mutations {
+    /// Followers grant (pre-)votes and accept higher terms even right after hearing from a
+    /// leader or restarting.
+    pub disable_vote_stickiness: bool,
+    /// Skip the lease inequality in [`Config::validate`] (allows a lease longer than safe).
+    pub skip_lease_validation: bool,
+    /// On restart, ignore the persisted term and vote (as if they had never been synced).
+    pub forget_term_and_vote: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            tick_interval_ms: 10,
+            heartbeat_ms: 150,
+            election_timeout_ms: 1500,
+            lease_duration_ms: 1000,
+            max_clock_rate_ratio: 1.05,
+            inflight_appends_max: 32,
+            append_bytes_max: 1 << 20,
+            compaction_threshold_entries: 10_000,
+            pending_reads_max: 4096,
+            mutations: Mutations::default(),
+        }
+    }
+}
+
+/// A configuration that cannot run safely; names the offending field.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("invalid raft config field `{field}`: {reason}")]
+pub struct ConfigError {
+    /// The field of [`Config`] at fault.
+    pub field: &'static str,
+    /// Why it was rejected, with the numbers involved.
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: String) -> Result<(), ConfigError> {
+    Err(ConfigError { field, reason })
+}
+
+impl Config {
+    /// Checks every bound; see the module docs for the lease inequality.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tick_interval_ms == 0 {
+            return invalid("tick_interval_ms", "must be > 0".into());
+        }
+        if self.heartbeat_ms == 0 {
+            return invalid("heartbeat_ms", "must be > 0".into());
+        }
+        if self.tick_interval_ms > self.heartbeat_ms {
+            return invalid(
+                "tick_interval_ms",
+                format!("{} exceeds heartbeat_ms {}", self.tick_interval_ms, self.heartbeat_ms),
+            );
+        }
+        if self.election_timeout_ms < 2 * self.heartbeat_ms {
+            return invalid(
+                "election_timeout_ms",
+                format!(
+                    "{} is below 2 × heartbeat_ms = {}",
+                    self.election_timeout_ms,
+                    2 * self.heartbeat_ms
+                ),
+            );
+        }
+        if !(self.max_clock_rate_ratio.is_finite() && self.max_clock_rate_ratio >= 1.0) {
+            return invalid(
+                "max_clock_rate_ratio",
+                format!("{} must be a finite number ≥ 1.0", self.max_clock_rate_ratio),
+            );
+        }
+        if self.lease_duration_ms == 0 {
+            return invalid("lease_duration_ms", "must be > 0".into());
+        }
+        let stretched = self.lease_duration_ms as f64 * self.max_clock_rate_ratio;
+        let bound = self.election_timeout_ms.saturating_sub(self.tick_interval_ms) as f64;
+        if !self.mutations.skip_lease_validation && stretched >= bound {
+            return invalid(
+                "lease_duration_ms",
+                format!(
+                    "lease {} ms × clock-rate ratio {} = {stretched} ms is not below \
+                     election_timeout_ms − tick_interval_ms = {bound} ms",
+                    self.lease_duration_ms, self.max_clock_rate_ratio
+                ),
+            );
+        }
+        if self.inflight_appends_max == 0 {
+            return invalid("inflight_appends_max", "must be ≥ 1".into());
+        }
+        if self.append_bytes_max == 0 {
+            return invalid("append_bytes_max", "must be ≥ 1".into());
+        }
+        if self.compaction_threshold_entries == 0 {
+            return invalid("compaction_threshold_entries", "must be ≥ 1".into());
+        }
+        if self.pending_reads_max == 0 {
+            return invalid("pending_reads_max", "must be ≥ 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_tight_election_timeout() {
+        let c = Config { election_timeout_ms: 299, ..Config::default() };
+        assert_eq!(c.validate().unwrap_err().field, "election_timeout_ms");
+    }
+
+    #[test]
+    fn rejects_lease_too_close_to_election_timeout() {
+        // 1430 × 1.05 = 1501.5 ≥ 1490.
+        let c = Config { lease_duration_ms: 1430, ..Config::default() };
+        assert_eq!(c.validate().unwrap_err().field, "lease_duration_ms");
+        // 1400 × 1.05 = 1470 < 1490.
+        let c = Config { lease_duration_ms: 1400, ..Config::default() };
+        c.validate().unwrap();
+        let c = Config { max_clock_rate_ratio: 0.9, ..Config::default() };
+        assert_eq!(c.validate().unwrap_err().field, "max_clock_rate_ratio");
+    }
+}

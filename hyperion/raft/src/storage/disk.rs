@@ -1,0 +1,347 @@
+//! The `Disk` seam: a flat directory of named files, with explicit durability.
+//!
+//! Contract (POSIX semantics, what the WAL relies on):
+//! - `append`/`write_file` make bytes visible to later reads of this process (and of a restarted
+//!   process after a crash) but not durable;
+//! - `sync(name)` makes the file's *contents* durable (fdatasync); it does not make a newly
+//!   created or renamed *name* durable;
+//! - `rename` atomically replaces `to`; `sync_dir` makes names (creations, renames, removals)
+//!   durable.
+//!
+//! [`FileDisk`] implements this on `std::fs`. [`SimDisk`] models it in memory with a seeded RNG:
+//! a process crash keeps everything written (the page cache survives), a power loss keeps only
+//! what was synced plus a random prefix of each file's unsynced tail, possibly with its last byte
+//! garbled (a torn write). Its state lives behind a shared handle, outside any node, so a crashed
+//! node is rebuilt from the same `SimDisk`.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use thiserror::Error;
+
+/// An I/O failure, naming the operation and file.
+#[derive(Debug, Error)]
+#[error("disk {op} of `{name}` failed: {source}")]
+pub struct DiskError {
+    /// The operation.
+    pub op: &'static str,
+    /// The file.
+    pub name: String,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A flat directory of files; see the module docs for the durability contract.
+pub trait Disk {
+    /// The whole file, or `None` if it does not exist.
+    fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError>;
+    /// Appends to the file, creating it if needed.
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError>;
+    /// Creates or truncates the file and writes `data`.
+    fn write_file(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError>;
+    /// Makes the file's contents durable (fdatasync).
+    fn sync(&mut self, name: &str) -> Result<(), DiskError>;
+    /// Atomically renames `from` over `to`.
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), DiskError>;
+    /// Makes the directory's names durable (fsync of the directory).
+    fn sync_dir(&mut self) -> Result<(), DiskError>;
+    /// Removes the file if it exists.
+    fn remove(&mut self, name: &str) -> Result<(), DiskError>;
+}
+
+/// [`Disk`] on a real directory.
+#[derive(Debug)]
+pub struct FileDisk {
+    dir: PathBuf,
+    appenders: BTreeMap<String, File>,
+}
+
+impl FileDisk {
+    /// Uses (and creates) `dir`.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<FileDisk, DiskError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| DiskError {
+            op: "create_dir",
+            name: dir.display().to_string(),
+            source,
+        })?;
+        Ok(FileDisk { dir, appenders: BTreeMap::new() })
+    }
+
+    fn err<'a>(op: &'static str, name: &'a str) -> impl FnOnce(std::io::Error) -> DiskError + 'a {
+        move |source| DiskError { op, name: name.to_string(), source }
+    }
+}
+
+impl Disk for FileDisk {
+    fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        let mut file = match File::open(self.dir.join(name)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::err("open", name)(e)),
+        };
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).map_err(Self::err("read", name))?;
+        Ok(Some(data))
+    }
+
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        if !self.appenders.contains_key(name) {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(name))
+                .map_err(Self::err("open", name))?;
+            self.appenders.insert(name.to_string(), file);
+        }
+        let file = self.appenders.get_mut(name).unwrap_or_else(|| unreachable!("inserted above"));
+        file.write_all(data).map_err(Self::err("append", name))
+    }
+
+    fn write_file(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.appenders.remove(name);
+        let mut file = File::create(self.dir.join(name)).map_err(Self::err("create", name))?;
+        file.write_all(data).map_err(Self::err("write", name))
+    }
+
+    fn sync(&mut self, name: &str) -> Result<(), DiskError> {
+        match self.appenders.get(name) {
+            Some(f) => f.sync_data().map_err(Self::err("fdatasync", name)),
+            None => {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(self.dir.join(name))
+                    .map_err(Self::err("open", name))?;
+                f.sync_data().map_err(Self::err("fdatasync", name))
+            }
+        }
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), DiskError> {
+        self.appenders.remove(from);
+        self.appenders.remove(to);
+        std::fs::rename(self.dir.join(from), self.dir.join(to)).map_err(Self::err("rename", from))
+    }
+
+    fn sync_dir(&mut self) -> Result<(), DiskError> {
+        let dir = File::open(&self.dir).map_err(Self::err("open_dir", "."))?;
+        dir.sync_all().map_err(Self::err("fsync_dir", "."))
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), DiskError> {
+        self.appenders.remove(name);
+        match std::fs::remove_file(self.dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Self::err("remove", name)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct SimFile {
+    durable: Vec<u8>,
+    current: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct SimDiskState {
+    files: BTreeMap<u64, SimFile>,
+    names: BTreeMap<String, u64>,
+    durable_names: BTreeMap<String, u64>,
+    next_file: u64,
+    rng: ChaCha8Rng,
+    syncs: u64,
+}
+
+/// An in-memory [`Disk`] with crash and power-loss models; cloning shares the same disk.
+#[derive(Debug, Clone)]
+pub struct SimDisk {
+    state: Arc<Mutex<SimDiskState>>,
+}
+
+impl SimDisk {
+    /// An empty disk whose power-loss tearing is driven by `seed`.
+    pub fn new(seed: u64) -> SimDisk {
+        SimDisk {
+            state: Arc::new(Mutex::new(SimDiskState {
+                files: BTreeMap::new(),
+                names: BTreeMap::new(),
+                durable_names: BTreeMap::new(),
+                next_file: 0,
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                syncs: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimDiskState> {
+        // Single-threaded by design; a poisoned lock only means a test already panicked.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A process crash: the page cache survives, so nothing changes on the disk. (The caller
+    /// drops the node and its storage and recovers from this disk.)
+    pub fn crash(&self) {}
+
+    /// A power loss: names revert to the last `sync_dir`; each file keeps its synced contents
+    /// plus a random prefix of its unsynced tail, whose last kept byte may be garbled.
+    pub fn power_loss(&self) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        st.names = st.durable_names.clone();
+        let live: Vec<u64> = st.names.values().copied().collect();
+        st.files.retain(|id, _| live.contains(id));
+        for file in st.files.values_mut() {
+            let mut kept = file.durable.clone();
+            if file.current.len() > file.durable.len() && file.current.starts_with(&file.durable) {
+                let tail = &file.current[file.durable.len()..];
+                let keep = st.rng.random_range(0..=tail.len());
+                kept.extend_from_slice(&tail[..keep]);
+                if keep > 0 && st.rng.random_bool(0.25) {
+                    let last = kept.len() - 1;
+                    kept[last] ^= st.rng.random_range(1..=255u8);
+                }
+            }
+            file.durable = kept.clone();
+            file.current = kept;
+        }
+    }
+
+    /// Number of `sync` calls so far (for tests and cost accounting).
+    pub fn sync_count(&self) -> u64 {
+        self.lock().syncs
+    }
+
+    /// Bytes of `name` that would survive a power loss right now (tests).
+    pub fn durable_len(&self, name: &str) -> Option<usize> {
+        let st = self.lock();
+        let id = st.durable_names.get(name)?;
+        st.files.get(id).map(|f| f.durable.len())
+    }
+}
+
+impl Disk for SimDisk {
+    fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        let st = self.lock();
+        Ok(st.names.get(name).and_then(|id| st.files.get(id)).map(|f| f.current.clone()))
+    }
+
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        let mut st = self.lock();
+        let id = match st.names.get(name) {
+            Some(id) => *id,
+            None => {
+                let id = st.next_file;
+                st.next_file += 1;
+                st.names.insert(name.to_string(), id);
+                st.files.insert(id, SimFile::default());
+                id
+            }
+        };
+        st.files.entry(id).or_default().current.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn write_file(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        {
+            let mut st = self.lock();
+            if let Some(id) = st.names.get(name).copied() {
+                st.files.entry(id).or_default().current.clear();
+            }
+        }
+        self.append(name, data)
+    }
+
+    fn sync(&mut self, name: &str) -> Result<(), DiskError> {
+        let mut st = self.lock();
+        st.syncs += 1;
+        let Some(id) = st.names.get(name).copied() else {
+            return Err(DiskError {
+                op: "fdatasync",
+                name: name.to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        };
+        let file = st.files.entry(id).or_default();
+        file.durable = file.current.clone();
+        Ok(())
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), DiskError> {
+        let mut st = self.lock();
+        let Some(id) = st.names.remove(from) else {
+            return Err(DiskError {
+                op: "rename",
+                name: from.to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        };
+        st.names.insert(to.to_string(), id);
+        Ok(())
+    }
+
+    fn sync_dir(&mut self) -> Result<(), DiskError> {
+        let mut st = self.lock();
+        st.syncs += 1;
+        st.durable_names = st.names.clone();
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), DiskError> {
+        self.lock().names.remove(name);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_loss_keeps_synced_and_prefix_of_unsynced() {
+        for seed in 0..50 {
+            let mut disk = SimDisk::new(seed);
+            disk.append("f", b"hello").unwrap();
+            disk.sync("f").unwrap();
+            disk.sync_dir().unwrap();
+            disk.append("f", b" world").unwrap();
+            disk.crash();
+            assert_eq!(disk.read("f").unwrap().unwrap(), b"hello world");
+            disk.power_loss();
+            let after = disk.read("f").unwrap().unwrap();
+            assert!(after.starts_with(b"hello") && after.len() <= 11);
+        }
+    }
+
+    #[test]
+    fn unsynced_rename_reverts_on_power_loss() {
+        let mut disk = SimDisk::new(1);
+        disk.write_file("a.tmp", b"x").unwrap();
+        disk.sync("a.tmp").unwrap();
+        disk.rename("a.tmp", "a").unwrap();
+        disk.power_loss();
+        assert_eq!(disk.read("a").unwrap(), None);
+    }
+
+    #[test]
+    fn file_disk_round_trip() {
+        let dir = std::env::temp_dir().join(format!("hyperion-raft-filedisk-{}", std::process::id()));
+        let mut disk = FileDisk::open(&dir).unwrap();
+        disk.write_file("x.tmp", b"abc").unwrap();
+        disk.sync("x.tmp").unwrap();
+        disk.rename("x.tmp", "x").unwrap();
+        disk.sync_dir().unwrap();
+        disk.append("x", b"def").unwrap();
+        disk.sync("x").unwrap();
+        assert_eq!(disk.read("x").unwrap().unwrap(), b"abcdef");
+        disk.remove("x").unwrap();
+        assert_eq!(disk.read("x").unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,154 @@
+//! `hyperion-cli`: call a Hyperion node from the shell.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hyperion::client::Client;
+use hyperion::proto::{CacheStatus, GetResponse};
+
+/// Talk to a Hyperion node over gRPC.
+#[derive(Parser)]
+#[command(name = "hyperion-cli", version)]
+struct Cli {
+    /// The node's gRPC address.
+    #[arg(long, env = "HYPERION_ADDR", default_value = "http://127.0.0.1:7000")]
+    addr: String,
+    /// Per-call deadline in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    deadline_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read a key.
+    Get {
+        key: String,
+        /// Return an expired entry (marked stale) rather than MISS.
+        #[arg(long)]
+        allow_stale: bool,
+    },
+    /// Write a key.
+    Set {
+        key: String,
+        /// The value (or use --value-file for binary data).
+        #[arg(required_unless_present = "value_file")]
+        value: Option<String>,
+        /// Read the value from this file.
+        #[arg(long, conflicts_with = "value")]
+        value_file: Option<PathBuf>,
+        /// Time to live in milliseconds (0 = never expires).
+        #[arg(long, default_value_t = 0)]
+        ttl_ms: u64,
+        /// Compare-and-set: write only if the current version is this (0 = unconditional).
+        #[arg(long, default_value_t = 0)]
+        expected_version: u64,
+    },
+    /// Delete a key.
+    Delete {
+        key: String,
+        /// Compare-and-set: delete only if the current version is this (0 = unconditional).
+        #[arg(long, default_value_t = 0)]
+        expected_version: u64,
+    },
+    /// Read many keys (split into calls of 100 keys).
+    BatchGet {
+        #[arg(required = true)]
+        keys: Vec<String>,
+        #[arg(long)]
+        allow_stale: bool,
+    },
+}
+
+fn render_value(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) => format!("{text:?}"),
+        Err(_) => format!(
+            "0x{}",
+            value.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+    }
+}
+
+fn render(response: &GetResponse) -> String {
+    let key = render_value(&response.key);
+    match CacheStatus::try_from(response.status) {
+        Ok(CacheStatus::Hit) => format!(
+            "{key} HIT version={}{} ttl_remaining_ms={} value={}",
+            response.version,
+            if response.is_stale { " stale" } else { "" },
+            response.ttl_remaining_ms,
+            render_value(&response.value)
+        ),
+        Ok(CacheStatus::Miss) => format!("{key} MISS"),
+        Ok(CacheStatus::Error) => format!("{key} ERROR {}", response.error_message),
+        _ => format!("{key} unknown status {}", response.status),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let mut client = Client::new(&cli.addr)
+        .map_err(|e| e.to_string())?
+        .with_deadline(Duration::from_millis(cli.deadline_ms));
+    let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
+    match cli.command {
+        Command::Get { key, allow_stale } => {
+            let response = client.get(key.as_bytes(), allow_stale).await.map_err(status)?;
+            println!("{}", render(&response));
+        }
+        Command::Set {
+            key,
+            value,
+            value_file,
+            ttl_ms,
+            expected_version,
+        } => {
+            let value = match (value, value_file) {
+                (_, Some(path)) => std::fs::read(&path)
+                    .map_err(|e| format!("--value-file {}: {e}", path.display()))?,
+                (Some(value), None) => value.into_bytes(),
+                (None, None) => unreachable!("clap requires a value or --value-file"),
+            };
+            let response = client
+                .set(key.as_bytes(), &value, ttl_ms, expected_version)
+                .await
+                .map_err(status)?;
+            println!("OK version={} ttl_ms={}", response.version, response.ttl_ms);
+        }
+        Command::Delete {
+            key,
+            expected_version,
+        } => {
+            let response = client
+                .delete(key.as_bytes(), expected_version)
+                .await
+                .map_err(status)?;
+            if response.existed {
+                println!("DELETED version={}", response.version);
+            } else {
+                println!("NOT FOUND");
+            }
+        }
+        Command::BatchGet { keys, allow_stale } => {
+            let keys: Vec<Vec<u8>> = keys.into_iter().map(String::into_bytes).collect();
+            for response in client.batch_get(&keys, allow_stale).await.map_err(status)? {
+                println!("{}", render(&response));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("hyperion-cli: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,697 @@
+//! Node configuration: the product's environment variables, the feature-flag file, and the secrets
+//! loaded from files.
+//!
+//! Configuration is parsed once by the binary and then passed explicitly to every component, so a
+//! simulation can run several nodes with different configurations in one process (no
+//! process-wide singleton reaches code that runs in simulation).
+//!
+//! Every problem is reported as one [`ConfigError`] naming the variable (or file) and the problem;
+//! the binary prints it and exits non-zero.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// The gRPC address of the embedded default node.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:7000";
+/// The data directory of the embedded default node, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "hyperion-data";
+/// Default cache memory budget (the product's `HYPERION_CACHE_SIZE_MB`).
+pub const DEFAULT_CACHE_SIZE_MB: u64 = 4096;
+/// Largest accepted cache budget: 1 TiB. Larger values are typos, not machines.
+pub const CACHE_SIZE_MB_MAX: u64 = 1 << 20;
+/// Default number of entries evicted per batch.
+pub const DEFAULT_EVICTION_BATCH_SIZE: usize = 1000;
+/// Largest eviction batch: bounds the pause one eviction round can cause.
+pub const EVICTION_BATCH_SIZE_MAX: usize = 1_000_000;
+/// Default Raft heartbeat interval.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 150;
+/// The election timeout is this many heartbeats unless configured (the 2024-12-03 fix).
+pub const ELECTION_TIMEOUT_HEARTBEATS: u64 = 10;
+/// Default leader lease (the 2024-12-03 fix).
+pub const DEFAULT_LEASE_MS: u64 = 1000;
+/// Default time an expired entry remains readable with `allow_stale`.
+pub const DEFAULT_STALE_GRACE_MS: u64 = 5_000;
+/// Longest stale grace: an hour. Expired entries hold memory until then.
+pub const STALE_GRACE_MS_MAX: u64 = 3_600_000;
+/// Smallest HMAC key accepted from a key file: the SHA-256 block security level.
+pub const HMAC_KEY_BYTES_MIN: usize = 32;
+/// Largest HMAC key file read (HMAC hashes longer keys anyway; this bounds the read).
+pub const HMAC_KEY_BYTES_MAX: usize = 4096;
+/// Largest feature-flag file read.
+const FLAGS_FILE_BYTES_MAX: u64 = 1 << 20;
+/// Upper bound for timing settings: one minute. Longer heartbeats make a cluster useless.
+const TIMING_MS_MAX: u64 = 60_000;
+
+/// The development-mode integrity key. Never used unless the node runs in development mode, which
+/// the server logs loudly at start.
+const DEVELOPMENT_HMAC_KEY: &[u8] = b"hyperion-development-mode-hmac-key-not-a-secret";
+
+/// One configuration problem, naming where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable, file or flag at fault.
+    pub variable: String,
+    /// What is wrong with it, and what would be accepted.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(variable: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            variable: variable.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Raft timing, in node-clock milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    pub lease_duration_ms: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            election_timeout_ms: DEFAULT_HEARTBEAT_MS * ELECTION_TIMEOUT_HEARTBEATS,
+            lease_duration_ms: DEFAULT_LEASE_MS,
+        }
+    }
+}
+
+/// The product's feature flags (`feature_flags.json`). Absent keys take these defaults; unknown
+/// keys are an error, so a typo cannot silently leave a flag at its default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureFlags {
+    /// LZ4 for values larger than 1 KiB.
+    pub enable_compression: bool,
+    /// Group concurrent writes into one Raft proposal.
+    pub enable_batching: bool,
+    /// LRU-K (K = 2) instead of LRU eviction.
+    pub new_eviction_algorithm: bool,
+    /// Percent of traffic mirrored to a shadow cluster (0–100). No shadow target is configurable
+    /// yet, so a non-zero value is accepted, logged, and has no effect.
+    pub shadow_traffic_percent: u8,
+    /// Send client-side TTL hints (`GetResponse.ttl_remaining_ms`).
+    pub enable_client_caching: bool,
+    /// Writes with larger values are rejected (1–65536 KiB).
+    pub max_value_size_kb: u32,
+}
+
+impl Default for FeatureFlags {
+    fn default() -> Self {
+        FeatureFlags {
+            enable_compression: true,
+            enable_batching: true,
+            new_eviction_algorithm: false,
+            shadow_traffic_percent: 0,
+            enable_client_caching: true,
+            max_value_size_kb: 512,
+        }
+    }
+}
+
+/// Bounds of `max_value_size_kb`: at least 1 KiB, at most 64 MiB (a gRPC message must hold it).
+pub const MAX_VALUE_SIZE_KB_MAX: u32 = 64 * 1024;
+
+impl FeatureFlags {
+    /// Parses a flag file's JSON text; `origin` names the file in errors.
+    pub fn from_json(text: &str, origin: &str) -> Result<FeatureFlags, ConfigError> {
+        let flags: FeatureFlags = serde_json::from_str(text)
+            .map_err(|e| ConfigError::new(origin, format!("invalid feature flags: {e}")))?;
+        if flags.shadow_traffic_percent > 100 {
+            return Err(ConfigError::new(
+                origin,
+                format!(
+                    "shadow_traffic_percent must be 0-100, got {}",
+                    flags.shadow_traffic_percent
+                ),
+            ));
+        }
+        if !(1..=MAX_VALUE_SIZE_KB_MAX).contains(&flags.max_value_size_kb) {
+            return Err(ConfigError::new(
+                origin,
+                format!(
+                    "max_value_size_kb must be 1-{MAX_VALUE_SIZE_KB_MAX}, got {}",
+                    flags.max_value_size_kb
+                ),
+            ));
+        }
+        Ok(flags)
+    }
+
+    /// The value size limit in bytes.
+    pub fn max_value_bytes(&self) -> usize {
+        self.max_value_size_kb as usize * 1024
+    }
+}
+
+/// A secret's bytes, zeroized when dropped and never printed.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Secret {
+        Secret(Zeroizing::new(bytes))
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0[..] == other.0[..]
+    }
+}
+
+/// Where the integrity (HMAC) key came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HmacKeySource {
+    /// Read from `HYPERION_HMAC_KEY_FILE`.
+    File(PathBuf),
+    /// The built-in development key (development mode only).
+    Development,
+}
+
+/// A node's whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// This node's name in `cluster_nodes` (`HYPERION_NODE_ID`).
+    pub node_id: String,
+    /// gRPC listen address (`HYPERION_LISTEN_ADDR`).
+    pub listen_addr: SocketAddr,
+    /// Local data directory (`HYPERION_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Peers as `host:port` (`HYPERION_CLUSTER_NODES`); one entry for a single node.
+    pub cluster_nodes: Vec<String>,
+    /// `HYPERION_REPLICATION_FACTOR`; must equal the number of voters.
+    pub replication_factor: usize,
+    /// The system-of-record database URL (`COCKROACH_DSN`); `None` runs cache-only.
+    pub database_dsn: Option<Secret>,
+    /// Cache memory budget in MiB (`HYPERION_CACHE_SIZE_MB`).
+    pub cache_size_mb: u64,
+    /// Entries evicted per batch (`HYPERION_EVICTION_BATCH_SIZE`).
+    pub eviction_batch_size: usize,
+    /// Raft timing (`HYPERION_RAFT_HEARTBEAT_MS`, `HYPERION_RAFT_ELECTION_TIMEOUT_MS`,
+    /// `HYPERION_RAFT_LEASE_MS`).
+    pub raft: RaftTiming,
+    /// `LOG_LEVEL`: a tracing filter directive such as `info` or `hyperion=debug,warn`.
+    pub log_level: String,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, if set.
+    pub otlp_endpoint: Option<String>,
+    /// Feature flags (`HYPERION_FEATURE_FLAGS` file, or defaults).
+    pub flags: FeatureFlags,
+    /// The HMAC key for entry integrity.
+    pub hmac_key: Secret,
+    /// Where `hmac_key` came from.
+    pub hmac_key_source: HmacKeySource,
+    /// Development mode: plaintext on loopback, built-in integrity key (`HYPERION_DEV_MODE`).
+    pub dev_mode: bool,
+    /// Stagger TTLs by up to +10 % (`HYPERION_TTL_STAGGER`; the 2024-10-15 fix).
+    pub stagger_ttl: bool,
+    /// How long an expired entry stays available to `allow_stale` reads before the reaper frees
+    /// it (`HYPERION_STALE_GRACE_MS`).
+    pub stale_grace_ms: u64,
+}
+
+impl Config {
+    /// The embedded default: one node on 127.0.0.1:7000, local data dir, no database, development
+    /// mode. Equivalent to `Config::from_env(&BTreeMap::new())`.
+    pub fn development() -> Config {
+        Config::from_env(&BTreeMap::new()).expect("the empty environment is a valid configuration")
+    }
+
+    /// Reads the process environment. Only the `HYPERION_*`, `COCKROACH_DSN`, `LOG_LEVEL` and
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` variables are looked at.
+    pub fn from_process_env() -> Result<Config, ConfigError> {
+        let mut env = BTreeMap::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !is_config_variable(&name) {
+                continue;
+            }
+            let value = value.into_string().map_err(|_| {
+                ConfigError::new(&name, "value is not valid UTF-8".to_string())
+            })?;
+            env.insert(name, value);
+        }
+        Config::from_env(&env)
+    }
+
+    /// Builds a configuration from variables (name → value). Empty values count as unset.
+    pub fn from_env(env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let vars = Vars(env);
+        let listen_addr: SocketAddr = vars
+            .parse("HYPERION_LISTEN_ADDR", "an address like 127.0.0.1:7000")?
+            .unwrap_or_else(|| {
+                DEFAULT_LISTEN_ADDR
+                    .parse()
+                    .expect("the default listen address parses")
+            });
+        let node_id = vars
+            .get("HYPERION_NODE_ID")
+            .unwrap_or("node1")
+            .to_string();
+        if !node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || node_id.len() > 64
+        {
+            return Err(ConfigError::new(
+                "HYPERION_NODE_ID",
+                format!("`{node_id}` must be 1-64 characters of [A-Za-z0-9_-]"),
+            ));
+        }
+        let data_dir = vars
+            .get("HYPERION_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+        let cluster_nodes = match vars.get("HYPERION_CLUSTER_NODES") {
+            None => vec![listen_addr.to_string()],
+            Some(list) => parse_cluster_nodes(list)?,
+        };
+        let replication_factor = vars
+            .positive("HYPERION_REPLICATION_FACTOR", 1, 7)?
+            .map(|n| n as usize)
+            .unwrap_or(cluster_nodes.len());
+        if replication_factor != cluster_nodes.len() {
+            return Err(ConfigError::new(
+                "HYPERION_REPLICATION_FACTOR",
+                format!(
+                    "must equal the number of voters in HYPERION_CLUSTER_NODES ({}), got {replication_factor}",
+                    cluster_nodes.len()
+                ),
+            ));
+        }
+
+        let database_dsn = vars.get("COCKROACH_DSN").map(|dsn| dsn.to_string());
+        if let Some(dsn) = &database_dsn {
+            if !(dsn.starts_with("postgresql://") || dsn.starts_with("postgres://")) {
+                return Err(ConfigError::new(
+                    "COCKROACH_DSN",
+                    "must be a postgresql:// URL".to_string(),
+                ));
+            }
+        }
+
+        let cache_size_mb = vars
+            .positive("HYPERION_CACHE_SIZE_MB", 1, CACHE_SIZE_MB_MAX)?
+            .unwrap_or(DEFAULT_CACHE_SIZE_MB);
+        let eviction_batch_size = vars
+            .positive(
+                "HYPERION_EVICTION_BATCH_SIZE",
+                1,
+                EVICTION_BATCH_SIZE_MAX as u64,
+            )?
+            .map(|n| n as usize)
+            .unwrap_or(DEFAULT_EVICTION_BATCH_SIZE);
+
+        let heartbeat_ms = vars
+            .positive("HYPERION_RAFT_HEARTBEAT_MS", 1, TIMING_MS_MAX)?
+            .unwrap_or(DEFAULT_HEARTBEAT_MS);
+        let election_timeout_ms = vars
+            .positive("HYPERION_RAFT_ELECTION_TIMEOUT_MS", 1, TIMING_MS_MAX)?
+            .unwrap_or(heartbeat_ms * ELECTION_TIMEOUT_HEARTBEATS);
+        if election_timeout_ms < 2 * heartbeat_ms {
+            return Err(ConfigError::new(
+                "HYPERION_RAFT_ELECTION_TIMEOUT_MS",
+                format!(
+                    "{election_timeout_ms} ms is less than 2x the heartbeat ({heartbeat_ms} ms); \
+                     the product default is 10x"
+                ),
+            ));
+        }
+        let lease_duration_ms = vars
+            .positive("HYPERION_RAFT_LEASE_MS", 1, TIMING_MS_MAX)?
+            .unwrap_or_else(|| DEFAULT_LEASE_MS.min(election_timeout_ms * 2 / 3));
+        if lease_duration_ms >= election_timeout_ms {
+            return Err(ConfigError::new(
+                "HYPERION_RAFT_LEASE_MS",
+                format!(
+                    "{lease_duration_ms} ms must be below the election timeout \
+                     ({election_timeout_ms} ms), or two leaders could both hold a lease"
+                ),
+            ));
+        }
+
+        let log_level = vars.get("LOG_LEVEL").unwrap_or("info").to_string();
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return Err(ConfigError::new(
+                "LOG_LEVEL",
+                format!("`{log_level}` is not a valid filter (e.g. info, debug, hyperion=debug): {e}"),
+            ));
+        }
+        let otlp_endpoint = vars.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_string);
+        if let Some(endpoint) = &otlp_endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("`{endpoint}` must be an http:// or https:// URL"),
+                ));
+            }
+        }
+
+        let flags = match vars.get("HYPERION_FEATURE_FLAGS") {
+            None => FeatureFlags::default(),
+            Some(path) => load_flags(Path::new(path))?,
+        };
+
+        let hmac_key_file = vars.get("HYPERION_HMAC_KEY_FILE").map(PathBuf::from);
+        let dev_mode = vars
+            .boolean("HYPERION_DEV_MODE")?
+            .unwrap_or(hmac_key_file.is_none());
+        let (hmac_key, hmac_key_source) = match hmac_key_file {
+            Some(path) => (load_hmac_key(&path)?, HmacKeySource::File(path)),
+            None if dev_mode => (
+                Secret::new(DEVELOPMENT_HMAC_KEY.to_vec()),
+                HmacKeySource::Development,
+            ),
+            None => {
+                return Err(ConfigError::new(
+                    "HYPERION_HMAC_KEY_FILE",
+                    "is required outside development mode (HYPERION_DEV_MODE=false)".to_string(),
+                ))
+            }
+        };
+        if !listen_addr.ip().is_loopback() {
+            // No TLS listener exists yet; plaintext never leaves loopback (zero-trust network).
+            return Err(ConfigError::new(
+                "HYPERION_LISTEN_ADDR",
+                format!(
+                    "{listen_addr} is not a loopback address; plaintext gRPC is served on loopback \
+                     only and this build has no TLS listener"
+                ),
+            ));
+        }
+        let stagger_ttl = vars.boolean("HYPERION_TTL_STAGGER")?.unwrap_or(false);
+        let stale_grace_ms = match vars.get("HYPERION_STALE_GRACE_MS") {
+            Some("0") => 0,
+            _ => vars
+                .positive("HYPERION_STALE_GRACE_MS", 1, STALE_GRACE_MS_MAX)?
+                .unwrap_or(DEFAULT_STALE_GRACE_MS),
+        };
+
+        Ok(Config {
+            node_id,
+            listen_addr,
+            data_dir,
+            cluster_nodes,
+            replication_factor,
+            database_dsn: database_dsn.map(|dsn| Secret::new(dsn.into_bytes())),
+            cache_size_mb,
+            eviction_batch_size,
+            raft: RaftTiming {
+                heartbeat_ms,
+                election_timeout_ms,
+                lease_duration_ms,
+            },
+            log_level,
+            otlp_endpoint,
+            flags,
+            hmac_key,
+            hmac_key_source,
+            dev_mode,
+            stagger_ttl,
+            stale_grace_ms,
+        })
+    }
+
+    /// The cache memory budget in bytes.
+    pub fn cache_capacity_bytes(&self) -> u64 {
+        self.cache_size_mb * 1024 * 1024
+    }
+}
+
+/// True for the variables [`Config::from_process_env`] reads.
+fn is_config_variable(name: &str) -> bool {
+    name.starts_with("HYPERION_")
+        || matches!(
+            name,
+            "COCKROACH_DSN" | "LOG_LEVEL" | "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+}
+
+/// Typed access to the variables, with errors naming the variable.
+struct Vars<'a>(&'a BTreeMap<String, String>);
+
+impl Vars<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(&self, name: &str, expected: &str) -> Result<Option<T>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(raw) => raw
+                .parse()
+                .map(Some)
+                .map_err(|_| ConfigError::new(name, format!("expected {expected}, got `{raw}`"))),
+        }
+    }
+
+    fn positive(&self, name: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+        let expected = format!("an integer in {min}..={max}");
+        let value: Option<u64> = self.parse(name, &expected)?;
+        match value {
+            Some(v) if !(min..=max).contains(&v) => {
+                Err(ConfigError::new(name, format!("expected {expected}, got {v}")))
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn boolean(&self, name: &str) -> Result<Option<bool>, ConfigError> {
+        match self.get(name).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(None),
+            Some("1" | "true" | "yes" | "on") => Ok(Some(true)),
+            Some("0" | "false" | "no" | "off") => Ok(Some(false)),
+            Some(other) => Err(ConfigError::new(
+                name,
+                format!("expected true or false, got `{other}`"),
+            )),
+        }
+    }
+}
+
+/// Largest cluster: Raft with more than 7 voters gains nothing and slows every commit.
+pub const CLUSTER_NODES_MAX: usize = 7;
+
+fn parse_cluster_nodes(list: &str) -> Result<Vec<String>, ConfigError> {
+    const NAME: &str = "HYPERION_CLUSTER_NODES";
+    let nodes: Vec<String> = list.split(',').map(|n| n.trim().to_string()).collect();
+    if nodes.len() > CLUSTER_NODES_MAX {
+        return Err(ConfigError::new(
+            NAME,
+            format!("at most {CLUSTER_NODES_MAX} nodes, got {}", nodes.len()),
+        ));
+    }
+    for node in &nodes {
+        let Some((host, port)) = node.rsplit_once(':') else {
+            return Err(ConfigError::new(
+                NAME,
+                format!("`{node}` must be host:port (e.g. node1:7000)"),
+            ));
+        };
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(ConfigError::new(
+                NAME,
+                format!("`{node}` must be host:port with a port in 1..=65535"),
+            ));
+        }
+    }
+    let mut unique = nodes.clone();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != nodes.len() {
+        return Err(ConfigError::new(NAME, "lists a node twice".to_string()));
+    }
+    Ok(nodes)
+}
+
+fn load_flags(path: &Path) -> Result<FeatureFlags, ConfigError> {
+    let origin = format!("HYPERION_FEATURE_FLAGS ({})", path.display());
+    let text = read_bounded(path, FLAGS_FILE_BYTES_MAX)
+        .map_err(|e| ConfigError::new(&origin, format!("cannot read: {e}")))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| ConfigError::new(&origin, "is not UTF-8 JSON".to_string()))?;
+    FeatureFlags::from_json(&text, &origin)
+}
+
+fn load_hmac_key(path: &Path) -> Result<Secret, ConfigError> {
+    let origin = format!("HYPERION_HMAC_KEY_FILE ({})", path.display());
+    let bytes = Zeroizing::new(
+        read_bounded(path, HMAC_KEY_BYTES_MAX as u64 + 1)
+            .map_err(|e| ConfigError::new(&origin, format!("cannot read: {e}")))?,
+    );
+    if !(HMAC_KEY_BYTES_MIN..=HMAC_KEY_BYTES_MAX).contains(&bytes.len()) {
+        return Err(ConfigError::new(
+            &origin,
+            format!(
+                "key must be {HMAC_KEY_BYTES_MIN}-{HMAC_KEY_BYTES_MAX} bytes, got {}",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(Secret::new(bytes.to_vec()))
+}
+
+/// Reads at most `max` bytes of a file: configuration files are small, and a wrong path pointing
+/// at a huge file must not exhaust memory.
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn error_for(pairs: &[(&str, &str)]) -> ConfigError {
+        Config::from_env(&env(pairs)).expect_err("configuration must be rejected")
+    }
+
+    #[test]
+    fn empty_environment_is_the_embedded_development_node() {
+        let config = Config::development();
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(config.cluster_nodes, vec!["127.0.0.1:7000".to_string()]);
+        assert_eq!(config.replication_factor, 1);
+        assert!(config.dev_mode);
+        assert_eq!(config.hmac_key_source, HmacKeySource::Development);
+        assert_eq!(config.cache_size_mb, 4096);
+        assert_eq!(config.eviction_batch_size, 1000);
+        assert_eq!(config.raft, RaftTiming::default());
+        assert_eq!(config.raft.election_timeout_ms, 1500);
+        assert_eq!(config.log_level, "info");
+        assert!(config.database_dsn.is_none());
+        assert_eq!(config.flags, FeatureFlags::default());
+        assert_eq!(config.flags.max_value_bytes(), 512 * 1024);
+    }
+
+    #[test]
+    fn election_timeout_defaults_to_ten_heartbeats() {
+        let config = Config::from_env(&env(&[("HYPERION_RAFT_HEARTBEAT_MS", "100")])).unwrap();
+        assert_eq!(config.raft.election_timeout_ms, 1000);
+        assert_eq!(config.raft.lease_duration_ms, 666);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+            (&[("HYPERION_CACHE_SIZE_MB", "lots")], "HYPERION_CACHE_SIZE_MB", "got `lots`"),
+            (&[("HYPERION_CACHE_SIZE_MB", "0")], "HYPERION_CACHE_SIZE_MB", "got 0"),
+            (&[("HYPERION_EVICTION_BATCH_SIZE", "-3")], "HYPERION_EVICTION_BATCH_SIZE", "`-3`"),
+            (
+                &[("HYPERION_RAFT_HEARTBEAT_MS", "150"), ("HYPERION_RAFT_ELECTION_TIMEOUT_MS", "200")],
+                "HYPERION_RAFT_ELECTION_TIMEOUT_MS",
+                "less than 2x",
+            ),
+            (&[("HYPERION_RAFT_LEASE_MS", "1500")], "HYPERION_RAFT_LEASE_MS", "below the election"),
+            (&[("LOG_LEVEL", "loud=[")], "LOG_LEVEL", "not a valid filter"),
+            (&[("HYPERION_LISTEN_ADDR", "nowhere")], "HYPERION_LISTEN_ADDR", "expected an address"),
+            (&[("HYPERION_LISTEN_ADDR", "0.0.0.0:7000")], "HYPERION_LISTEN_ADDR", "not a loopback"),
+            (&[("HYPERION_CLUSTER_NODES", "a:1,b")], "HYPERION_CLUSTER_NODES", "`b` must be host:port"),
+            (&[("HYPERION_CLUSTER_NODES", "a:1,a:1")], "HYPERION_CLUSTER_NODES", "twice"),
+            (
+                &[("HYPERION_CLUSTER_NODES", "a:1,b:1,c:1"), ("HYPERION_REPLICATION_FACTOR", "2")],
+                "HYPERION_REPLICATION_FACTOR",
+                "must equal the number of voters",
+            ),
+            (&[("COCKROACH_DSN", "mysql://x")], "COCKROACH_DSN", "postgresql://"),
+            (&[("HYPERION_DEV_MODE", "maybe")], "HYPERION_DEV_MODE", "true or false"),
+            (&[("HYPERION_DEV_MODE", "false")], "HYPERION_HMAC_KEY_FILE", "required outside"),
+            (&[("HYPERION_NODE_ID", "bad id!")], "HYPERION_NODE_ID", "must be"),
+            (
+                &[("HYPERION_FEATURE_FLAGS", "/nonexistent/flags.json")],
+                "HYPERION_FEATURE_FLAGS (/nonexistent/flags.json)",
+                "cannot read",
+            ),
+            (&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")], "OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),
+        ];
+        for (pairs, variable, fragment) in cases {
+            let error = error_for(pairs);
+            assert_eq!(&error.variable, variable, "for {pairs:?}");
+            assert!(
+                error.problem.contains(fragment),
+                "for {pairs:?}: `{}` lacks `{fragment}`",
+                error.problem
+            );
+        }
+    }
+
+    #[test]
+    fn feature_flags_take_defaults_and_reject_unknown_keys() {
+        let flags = FeatureFlags::from_json(r#"{"enable_compression": false}"#, "flags").unwrap();
+        assert!(!flags.enable_compression);
+        assert!(flags.enable_batching);
+        let product = r#"{
+            "enable_compression": true, "enable_batching": true, "new_eviction_algorithm": false,
+            "shadow_traffic_percent": 5, "enable_client_caching": true, "max_value_size_kb": 512
+        }"#;
+        assert_eq!(FeatureFlags::from_json(product, "flags").unwrap().shadow_traffic_percent, 5);
+        let unknown = FeatureFlags::from_json(r#"{"enable_compresion": true}"#, "flags").unwrap_err();
+        assert!(unknown.problem.contains("unknown field `enable_compresion`"), "{unknown}");
+        let range = FeatureFlags::from_json(r#"{"shadow_traffic_percent": 101}"#, "flags").unwrap_err();
+        assert!(range.problem.contains("0-100"), "{range}");
+        let zero = FeatureFlags::from_json(r#"{"max_value_size_kb": 0}"#, "flags").unwrap_err();
+        assert!(zero.problem.contains("max_value_size_kb"), "{zero}");
+        let typed = FeatureFlags::from_json(r#"{"enable_batching": "yes"}"#, "flags").unwrap_err();
+        assert!(typed.problem.contains("invalid type"), "{typed}");
+    }
+
+    #[test]
+    fn key_file_configures_production_mode() {
+        let dir = std::env::temp_dir().join(format!("hyperion-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("hmac.key");
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        let short = dir.join("short.key");
+        std::fs::write(&short, [7u8; 8]).unwrap();
+        let config = Config::from_env(&env(&[("HYPERION_HMAC_KEY_FILE", key.to_str().unwrap())])).unwrap();
+        assert!(!config.dev_mode);
+        assert_eq!(config.hmac_key.expose(), &[7u8; 32]);
+        assert_eq!(format!("{:?}", config.hmac_key), "Secret(<32 bytes redacted>)");
+        let error = error_for(&[("HYPERION_HMAC_KEY_FILE", short.to_str().unwrap())]);
+        assert!(error.variable.starts_with("HYPERION_HMAC_KEY_FILE"));
+        assert!(error.problem.contains("got 8"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unset_and_empty_are_the_same() {
+        let config = Config::from_env(&env(&[("HYPERION_CACHE_SIZE_MB", "  ")])).unwrap();
+        assert_eq!(config.cache_size_mb, DEFAULT_CACHE_SIZE_MB);
+    }
+}

@@ -1,0 +1,24 @@
+//! Hyperion: a Raft-replicated, gRPC-fronted in-memory cache.
+//!
+//! Module map (see README "Architecture"):
+//! - [`runtime`]: the seam between tokio and madsim — time, tasks, entropy, node clocks, listener.
+//! - [`config`]: environment variables, feature flags, secrets.
+//! - [`node`]: one node's engine host (store, cluster time, reaper).
+//! - [`api`]: the gRPC `CacheService` (validation, limits, status codes).
+//! - [`limits`]: per-client rate limits.
+//! - [`server`]: startup and graceful shutdown.
+//! - [`client`]: the Rust client used by the CLI, the simulator and benchmarks.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod limits;
+pub mod node;
+pub mod runtime;
+pub mod server;
+
+/// Generated protobuf and gRPC types (`proto/cache.proto`, package `hyperion.v1`).
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("hyperion.v1");
+}

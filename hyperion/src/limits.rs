@@ -1,0 +1,196 @@
+//! Per-client rate limits (the product's table): token buckets keyed by client IP and endpoint.
+//!
+//! Implemented in the request handlers rather than as a tower layer, because madsim-tonic ignores
+//! layers: the same limits run in simulation and production. Time is passed in (runtime time).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::runtime::Instant;
+
+/// The endpoint classes that have their own limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Get,
+    Set,
+    BatchGet,
+}
+
+impl Endpoint {
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Get => "Get",
+            Endpoint::Set => "Set",
+            Endpoint::BatchGet => "BatchGet",
+        }
+    }
+}
+
+/// Requests per second per client IP (the product's table). `Delete` shares the `Set` budget: both
+/// are writes through the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub get_per_sec: u32,
+    pub set_per_sec: u32,
+    pub batch_get_per_sec: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            get_per_sec: 10_000,
+            set_per_sec: 1_000,
+            batch_get_per_sec: 100,
+        }
+    }
+}
+
+impl RateLimits {
+    fn per_sec(&self, endpoint: Endpoint) -> u32 {
+        match endpoint {
+            Endpoint::Get => self.get_per_sec,
+            Endpoint::Set => self.set_per_sec,
+            Endpoint::BatchGet => self.batch_get_per_sec,
+        }
+    }
+}
+
+/// Most clients tracked at once. Beyond it, idle (fully refilled) buckets are dropped first; if
+/// none is idle, the oldest bucket is dropped. Bounds the limiter's memory under address churn.
+pub const TRACKED_CLIENTS_MAX: usize = 65_536;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+/// The verdict for one request that was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled {
+    pub endpoint: Endpoint,
+    pub limit_per_sec: u32,
+    /// When one token will be available again.
+    pub retry_after: Duration,
+}
+
+/// Token buckets per (client IP, endpoint): capacity = one second of the limit, refilled
+/// continuously.
+#[derive(Debug)]
+pub struct RateLimiter {
+    limits: RateLimits,
+    buckets: Mutex<HashMap<(IpAddr, Endpoint), Bucket>>,
+}
+
+impl RateLimiter {
+    pub fn new(limits: RateLimits) -> RateLimiter {
+        RateLimiter {
+            limits,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes `cost` tokens for `client` at `endpoint`, or says how long to wait. Requests without
+    /// a known peer address (in-process callers) are not limited.
+    pub fn check(
+        &self,
+        client: Option<IpAddr>,
+        endpoint: Endpoint,
+        cost: u32,
+        now: Instant,
+    ) -> Result<(), Throttled> {
+        let Some(ip) = client else {
+            return Ok(());
+        };
+        let rate = f64::from(self.limits.per_sec(endpoint));
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if buckets.len() >= TRACKED_CLIENTS_MAX && !buckets.contains_key(&(ip, endpoint)) {
+            prune(&mut buckets, now, &self.limits);
+        }
+        let bucket = buckets.entry((ip, endpoint)).or_insert(Bucket {
+            tokens: rate,
+            refilled_at: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.refilled_at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
+        bucket.refilled_at = now;
+        let cost = f64::from(cost);
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
+            return Ok(());
+        }
+        let missing = cost - bucket.tokens;
+        Err(Throttled {
+            endpoint,
+            limit_per_sec: self.limits.per_sec(endpoint),
+            retry_after: Duration::from_secs_f64(missing / rate),
+        })
+    }
+}
+
+fn prune(buckets: &mut HashMap<(IpAddr, Endpoint), Bucket>, now: Instant, limits: &RateLimits) {
+    buckets.retain(|(_, endpoint), bucket| {
+        let rate = f64::from(limits.per_sec(*endpoint));
+        let elapsed = now.saturating_duration_since(bucket.refilled_at).as_secs_f64();
+        bucket.tokens + elapsed * rate < rate
+    });
+    if buckets.len() >= TRACKED_CLIENTS_MAX {
+        if let Some(oldest) = buckets
+            .iter()
+            .min_by_key(|(_, bucket)| bucket.refilled_at)
+            .map(|(key, _)| *key)
+        {
+            buckets.remove(&oldest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_refuses_over_the_limit_and_refills() {
+        let limiter = RateLimiter::new(RateLimits {
+            get_per_sec: 10,
+            set_per_sec: 1,
+            batch_get_per_sec: 1,
+        });
+        let start = crate::runtime::now();
+        let client = Some("10.0.0.1".parse().unwrap());
+        for _ in 0..10 {
+            limiter.check(client, Endpoint::Get, 1, start).unwrap();
+        }
+        let throttled = limiter.check(client, Endpoint::Get, 1, start).unwrap_err();
+        assert_eq!(throttled.limit_per_sec, 10);
+        assert_eq!(throttled.endpoint, Endpoint::Get);
+        assert!(throttled.retry_after <= Duration::from_millis(100));
+        // Another client and another endpoint have their own buckets.
+        let other = Some("10.0.0.2".parse().unwrap());
+        limiter.check(other, Endpoint::Get, 1, start).unwrap();
+        limiter.check(client, Endpoint::Set, 1, start).unwrap();
+        let later = start + Duration::from_millis(100);
+        limiter.check(client, Endpoint::Get, 1, later).unwrap();
+        assert!(limiter.check(client, Endpoint::Get, 1, later).is_err());
+        // A batch costs one token per call, and cannot exceed a second's budget.
+        assert!(limiter.check(client, Endpoint::BatchGet, 2, later).is_err());
+        // In-process callers have no address and are not limited.
+        for _ in 0..100 {
+            limiter.check(None, Endpoint::Set, 1, later).unwrap();
+        }
+    }
+
+    #[test]
+    fn tracked_clients_stay_bounded() {
+        let limiter = RateLimiter::new(RateLimits::default());
+        let now = crate::runtime::now();
+        for i in 0..(TRACKED_CLIENTS_MAX as u32 + 10) {
+            let ip = IpAddr::from(i.to_be_bytes());
+            limiter.check(Some(ip), Endpoint::BatchGet, 1, now).unwrap();
+        }
+        let tracked = limiter.buckets.lock().unwrap().len();
+        assert!(tracked <= TRACKED_CLIENTS_MAX, "{tracked} buckets");
+    }
+}

@@ -1,0 +1,311 @@
+//! The runtime seam: the one module that knows whether Hyperion runs on tokio (production) or on
+//! madsim (seeded deterministic simulation, `RUSTFLAGS="--cfg madsim"`).
+//!
+//! Everything else takes time, timers, tasks, entropy and the gRPC listener from here. Clippy's
+//! `disallowed-methods` list (`clippy.toml`) bans the direct calls elsewhere, so a stray
+//! `Instant::now()` or `thread::spawn` cannot slip past review.
+//!
+//! Architecture invariant: `cfg(madsim)` appears in this file only.
+//!
+//! Time has two layers:
+//! - *runtime time* (`Instant`, `sleep`): tokio's clock in production, madsim's virtual clock in
+//!   simulation (one global clock for all simulated nodes);
+//! - *node time* ([`NodeClock`]): what one node believes the time is, in milliseconds since the Unix
+//!   epoch. It is runtime time plus an offset, running at a rate, with optional jumps. Production
+//!   nodes use offset 0 and rate 1; the simulator skews them to replay clock incidents. Leases and
+//!   TTLs read node time, so they are only as safe as this model says.
+#![allow(clippy::disallowed_methods)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+pub use tokio::time::{timeout, Instant};
+
+/// Sleeps for `duration` of runtime time (virtual time in simulation).
+pub async fn sleep(duration: Duration) {
+    tokio::time::sleep(duration).await;
+}
+
+/// Runtime time now (virtual in simulation).
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+/// Spawns a task on the current runtime (in simulation: on the current simulated node, so the task
+/// dies with the node).
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(future)
+}
+
+/// 64 bits of entropy to seed one RNG: from the OS in production (once per component at start), from
+/// the simulation seed in simulation, so a seed replays every random choice.
+pub fn entropy_seed() -> u64 {
+    #[cfg(madsim)]
+    {
+        madsim::rand::random::<u64>()
+    }
+    #[cfg(not(madsim))]
+    {
+        // A machine without an OS entropy source cannot run a secure cache: fail loudly.
+        getrandom::u64().expect("the OS entropy source (getrandom) is unavailable")
+    }
+}
+
+/// A seeded RNG for one component. Every random choice in Hyperion comes from one of these.
+pub fn seeded_rng() -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(entropy_seed())
+}
+
+/// Wall-clock milliseconds since the Unix epoch, read once to anchor a [`NodeClock`]. In simulation
+/// madsim virtualises the system clock as well, so this is deterministic there too.
+fn unix_epoch_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Bounds on the clock model, so that a scenario cannot make time meaningless.
+pub const CLOCK_RATE_MIN: f64 = 0.5;
+/// See [`CLOCK_RATE_MIN`].
+pub const CLOCK_RATE_MAX: f64 = 2.0;
+
+#[derive(Debug)]
+struct ClockModel {
+    /// Runtime instant at which `anchor_node_ms` was the node's time.
+    anchor: Instant,
+    /// Node time (ms since the Unix epoch) at `anchor`.
+    anchor_node_ms: f64,
+    /// Node milliseconds per runtime millisecond.
+    rate: f64,
+}
+
+impl ClockModel {
+    fn now_ms(&self, at: Instant) -> f64 {
+        let elapsed_ms = at.saturating_duration_since(self.anchor).as_secs_f64() * 1000.0;
+        self.anchor_node_ms + elapsed_ms * self.rate
+    }
+
+    /// Moves the anchor to `at` so a change of rate does not rewrite past readings.
+    fn reanchor(&mut self, at: Instant) {
+        self.anchor_node_ms = self.now_ms(at);
+        self.anchor = at;
+    }
+}
+
+/// One node's clock: runtime time plus an offset, at a rate, with jumps. Cheap to clone; clones
+/// share the model, so the simulator can skew a node's clock while the node runs.
+#[derive(Clone, Debug)]
+pub struct NodeClock {
+    model: Arc<Mutex<ClockModel>>,
+}
+
+impl NodeClock {
+    /// The clock of a production node: the system's wall clock at start, advanced by the monotonic
+    /// runtime clock (so it never jumps backwards while the process runs).
+    pub fn system() -> NodeClock {
+        NodeClock::starting_at_ms(unix_epoch_ms())
+    }
+
+    /// A clock that reads `start_ms` now and advances at rate 1.
+    pub fn starting_at_ms(start_ms: u64) -> NodeClock {
+        NodeClock {
+            model: Arc::new(Mutex::new(ClockModel {
+                anchor: now(),
+                anchor_node_ms: start_ms as f64,
+                rate: 1.0,
+            })),
+        }
+    }
+
+    fn with_model<T>(&self, f: impl FnOnce(&mut ClockModel) -> T) -> T {
+        // The model holds plain numbers; a panic elsewhere cannot leave it half-written.
+        let mut model = self.model.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut model)
+    }
+
+    /// The node's time, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.with_model(|m| m.now_ms(now()).max(0.0) as u64)
+    }
+
+    /// The node's clock rate (node ms per real ms).
+    pub fn rate(&self) -> f64 {
+        self.with_model(|m| m.rate)
+    }
+
+    /// Sets the clock rate from now on (drift). Panics outside
+    /// [`CLOCK_RATE_MIN`]..=[`CLOCK_RATE_MAX`]: a scenario asking for that is a bug.
+    pub fn set_rate(&self, rate: f64) {
+        assert!(
+            (CLOCK_RATE_MIN..=CLOCK_RATE_MAX).contains(&rate),
+            "clock rate {rate} outside [{CLOCK_RATE_MIN}, {CLOCK_RATE_MAX}]"
+        );
+        self.with_model(|m| {
+            m.reanchor(now());
+            m.rate = rate;
+        });
+    }
+
+    /// Jumps the clock by `delta_ms` (negative: backwards), as an NTP step would.
+    pub fn jump_ms(&self, delta_ms: i64) {
+        self.with_model(|m| {
+            m.reanchor(now());
+            m.anchor_node_ms = (m.anchor_node_ms + delta_ms as f64).max(0.0);
+        });
+    }
+
+    /// How long to sleep in runtime time for `node_duration` to pass on this node's clock.
+    pub fn runtime_duration(&self, node_duration: Duration) -> Duration {
+        let rate = self.rate();
+        Duration::from_secs_f64(node_duration.as_secs_f64() / rate)
+    }
+
+    /// Sleeps until `node_duration` has passed on this node's clock (at the current rate).
+    pub async fn sleep(&self, node_duration: Duration) {
+        sleep(self.runtime_duration(node_duration)).await;
+    }
+}
+
+/// Why a gRPC listener could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server on {addr} failed: {source}")]
+    Transport {
+        addr: SocketAddr,
+        source: tonic::transport::Error,
+    },
+}
+
+/// A bound gRPC listener: the address is known (port 0 resolved) before serving starts, so a
+/// caller can log or publish it first.
+pub struct GrpcListener {
+    local_addr: SocketAddr,
+    #[cfg(not(madsim))]
+    incoming: tonic::transport::server::TcpIncoming,
+}
+
+impl GrpcListener {
+    /// Binds `addr` (in simulation the bind happens when serving starts; port 0 is not resolved).
+    pub fn bind(addr: SocketAddr) -> Result<GrpcListener, ServeError> {
+        #[cfg(not(madsim))]
+        {
+            let incoming = tonic::transport::server::TcpIncoming::bind(addr)
+                .map_err(|source| ServeError::Bind { addr, source })?
+                .with_nodelay(Some(true));
+            let local_addr = incoming
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            Ok(GrpcListener {
+                local_addr,
+                incoming,
+            })
+        }
+        #[cfg(madsim)]
+        {
+            Ok(GrpcListener { local_addr: addr })
+        }
+    }
+
+    /// The address clients should connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves the cache service until `shutdown` resolves; in-flight RPCs finish first.
+    /// `max_message_bytes` bounds decoded and encoded messages (real transport only).
+    pub async fn serve(
+        self,
+        cache: crate::api::CacheApi,
+        max_message_bytes: usize,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let addr = self.local_addr;
+        // The generated server type differs between the two builds; it is named only here.
+        let service = crate::proto::cache_service_server::CacheServiceServer::new(cache)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        let router = tonic::transport::Server::builder().add_service(service);
+        #[cfg(not(madsim))]
+        let served = router
+            .serve_with_incoming_shutdown(self.incoming, shutdown)
+            .await;
+        #[cfg(madsim)]
+        let served = router.serve_with_shutdown(addr, shutdown).await;
+        served.map_err(|source| ServeError::Transport { addr, source })
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (in simulation: on madsim's ctrl-c for the node).
+pub async fn shutdown_signal() {
+    #[cfg(all(unix, not(madsim)))]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(any(madsim, not(unix)))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn node_clock_applies_offset_rate_and_jumps() {
+        let clock = NodeClock::starting_at_ms(1_000);
+        assert_eq!(clock.now_ms(), 1_000);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(clock.now_ms(), 1_100);
+        clock.set_rate(1.5);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(clock.now_ms(), 1_250, "rate applies from the change on");
+        clock.jump_ms(-200);
+        assert_eq!(clock.now_ms(), 1_050);
+        assert_eq!(
+            clock.runtime_duration(Duration::from_millis(150)),
+            Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "clock rate")]
+    fn node_clock_rejects_absurd_rate() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async { NodeClock::starting_at_ms(0).set_rate(10.0) });
+    }
+
+    #[test]
+    fn seeded_rngs_differ_between_calls() {
+        assert_ne!(entropy_seed(), entropy_seed());
+    }
+}

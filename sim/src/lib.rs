@@ -1,0 +1,16 @@
+//! Hyperion's deterministic simulator: real Hyperion servers and clients inside madsim, on a
+//! simulated network, with one global virtual clock and per-node [`NodeClock`]s, all drawn from
+//! one seed.
+//!
+//! The simulator only exists in the madsim build (`RUSTFLAGS="--cfg madsim"`, see `ci/sim`); in a
+//! normal build this crate is empty. Servers run the production code path
+//! ([`hyperion::server::Server`]) — there is no separate fake server.
+//!
+//! Every test prints its seed on failure (madsim's test harness); rerun one with
+//! `MADSIM_TEST_SEED=<seed> ci/sim test <name>`.
+#![cfg(madsim)]
+
+pub mod cluster;
+
+#[cfg(test)]
+mod tests;
