@@ -70,12 +70,17 @@ fn throttled_status(throttled: Throttled) -> Status {
         throttled.retry_after.as_millis().max(1)
     ));
     // `retry-after` is whole seconds (HTTP semantics), rounded up so clients never retry early.
-    let retry_secs = throttled.retry_after.as_secs() + u64::from(throttled.retry_after.subsec_nanos() > 0);
+    let retry_secs =
+        throttled.retry_after.as_secs() + u64::from(throttled.retry_after.subsec_nanos() > 0);
     let metadata = status.metadata_mut();
     metadata.insert("retry-after", MetadataValue::from(retry_secs.max(1)));
     metadata.insert(
         RETRY_AFTER_MS_METADATA,
-        MetadataValue::from(u64::try_from(throttled.retry_after.as_millis()).unwrap_or(u64::MAX).max(1)),
+        MetadataValue::from(
+            u64::try_from(throttled.retry_after.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        ),
     );
     status
 }
@@ -83,7 +88,9 @@ fn throttled_status(throttled: Throttled) -> Status {
 /// Checks one key; `field` names it in the error (`key`, `keys[3]`).
 fn validate_key(field: &str, key: &[u8]) -> Result<(), Status> {
     if key.is_empty() {
-        return Err(Status::invalid_argument(format!("{field}: must not be empty")));
+        return Err(Status::invalid_argument(format!(
+            "{field}: must not be empty"
+        )));
     }
     if key.len() > KEY_BYTES_MAX {
         return Err(Status::invalid_argument(format!(
@@ -116,9 +123,9 @@ fn deadline_exceeded(timeout: Duration) -> Status {
 fn store_error_status(error: StoreError) -> Status {
     match error {
         StoreError::EmptyKey => Status::invalid_argument("key: must not be empty"),
-        StoreError::KeyTooLarge { len, max } => Status::invalid_argument(format!(
-            "key: {len} bytes exceeds the limit of {max} bytes"
-        )),
+        StoreError::KeyTooLarge { len, max } => {
+            Status::invalid_argument(format!("key: {len} bytes exceeds the limit of {max} bytes"))
+        }
         StoreError::ValueTooLarge { len, max } => Status::invalid_argument(format!(
             "value: {len} bytes exceeds max_value_size_kb ({} KiB = {max} bytes)",
             max / 1024
@@ -235,7 +242,11 @@ mod tests {
         assert_eq!(read_timeout(250).unwrap(), Duration::from_millis(250));
         let error = read_timeout(60_001).unwrap_err();
         assert_eq!(error.code(), tonic::Code::InvalidArgument);
-        assert!(error.message().starts_with("timeout_ms:"), "{}", error.message());
+        assert!(
+            error.message().starts_with("timeout_ms:"),
+            "{}",
+            error.message()
+        );
     }
 
     #[test]
@@ -244,7 +255,12 @@ mod tests {
         let empty = validate_key("keys[2]", b"").unwrap_err();
         assert_eq!(empty.message(), "keys[2]: must not be empty");
         let long = validate_key("key", &[0u8; KEY_BYTES_MAX + 1]).unwrap_err();
-        assert!(long.message().contains("4097 bytes exceeds the limit of 4096"), "{}", long.message());
+        assert!(
+            long.message()
+                .contains("4097 bytes exceeds the limit of 4096"),
+            "{}",
+            long.message()
+        );
     }
 
     #[test]
@@ -267,11 +283,16 @@ mod tests {
             current: 5,
         });
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-        assert_eq!(status.metadata().get(CURRENT_VERSION_METADATA).unwrap(), "5");
+        assert_eq!(
+            status.metadata().get(CURRENT_VERSION_METADATA).unwrap(),
+            "5"
+        );
         let too_big = store_error_status(StoreError::ValueTooLarge {
             len: 600_000,
             max: 524_288,
         });
-        assert!(too_big.message().starts_with("value: 600000 bytes exceeds max_value_size_kb (512 KiB"));
+        assert!(too_big
+            .message()
+            .starts_with("value: 600000 bytes exceeds max_value_size_kb (512 KiB"));
     }
 }

@@ -74,13 +74,18 @@ impl Client {
     }
 
     /// Bounds a call by the deadline on this side too, whatever the transport does.
-    async fn bounded<T>(&self, call: impl std::future::Future<Output = Result<T, Status>>) -> Result<T, Status> {
-        runtime::timeout(self.deadline, call).await.unwrap_or_else(|_| {
-            Err(Status::deadline_exceeded(format!(
-                "no answer within the client deadline ({} ms)",
-                self.deadline.as_millis()
-            )))
-        })
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        runtime::timeout(self.deadline, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "no answer within the client deadline ({} ms)",
+                    self.deadline.as_millis()
+                )))
+            })
     }
 
     /// Reads one key.
@@ -115,7 +120,11 @@ impl Client {
     }
 
     /// Removes one key; `expected_version` 0 is unconditional.
-    pub async fn delete(&mut self, key: &[u8], expected_version: u64) -> Result<DeleteResponse, Status> {
+    pub async fn delete(
+        &mut self,
+        key: &[u8],
+        expected_version: u64,
+    ) -> Result<DeleteResponse, Status> {
         let request = self.request(DeleteRequest {
             key: key.to_vec(),
             expected_version,
@@ -127,7 +136,11 @@ impl Client {
 
     /// Reads any number of keys, in calls of at most [`BATCH_KEYS_MAX`]; responses come back in
     /// the order of `keys`.
-    pub async fn batch_get(&mut self, keys: &[Vec<u8>], allow_stale: bool) -> Result<Vec<GetResponse>, Status> {
+    pub async fn batch_get(
+        &mut self,
+        keys: &[Vec<u8>],
+        allow_stale: bool,
+    ) -> Result<Vec<GetResponse>, Status> {
         let mut responses = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(BATCH_KEYS_MAX) {
             let request = self.request(BatchGetRequest {

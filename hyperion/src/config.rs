@@ -250,9 +250,9 @@ impl Config {
             if !is_config_variable(&name) {
                 continue;
             }
-            let value = value.into_string().map_err(|_| {
-                ConfigError::new(&name, "value is not valid UTF-8".to_string())
-            })?;
+            let value = value
+                .into_string()
+                .map_err(|_| ConfigError::new(&name, "value is not valid UTF-8".to_string()))?;
             env.insert(name, value);
         }
         Config::from_env(&env)
@@ -268,10 +268,7 @@ impl Config {
                     .parse()
                     .expect("the default listen address parses")
             });
-        let node_id = vars
-            .get("HYPERION_NODE_ID")
-            .unwrap_or("node1")
-            .to_string();
+        let node_id = vars.get("HYPERION_NODE_ID").unwrap_or("node1").to_string();
         if !node_id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -359,7 +356,9 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             return Err(ConfigError::new(
                 "LOG_LEVEL",
-                format!("`{log_level}` is not a valid filter (e.g. info, debug, hyperion=debug): {e}"),
+                format!(
+                    "`{log_level}` is not a valid filter (e.g. info, debug, hyperion=debug): {e}"
+                ),
             ));
         }
         let otlp_endpoint = vars.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_string);
@@ -460,7 +459,11 @@ impl Vars<'_> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
-    fn parse<T: std::str::FromStr>(&self, name: &str, expected: &str) -> Result<Option<T>, ConfigError> {
+    fn parse<T: std::str::FromStr>(
+        &self,
+        name: &str,
+        expected: &str,
+    ) -> Result<Option<T>, ConfigError> {
         match self.get(name) {
             None => Ok(None),
             Some(raw) => raw
@@ -474,9 +477,10 @@ impl Vars<'_> {
         let expected = format!("an integer in {min}..={max}");
         let value: Option<u64> = self.parse(name, &expected)?;
         match value {
-            Some(v) if !(min..=max).contains(&v) => {
-                Err(ConfigError::new(name, format!("expected {expected}, got {v}")))
-            }
+            Some(v) if !(min..=max).contains(&v) => Err(ConfigError::new(
+                name,
+                format!("expected {expected}, got {v}"),
+            )),
             other => Ok(other),
         }
     }
@@ -609,36 +613,99 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
-            (&[("HYPERION_CACHE_SIZE_MB", "lots")], "HYPERION_CACHE_SIZE_MB", "got `lots`"),
-            (&[("HYPERION_CACHE_SIZE_MB", "0")], "HYPERION_CACHE_SIZE_MB", "got 0"),
-            (&[("HYPERION_EVICTION_BATCH_SIZE", "-3")], "HYPERION_EVICTION_BATCH_SIZE", "`-3`"),
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
             (
-                &[("HYPERION_RAFT_HEARTBEAT_MS", "150"), ("HYPERION_RAFT_ELECTION_TIMEOUT_MS", "200")],
+                &[("HYPERION_CACHE_SIZE_MB", "lots")],
+                "HYPERION_CACHE_SIZE_MB",
+                "got `lots`",
+            ),
+            (
+                &[("HYPERION_CACHE_SIZE_MB", "0")],
+                "HYPERION_CACHE_SIZE_MB",
+                "got 0",
+            ),
+            (
+                &[("HYPERION_EVICTION_BATCH_SIZE", "-3")],
+                "HYPERION_EVICTION_BATCH_SIZE",
+                "`-3`",
+            ),
+            (
+                &[
+                    ("HYPERION_RAFT_HEARTBEAT_MS", "150"),
+                    ("HYPERION_RAFT_ELECTION_TIMEOUT_MS", "200"),
+                ],
                 "HYPERION_RAFT_ELECTION_TIMEOUT_MS",
                 "less than 2x",
             ),
-            (&[("HYPERION_RAFT_LEASE_MS", "1500")], "HYPERION_RAFT_LEASE_MS", "below the election"),
-            (&[("LOG_LEVEL", "loud=[")], "LOG_LEVEL", "not a valid filter"),
-            (&[("HYPERION_LISTEN_ADDR", "nowhere")], "HYPERION_LISTEN_ADDR", "expected an address"),
-            (&[("HYPERION_LISTEN_ADDR", "0.0.0.0:7000")], "HYPERION_LISTEN_ADDR", "not a loopback"),
-            (&[("HYPERION_CLUSTER_NODES", "a:1,b")], "HYPERION_CLUSTER_NODES", "`b` must be host:port"),
-            (&[("HYPERION_CLUSTER_NODES", "a:1,a:1")], "HYPERION_CLUSTER_NODES", "twice"),
             (
-                &[("HYPERION_CLUSTER_NODES", "a:1,b:1,c:1"), ("HYPERION_REPLICATION_FACTOR", "2")],
+                &[("HYPERION_RAFT_LEASE_MS", "1500")],
+                "HYPERION_RAFT_LEASE_MS",
+                "below the election",
+            ),
+            (
+                &[("LOG_LEVEL", "loud=[")],
+                "LOG_LEVEL",
+                "not a valid filter",
+            ),
+            (
+                &[("HYPERION_LISTEN_ADDR", "nowhere")],
+                "HYPERION_LISTEN_ADDR",
+                "expected an address",
+            ),
+            (
+                &[("HYPERION_LISTEN_ADDR", "0.0.0.0:7000")],
+                "HYPERION_LISTEN_ADDR",
+                "not a loopback",
+            ),
+            (
+                &[("HYPERION_CLUSTER_NODES", "a:1,b")],
+                "HYPERION_CLUSTER_NODES",
+                "`b` must be host:port",
+            ),
+            (
+                &[("HYPERION_CLUSTER_NODES", "a:1,a:1")],
+                "HYPERION_CLUSTER_NODES",
+                "twice",
+            ),
+            (
+                &[
+                    ("HYPERION_CLUSTER_NODES", "a:1,b:1,c:1"),
+                    ("HYPERION_REPLICATION_FACTOR", "2"),
+                ],
                 "HYPERION_REPLICATION_FACTOR",
                 "must equal the number of voters",
             ),
-            (&[("COCKROACH_DSN", "mysql://x")], "COCKROACH_DSN", "postgresql://"),
-            (&[("HYPERION_DEV_MODE", "maybe")], "HYPERION_DEV_MODE", "true or false"),
-            (&[("HYPERION_DEV_MODE", "false")], "HYPERION_HMAC_KEY_FILE", "required outside"),
-            (&[("HYPERION_NODE_ID", "bad id!")], "HYPERION_NODE_ID", "must be"),
+            (
+                &[("COCKROACH_DSN", "mysql://x")],
+                "COCKROACH_DSN",
+                "postgresql://",
+            ),
+            (
+                &[("HYPERION_DEV_MODE", "maybe")],
+                "HYPERION_DEV_MODE",
+                "true or false",
+            ),
+            (
+                &[("HYPERION_DEV_MODE", "false")],
+                "HYPERION_HMAC_KEY_FILE",
+                "required outside",
+            ),
+            (
+                &[("HYPERION_NODE_ID", "bad id!")],
+                "HYPERION_NODE_ID",
+                "must be",
+            ),
             (
                 &[("HYPERION_FEATURE_FLAGS", "/nonexistent/flags.json")],
                 "HYPERION_FEATURE_FLAGS (/nonexistent/flags.json)",
                 "cannot read",
             ),
-            (&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")], "OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),
+            (
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://",
+            ),
         ];
         for (pairs, variable, fragment) in cases {
             let error = error_for(pairs);
@@ -660,10 +727,22 @@ mod tests {
             "enable_compression": true, "enable_batching": true, "new_eviction_algorithm": false,
             "shadow_traffic_percent": 5, "enable_client_caching": true, "max_value_size_kb": 512
         }"#;
-        assert_eq!(FeatureFlags::from_json(product, "flags").unwrap().shadow_traffic_percent, 5);
-        let unknown = FeatureFlags::from_json(r#"{"enable_compresion": true}"#, "flags").unwrap_err();
-        assert!(unknown.problem.contains("unknown field `enable_compresion`"), "{unknown}");
-        let range = FeatureFlags::from_json(r#"{"shadow_traffic_percent": 101}"#, "flags").unwrap_err();
+        assert_eq!(
+            FeatureFlags::from_json(product, "flags")
+                .unwrap()
+                .shadow_traffic_percent,
+            5
+        );
+        let unknown =
+            FeatureFlags::from_json(r#"{"enable_compresion": true}"#, "flags").unwrap_err();
+        assert!(
+            unknown
+                .problem
+                .contains("unknown field `enable_compresion`"),
+            "{unknown}"
+        );
+        let range =
+            FeatureFlags::from_json(r#"{"shadow_traffic_percent": 101}"#, "flags").unwrap_err();
         assert!(range.problem.contains("0-100"), "{range}");
         let zero = FeatureFlags::from_json(r#"{"max_value_size_kb": 0}"#, "flags").unwrap_err();
         assert!(zero.problem.contains("max_value_size_kb"), "{zero}");
@@ -679,10 +758,14 @@ mod tests {
         std::fs::write(&key, [7u8; 32]).unwrap();
         let short = dir.join("short.key");
         std::fs::write(&short, [7u8; 8]).unwrap();
-        let config = Config::from_env(&env(&[("HYPERION_HMAC_KEY_FILE", key.to_str().unwrap())])).unwrap();
+        let config =
+            Config::from_env(&env(&[("HYPERION_HMAC_KEY_FILE", key.to_str().unwrap())])).unwrap();
         assert!(!config.dev_mode);
         assert_eq!(config.hmac_key.expose(), &[7u8; 32]);
-        assert_eq!(format!("{:?}", config.hmac_key), "Secret(<32 bytes redacted>)");
+        assert_eq!(
+            format!("{:?}", config.hmac_key),
+            "Secret(<32 bytes redacted>)"
+        );
         let error = error_for(&[("HYPERION_HMAC_KEY_FILE", short.to_str().unwrap())]);
         assert!(error.variable.starts_with("HYPERION_HMAC_KEY_FILE"));
         assert!(error.problem.contains("got 8"), "{error}");

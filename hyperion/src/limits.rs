@@ -113,7 +113,9 @@ impl RateLimiter {
             tokens: rate,
             refilled_at: now,
         });
-        let elapsed = now.saturating_duration_since(bucket.refilled_at).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(bucket.refilled_at)
+            .as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
         bucket.refilled_at = now;
         let cost = f64::from(cost);
@@ -133,7 +135,9 @@ impl RateLimiter {
 fn prune(buckets: &mut HashMap<(IpAddr, Endpoint), Bucket>, now: Instant, limits: &RateLimits) {
     buckets.retain(|(_, endpoint), bucket| {
         let rate = f64::from(limits.per_sec(*endpoint));
-        let elapsed = now.saturating_duration_since(bucket.refilled_at).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(bucket.refilled_at)
+            .as_secs_f64();
         bucket.tokens + elapsed * rate < rate
     });
     if buckets.len() >= TRACKED_CLIENTS_MAX {

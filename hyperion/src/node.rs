@@ -42,7 +42,8 @@ pub struct Deleted {
 
 /// Store settings derived from the node configuration.
 pub fn store_config(config: &Config) -> StoreConfig {
-    let mut store = StoreConfig::with_defaults(IntegrityKey::new(config.hmac_key.expose().to_vec()));
+    let mut store =
+        StoreConfig::with_defaults(IntegrityKey::new(config.hmac_key.expose().to_vec()));
     store.capacity_bytes = config.cache_capacity_bytes();
     store.eviction_batch_size = config.eviction_batch_size;
     store.eviction = if config.flags.new_eviction_algorithm {
@@ -85,7 +86,10 @@ pub struct CacheNode {
 
 impl CacheNode {
     /// Builds the node; the store configuration is validated here (a bad one is a startup error).
-    pub fn new(config: &Config, clock: NodeClock) -> Result<CacheNode, hyperion_store::ConfigError> {
+    pub fn new(
+        config: &Config,
+        clock: NodeClock,
+    ) -> Result<CacheNode, hyperion_store::ConfigError> {
         let store = Store::new(store_config(config))?;
         Ok(CacheNode {
             state: Mutex::new(NodeState {
@@ -131,7 +135,8 @@ impl CacheNode {
                 response.version = version;
                 response.is_stale = is_stale;
                 if self.client_caching && !is_stale {
-                    response.ttl_remaining_ms = expires_at_ms.map_or(0, |at| at.saturating_sub(now_ms));
+                    response.ttl_remaining_ms =
+                        expires_at_ms.map_or(0, |at| at.saturating_sub(now_ms));
                 }
             }
             Lookup::Miss => response.status = CacheStatus::Miss as i32,
@@ -161,9 +166,10 @@ impl CacheNode {
             ttl_ms
         };
         let version = state.next_version();
-        let outcome = state
-            .store
-            .apply_set(key, value, ttl_ms, expected_version, version, now_ms)?;
+        let outcome =
+            state
+                .store
+                .apply_set(key, value, ttl_ms, expected_version, version, now_ms)?;
         if outcome.evicted > 0 {
             tracing::debug!(evicted = outcome.evicted, "evicted entries to make room");
         }

@@ -90,13 +90,20 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves; in-flight requests finish, background tasks stop.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
         let reaper = runtime::spawn(Arc::clone(&self.node).run_reaper());
         let api = CacheApi::new(self.node, Arc::new(RateLimiter::new(self.rate_limits)));
         tracing::info!(addr = %self.listener.local_addr(), "serving CacheService");
         let served = self
             .listener
-            .serve(api, CacheApi::max_message_bytes(self.max_value_bytes), shutdown)
+            .serve(
+                api,
+                CacheApi::max_message_bytes(self.max_value_bytes),
+                shutdown,
+            )
             .await;
         reaper.abort();
         tracing::info!("stopped");
@@ -136,12 +143,16 @@ mod tests {
 
     #[test]
     fn data_dir_is_claimed_once_and_guarded() {
-        let dir = std::env::temp_dir().join(format!("hyperion-datadir-test-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("hyperion-datadir-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         prepare_data_dir(&dir, "node1").unwrap();
         prepare_data_dir(&dir, "node1").unwrap();
         let error = prepare_data_dir(&dir, "node2").unwrap_err().to_string();
-        assert!(error.contains("belongs to node `node1`, not `node2`"), "{error}");
+        assert!(
+            error.contains("belongs to node `node1`, not `node2`"),
+            "{error}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

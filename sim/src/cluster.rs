@@ -59,7 +59,8 @@ impl SimServer {
                 let config = config.clone();
                 let clock = node_clock.clone();
                 async move {
-                    let server = Server::bind(&config, clock).expect("simulated server config is valid");
+                    let server =
+                        Server::bind(&config, clock).expect("simulated server config is valid");
                     server
                         .serve(std::future::pending())
                         .await

@@ -34,12 +34,19 @@ async fn set_get_batch_get_delete_over_simulated_grpc() {
             let statuses: Vec<i32> = batch.iter().map(|r| r.status).collect();
             assert_eq!(
                 statuses,
-                vec![CacheStatus::Hit as i32, CacheStatus::Miss as i32, CacheStatus::Hit as i32]
+                vec![
+                    CacheStatus::Hit as i32,
+                    CacheStatus::Miss as i32,
+                    CacheStatus::Hit as i32
+                ]
             );
             assert_eq!(batch[0].key, b"user:2");
             assert_eq!(batch[0].value, b"bob");
 
-            let cas = client.set(b"user:1", b"mallory", 0, first.version + 100).await.unwrap_err();
+            let cas = client
+                .set(b"user:1", b"mallory", 0, first.version + 100)
+                .await
+                .unwrap_err();
             assert_eq!(cas.code(), Code::FailedPrecondition);
 
             let deleted = client.delete(b"user:1", first.version).await.unwrap();

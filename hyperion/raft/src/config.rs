@@ -110,7 +110,10 @@ impl Config {
         if self.tick_interval_ms > self.heartbeat_ms {
             return invalid(
                 "tick_interval_ms",
-                format!("{} exceeds heartbeat_ms {}", self.tick_interval_ms, self.heartbeat_ms),
+                format!(
+                    "{} exceeds heartbeat_ms {}",
+                    self.tick_interval_ms, self.heartbeat_ms
+                ),
             );
         }
         if self.election_timeout_ms < 2 * self.heartbeat_ms {
@@ -126,14 +129,19 @@ impl Config {
         if !(self.max_clock_rate_ratio.is_finite() && self.max_clock_rate_ratio >= 1.0) {
             return invalid(
                 "max_clock_rate_ratio",
-                format!("{} must be a finite number ≥ 1.0", self.max_clock_rate_ratio),
+                format!(
+                    "{} must be a finite number ≥ 1.0",
+                    self.max_clock_rate_ratio
+                ),
             );
         }
         if self.lease_duration_ms == 0 {
             return invalid("lease_duration_ms", "must be > 0".into());
         }
         let stretched = self.lease_duration_ms as f64 * self.max_clock_rate_ratio;
-        let bound = self.election_timeout_ms.saturating_sub(self.tick_interval_ms) as f64;
+        let bound = self
+            .election_timeout_ms
+            .saturating_sub(self.tick_interval_ms) as f64;
         if !self.mutations.skip_lease_validation && stretched >= bound {
             return invalid(
                 "lease_duration_ms",
@@ -171,19 +179,31 @@ mod tests {
 
     #[test]
     fn rejects_tight_election_timeout() {
-        let c = Config { election_timeout_ms: 299, ..Config::default() };
+        let c = Config {
+            election_timeout_ms: 299,
+            ..Config::default()
+        };
         assert_eq!(c.validate().unwrap_err().field, "election_timeout_ms");
     }
 
     #[test]
     fn rejects_lease_too_close_to_election_timeout() {
         // 1430 × 1.05 = 1501.5 ≥ 1490.
-        let c = Config { lease_duration_ms: 1430, ..Config::default() };
+        let c = Config {
+            lease_duration_ms: 1430,
+            ..Config::default()
+        };
         assert_eq!(c.validate().unwrap_err().field, "lease_duration_ms");
         // 1400 × 1.05 = 1470 < 1490.
-        let c = Config { lease_duration_ms: 1400, ..Config::default() };
+        let c = Config {
+            lease_duration_ms: 1400,
+            ..Config::default()
+        };
         c.validate().unwrap();
-        let c = Config { max_clock_rate_ratio: 0.9, ..Config::default() };
+        let c = Config {
+            max_clock_rate_ratio: 0.9,
+            ..Config::default()
+        };
         assert_eq!(c.validate().unwrap_err().field, "max_clock_rate_ratio");
     }
 }

@@ -21,7 +21,11 @@ pub(crate) struct RaftLog {
 impl RaftLog {
     pub(crate) fn new(snapshot_index: u64, snapshot_term: u64, entries: Vec<Entry>) -> Self {
         for (i, e) in entries.iter().enumerate() {
-            assert_eq!(e.index, snapshot_index + 1 + i as u64, "recovered log is not consecutive");
+            assert_eq!(
+                e.index,
+                snapshot_index + 1 + i as u64,
+                "recovered log is not consecutive"
+            );
         }
         let log = RaftLog {
             snapshot_index,
@@ -30,7 +34,10 @@ impl RaftLog {
             stable_index: 0,
             commit: snapshot_index,
         };
-        RaftLog { stable_index: log.last_index(), ..log }
+        RaftLog {
+            stable_index: log.last_index(),
+            ..log
+        }
     }
 
     pub(crate) fn last_index(&self) -> u64 {
@@ -89,12 +96,19 @@ impl RaftLog {
 
     /// Last index holding `term`, if any entry (after the snapshot) has it.
     pub(crate) fn last_index_of_term(&self, term: u64) -> Option<u64> {
-        self.entries.iter().rev().find(|e| e.term == term).map(|e| e.index)
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.term == term)
+            .map(|e| e.index)
     }
 
     /// Appends one new entry at the end (leader path).
     pub(crate) fn append_new(&mut self, term: u64, kind: EntryKind) -> u64 {
-        assert!(term >= self.last_term(), "leader appends an entry older than its last term");
+        assert!(
+            term >= self.last_term(),
+            "leader appends an entry older than its last term"
+        );
         let index = self.last_index() + 1;
         self.entries.push(Entry { term, index, kind });
         index
@@ -117,7 +131,8 @@ impl RaftLog {
                         e.index,
                         self.commit
                     );
-                    self.entries.truncate((e.index - self.snapshot_index - 1) as usize);
+                    self.entries
+                        .truncate((e.index - self.snapshot_index - 1) as usize);
                     self.stable_index = self.stable_index.min(e.index - 1);
                 }
                 None => {}
@@ -130,7 +145,11 @@ impl RaftLog {
     }
 
     pub(crate) fn commit_to(&mut self, index: u64) {
-        assert!(index <= self.last_index(), "commit {index} beyond last index {}", self.last_index());
+        assert!(
+            index <= self.last_index(),
+            "commit {index} beyond last index {}",
+            self.last_index()
+        );
         if index > self.commit {
             self.commit = index;
         }
@@ -138,10 +157,18 @@ impl RaftLog {
 
     /// Entries not yet handed out for persistence.
     pub(crate) fn unstable(&self) -> Vec<Entry> {
+        assert!(
+            self.stable_index <= self.last_index(),
+            "stable index beyond the log"
+        );
         if self.stable_index >= self.last_index() {
             return Vec::new();
         }
-        self.slice(self.stable_index.max(self.snapshot_index) + 1, self.last_index(), usize::MAX)
+        self.slice(
+            self.stable_index.max(self.snapshot_index) + 1,
+            self.last_index(),
+            usize::MAX,
+        )
     }
 
     /// Drops entries up to `index` (which becomes the snapshot index).
@@ -152,13 +179,22 @@ impl RaftLog {
             self.entries.drain(..drop);
         } else {
             // Installing a snapshot that conflicts with or lies beyond our log: discard it all.
-            assert!(index > self.commit, "snapshot conflicts with committed entries");
+            assert!(
+                index > self.commit,
+                "snapshot conflicts with committed entries"
+            );
             self.entries.clear();
+            // Whatever was durable belonged to the discarded history.
+            self.stable_index = index;
         }
         self.snapshot_index = index;
         self.snapshot_term = term;
         self.commit = self.commit.max(index);
         self.stable_index = self.stable_index.max(index);
+        assert!(
+            self.stable_index <= self.last_index(),
+            "stable index beyond the log"
+        );
     }
 }
 
@@ -167,7 +203,11 @@ mod tests {
     use super::*;
 
     fn e(index: u64, term: u64) -> Entry {
-        Entry { index, term, kind: EntryKind::NoOp }
+        Entry {
+            index,
+            term,
+            kind: EntryKind::NoOp,
+        }
     }
 
     #[test]

@@ -226,12 +226,30 @@ impl MessageBody {
 impl std::fmt::Display for Message {
     /// One line, stable, used by the transcript tests.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}->{} {} t{}", self.from, self.to, self.body.name(), self.term)?;
+        write!(
+            f,
+            "{}->{} {} t{}",
+            self.from,
+            self.to,
+            self.body.name(),
+            self.term
+        )?;
         match &self.body {
-            MessageBody::PreVote { last_log_index, last_log_term }
-            | MessageBody::RequestVote { last_log_index, last_log_term, .. } => {
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            }
+            | MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                ..
+            } => {
                 write!(f, " last={last_log_index}/{last_log_term}")?;
-                if let MessageBody::RequestVote { leader_transfer: true, .. } = &self.body {
+                if let MessageBody::RequestVote {
+                    leader_transfer: true,
+                    ..
+                } = &self.body
+                {
                     write!(f, " transfer")?;
                 }
                 Ok(())
@@ -240,8 +258,17 @@ impl std::fmt::Display for Message {
             | MessageBody::RequestVoteResponse { granted } => {
                 write!(f, " {}", if *granted { "granted" } else { "rejected" })
             }
-            MessageBody::Append { prev_log_index, prev_log_term, entries, leader_commit, round } => {
-                write!(f, " prev={prev_log_index}/{prev_log_term} commit={leader_commit} r{round} [")?;
+            MessageBody::Append {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                round,
+            } => {
+                write!(
+                    f,
+                    " prev={prev_log_index}/{prev_log_term} commit={leader_commit} r{round} ["
+                )?;
                 for (i, e) in entries.iter().enumerate() {
                     if i > 0 {
                         write!(f, " ")?;
@@ -263,16 +290,26 @@ impl std::fmt::Display for Message {
                     r.rejected_prev_index, r.conflict_index, r.conflict_term
                 ),
             },
-            MessageBody::Heartbeat { leader_commit, round } => {
+            MessageBody::Heartbeat {
+                leader_commit,
+                round,
+            } => {
                 write!(f, " commit={leader_commit} r{round}")
             }
             MessageBody::HeartbeatResponse { round } => write!(f, " r{round}"),
             MessageBody::InstallSnapshot { snapshot, round } => {
-                write!(f, " index={}/{} r{round}", snapshot.meta.index, snapshot.meta.term)
+                write!(
+                    f,
+                    " index={}/{} r{round}",
+                    snapshot.meta.index, snapshot.meta.term
+                )
             }
             MessageBody::TimeoutNow => Ok(()),
             MessageBody::ReadIndexRequest { request_id } => write!(f, " id={request_id}"),
-            MessageBody::ReadIndexResponse { request_id, read_index } => {
+            MessageBody::ReadIndexResponse {
+                request_id,
+                read_index,
+            } => {
                 write!(f, " id={request_id} index={read_index:?}")
             }
         }

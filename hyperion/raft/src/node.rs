@@ -192,7 +192,9 @@ impl Durable {
     /// For drivers that persist with their own storage: the caller asserts that it made the
     /// Ready durable (term and vote synced; entries per its sync policy).
     pub fn assert_persisted(ready: &Ready) -> Durable {
-        Durable { ready_number: ready.number }
+        Durable {
+            ready_number: ready.number,
+        }
     }
 
     /// The Ready this proof is for.
@@ -211,7 +213,10 @@ pub struct AfterPersist {
 impl AfterPersist {
     /// Hands the messages out, given proof that their Ready is durable.
     pub fn release(self, durable: Durable) -> Vec<Message> {
-        assert_eq!(durable.ready_number, self.ready_number, "proof for another Ready");
+        assert_eq!(
+            durable.ready_number, self.ready_number,
+            "proof for another Ready"
+        );
         self.messages
     }
 
@@ -357,10 +362,18 @@ impl RaftNode {
         if !voters.contains(&id) {
             return Err(NewNodeError::NotAVoter(id));
         }
-        let Recovered { mut hard_state, snapshot, entries } = recovered;
-        let (snap_index, snap_term) =
-            snapshot.as_ref().map_or((0, 0), |s| (s.meta.index, s.meta.term));
-        let entries: Vec<Entry> = entries.into_iter().filter(|e| e.index > snap_index).collect();
+        let Recovered {
+            mut hard_state,
+            snapshot,
+            entries,
+        } = recovered;
+        let (snap_index, snap_term) = snapshot
+            .as_ref()
+            .map_or((0, 0), |s| (s.meta.index, s.meta.term));
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .filter(|e| e.index > snap_index)
+            .collect();
         if let Some(first) = entries.first() {
             if first.index != snap_index + 1 {
                 return Err(NewNodeError::InvalidRecovery(format!(
@@ -492,7 +505,8 @@ impl RaftNode {
         if self.role != Role::Leader || self.lease_suspended {
             return None;
         }
-        self.lease_start_ms.map(|start| start + self.config.lease_duration_ms)
+        self.lease_start_ms
+            .map(|start| start + self.config.lease_duration_ms)
     }
     /// Whether the lease is valid at `now_ms` (this node's clock).
     pub fn has_valid_lease(&self, now_ms: u64) -> bool {
@@ -507,12 +521,19 @@ impl RaftNode {
             || !self.persisted_messages.is_empty()
             || self.applied < self.log.commit
             || !self.failed_reads.is_empty()
-            || self.reads_awaiting_apply.iter().any(|r| r.index <= self.log.commit)
+            || self
+                .reads_awaiting_apply
+                .iter()
+                .any(|r| r.index <= self.log.commit)
             || self.wants_snapshot()
     }
 
     fn hard_state(&self) -> HardState {
-        HardState { term: self.term, vote: self.vote, commit: self.log.commit }
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.commit,
+        }
     }
 
     fn quorum(&self) -> usize {
@@ -531,7 +552,11 @@ impl RaftNode {
     /// Advances the node's clock and fires timers: heartbeats, CheckQuorum and transfer timeout
     /// on a leader; the election timeout otherwise.
     pub fn tick(&mut self, now_ms: u64) {
-        assert!(now_ms >= self.now_ms, "node clock went backwards: {now_ms} < {}", self.now_ms);
+        assert!(
+            now_ms >= self.now_ms,
+            "node clock went backwards: {now_ms} < {}",
+            self.now_ms
+        );
         self.now_ms = now_ms;
         if self.role == Role::Leader {
             if let Some((_, deadline)) = self.transfer {
@@ -566,7 +591,10 @@ impl RaftNode {
     /// Processes one message (using the time of the latest tick).
     pub fn step(&mut self, msg: Message) -> Result<(), StepError> {
         if msg.to != self.id {
-            return Err(StepError::WrongRecipient { to: msg.to, me: self.id });
+            return Err(StepError::WrongRecipient {
+                to: msg.to,
+                me: self.id,
+            });
         }
         if !self.voters.contains(&msg.from) || msg.from == self.id {
             return Err(StepError::UnknownSender(msg.from));
@@ -575,7 +603,9 @@ impl RaftNode {
             match &msg.body {
                 MessageBody::PreVote { .. } => {}
                 MessageBody::PreVoteResponse { granted: true } => {}
-                MessageBody::RequestVote { leader_transfer, .. } => {
+                MessageBody::RequestVote {
+                    leader_transfer, ..
+                } => {
                     // §6.4.1 / §4.2.3: a node that heard from a live leader recently ignores
                     // votes for a newer term, so the leader's lease holds.
                     if !leader_transfer && self.is_sticky() {
@@ -597,7 +627,9 @@ impl RaftNode {
                 | MessageBody::InstallSnapshot { .. } => {
                     Some(MessageBody::HeartbeatResponse { round: 0 })
                 }
-                MessageBody::PreVote { .. } => Some(MessageBody::PreVoteResponse { granted: false }),
+                MessageBody::PreVote { .. } => {
+                    Some(MessageBody::PreVoteResponse { granted: false })
+                }
                 MessageBody::RequestVote { .. } => {
                     Some(MessageBody::RequestVoteResponse { granted: false })
                 }
@@ -611,18 +643,22 @@ impl RaftNode {
         let from = msg.from;
         let term = msg.term;
         match msg.body {
-            MessageBody::PreVote { last_log_index, last_log_term } => {
-                self.handle_vote_request(from, term, true, last_log_index, last_log_term, false)
-            }
-            MessageBody::RequestVote { last_log_index, last_log_term, leader_transfer } => self
-                .handle_vote_request(
-                    from,
-                    term,
-                    false,
-                    last_log_index,
-                    last_log_term,
-                    leader_transfer,
-                ),
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } => self.handle_vote_request(from, term, true, last_log_index, last_log_term, false),
+            MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                leader_transfer,
+            } => self.handle_vote_request(
+                from,
+                term,
+                false,
+                last_log_index,
+                last_log_term,
+                leader_transfer,
+            ),
             MessageBody::PreVoteResponse { granted } => {
                 if self.role == Role::PreCandidate && term == self.term + 1 {
                     self.votes.insert(from, granted);
@@ -643,9 +679,19 @@ impl RaftNode {
                 round,
             } => {
                 self.follow(from);
-                self.handle_append(from, prev_log_index, prev_log_term, &entries, leader_commit, round)
+                self.handle_append(
+                    from,
+                    prev_log_index,
+                    prev_log_term,
+                    &entries,
+                    leader_commit,
+                    round,
+                )
             }
-            MessageBody::Heartbeat { leader_commit, round } => {
+            MessageBody::Heartbeat {
+                leader_commit,
+                round,
+            } => {
                 self.follow(from);
                 let commit = leader_commit.min(self.log.last_index());
                 self.log.commit_to(commit);
@@ -662,7 +708,9 @@ impl RaftNode {
                 if self.role == Role::Leader {
                     self.heard_from(from, round);
                     let last_index = self.log.last_index();
-                    let Some(p) = self.progress.get_mut(&from) else { return Ok(()) };
+                    let Some(p) = self.progress.get_mut(&from) else {
+                        return Ok(());
+                    };
                     p.probe_sent = false;
                     let (behind, state, match_index) =
                         (p.match_index < last_index, p.state, p.match_index);
@@ -684,17 +732,36 @@ impl RaftNode {
             MessageBody::ReadIndexRequest { request_id } => {
                 if self.role == Role::Leader {
                     if let Err(_e) = self.leader_read(from, request_id) {
-                        self.send(from, MessageBody::ReadIndexResponse { request_id, read_index: None });
+                        self.send(
+                            from,
+                            MessageBody::ReadIndexResponse {
+                                request_id,
+                                read_index: None,
+                            },
+                        );
                     }
                 } else {
-                    self.send(from, MessageBody::ReadIndexResponse { request_id, read_index: None });
+                    self.send(
+                        from,
+                        MessageBody::ReadIndexResponse {
+                            request_id,
+                            read_index: None,
+                        },
+                    );
                 }
             }
-            MessageBody::ReadIndexResponse { request_id, read_index } => {
+            MessageBody::ReadIndexResponse {
+                request_id,
+                read_index,
+            } => {
                 if self.forwarded_reads.remove(&request_id) {
                     match read_index {
-                        Some(index) => self.reads_awaiting_apply.push(ReadState { request_id, index }),
-                        None => self.failed_reads.push((request_id, ReadError::LeadershipLost)),
+                        Some(index) => self
+                            .reads_awaiting_apply
+                            .push(ReadState { request_id, index }),
+                        None => self
+                            .failed_reads
+                            .push((request_id, ReadError::LeadershipLost)),
                     }
                 }
             }
@@ -705,7 +772,9 @@ impl RaftNode {
     /// Appends commands to the leader's log; returns the indices assigned.
     pub fn propose(&mut self, commands: Vec<Vec<u8>>) -> Result<Range<u64>, ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader_hint: self.leader_id });
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader_id,
+            });
         }
         if self.transfer.is_some() {
             return Err(ProposeError::TransferInProgress);
@@ -740,7 +809,9 @@ impl RaftNode {
                 self.send(leader, MessageBody::ReadIndexRequest { request_id });
                 Ok(())
             }
-            _ => Err(ReadError::NotLeader { leader_hint: self.leader_id }),
+            _ => Err(ReadError::NotLeader {
+                leader_hint: self.leader_id,
+            }),
         }
     }
 
@@ -749,7 +820,9 @@ impl RaftNode {
     /// timeout.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), LeadershipError> {
         if self.role != Role::Leader {
-            return Err(LeadershipError::NotLeader { leader_hint: self.leader_id });
+            return Err(LeadershipError::NotLeader {
+                leader_hint: self.leader_id,
+            });
         }
         if !self.voters.contains(&to) {
             return Err(LeadershipError::UnknownNode(to));
@@ -768,7 +841,9 @@ impl RaftNode {
     /// leader after their election timeout.
     pub fn step_down(&mut self) -> Result<(), LeadershipError> {
         if self.role != Role::Leader {
-            return Err(LeadershipError::NotLeader { leader_hint: self.leader_id });
+            return Err(LeadershipError::NotLeader {
+                leader_hint: self.leader_id,
+            });
         }
         self.become_follower(self.term, None);
         Ok(())
@@ -785,12 +860,17 @@ impl RaftNode {
             });
         }
         // Provably present: snapshot_index < index ≤ applied ≤ commit ≤ last_index.
-        let term = self.log.term(index).unwrap_or_else(|| unreachable!("applied index held"));
+        let term = self
+            .log
+            .term(index)
+            .unwrap_or_else(|| unreachable!("applied index held"));
         let snapshot = Snapshot {
             meta: SnapshotMeta {
                 index,
                 term,
-                membership: Membership { voters: self.voters.clone() },
+                membership: Membership {
+                    voters: self.voters.clone(),
+                },
             },
             data,
         };
@@ -802,11 +882,20 @@ impl RaftNode {
 
     /// Collects everything the driver must do. Call [`RaftNode::advance`] before the next call.
     pub fn ready(&mut self) -> Ready {
-        assert!(self.outstanding.is_none(), "ready() called again before advance()");
+        assert!(
+            self.outstanding.is_none(),
+            "ready() called again before advance()"
+        );
         self.ready_number += 1;
         let hard_state = self.hard_state();
-        assert!(hard_state.term >= self.emitted_hard_state.term, "term decreased");
-        assert!(hard_state.commit >= self.emitted_hard_state.commit, "commit decreased");
+        assert!(
+            hard_state.term >= self.emitted_hard_state.term,
+            "term decreased"
+        );
+        assert!(
+            hard_state.commit >= self.emitted_hard_state.commit,
+            "commit decreased"
+        );
         let hard_state_out = (hard_state != self.emitted_hard_state).then_some(hard_state);
         self.emitted_hard_state = hard_state;
 
@@ -822,9 +911,13 @@ impl RaftNode {
         let entries = self.log.unstable();
         let last_entry = entries.last().map(|e| (e.index, e.term));
 
-        assert!(self.applied >= self.log.snapshot_index, "applied below snapshot");
+        assert!(
+            self.applied >= self.log.snapshot_index,
+            "applied below snapshot"
+        );
         let committed_entries = if self.log.commit > self.applied {
-            self.log.slice(self.applied + 1, self.log.commit, usize::MAX)
+            self.log
+                .slice(self.applied + 1, self.log.commit, usize::MAX)
         } else {
             Vec::new()
         };
@@ -832,8 +925,10 @@ impl RaftNode {
         self.applied = self.applied.max(self.log.commit);
 
         let applied = self.applied;
-        let (reads, waiting): (Vec<ReadState>, Vec<ReadState>) =
-            self.reads_awaiting_apply.drain(..).partition(|r| r.index <= applied);
+        let (reads, waiting): (Vec<ReadState>, Vec<ReadState>) = self
+            .reads_awaiting_apply
+            .drain(..)
+            .partition(|r| r.index <= applied);
         self.reads_awaiting_apply = waiting;
 
         let snapshot_request = if self.wants_snapshot() {
@@ -843,7 +938,10 @@ impl RaftNode {
             None
         };
         self.round_unsent = false;
-        self.outstanding = Some(Outstanding { number: self.ready_number, last_entry });
+        self.outstanding = Some(Outstanding {
+            number: self.ready_number,
+            last_entry,
+        });
         Ready {
             number: self.ready_number,
             hard_state: hard_state_out,
@@ -864,8 +962,14 @@ impl RaftNode {
 
     /// Acknowledges that the last [`Ready`] was handled.
     pub fn advance(&mut self, durable: Durable) {
-        let outstanding = self.outstanding.take().unwrap_or_else(|| panic!("advance without ready"));
-        assert_eq!(outstanding.number, durable.ready_number, "advance for another Ready");
+        let outstanding = self
+            .outstanding
+            .take()
+            .unwrap_or_else(|| panic!("advance without ready"));
+        assert_eq!(
+            outstanding.number, durable.ready_number,
+            "advance for another Ready"
+        );
         if let Some((index, term)) = outstanding.last_entry {
             // Entries may have been truncated and replaced since; only the same (index, term)
             // is the same entry (Log Matching).
@@ -888,7 +992,9 @@ impl RaftNode {
         let window = self.config.election_timeout_ms;
         self.role == Role::Leader
             || self.now_ms < self.sticky_until_ms
-            || self.last_heard_leader_ms.is_some_and(|t| self.now_ms < t + window)
+            || self
+                .last_heard_leader_ms
+                .is_some_and(|t| self.now_ms < t + window)
     }
 
     fn reset_election_deadline(&mut self) {
@@ -911,7 +1017,10 @@ impl RaftNode {
             self.send_with_term(
                 peer,
                 self.term + 1,
-                MessageBody::PreVote { last_log_index, last_log_term },
+                MessageBody::PreVote {
+                    last_log_index,
+                    last_log_term,
+                },
             );
         }
     }
@@ -932,7 +1041,11 @@ impl RaftNode {
         for peer in self.peers() {
             self.send(
                 peer,
-                MessageBody::RequestVote { last_log_index, last_log_term, leader_transfer },
+                MessageBody::RequestVote {
+                    last_log_index,
+                    last_log_term,
+                    leader_transfer,
+                },
             );
         }
     }
@@ -970,7 +1083,8 @@ impl RaftNode {
             || (self.vote.is_none() && self.leader_id.is_none())
             || (pre_vote && term > self.term);
         // §5.4.1: the candidate's log must be at least as up to date as ours.
-        let up_to_date = (last_log_term, last_log_index) >= (self.log.last_term(), self.log.last_index());
+        let up_to_date =
+            (last_log_term, last_log_index) >= (self.log.last_term(), self.log.last_index());
         let granted = !sticky && can_vote && up_to_date;
         if pre_vote {
             let reply_term = if granted { term } else { self.term };
@@ -1055,14 +1169,22 @@ impl RaftNode {
     }
 
     fn set_term(&mut self, term: u64) {
-        assert!(term > self.term, "term must only grow: {} -> {term}", self.term);
+        assert!(
+            term > self.term,
+            "term must only grow: {} -> {term}",
+            self.term
+        );
         self.term = term;
         self.vote = None;
         self.lease_suspended = false;
     }
 
     fn peers(&self) -> Vec<NodeId> {
-        self.voters.iter().copied().filter(|v| *v != self.id).collect()
+        self.voters
+            .iter()
+            .copied()
+            .filter(|v| *v != self.id)
+            .collect()
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1081,7 +1203,13 @@ impl RaftNode {
                 let p = &self.progress[&peer];
                 let leader_commit = self.log.commit.min(p.match_index);
                 let round = self.round;
-                self.send(peer, MessageBody::Heartbeat { leader_commit, round });
+                self.send(
+                    peer,
+                    MessageBody::Heartbeat {
+                        leader_commit,
+                        round,
+                    },
+                );
             }
         }
         self.update_confirmed_round();
@@ -1134,7 +1262,8 @@ impl RaftNode {
             return Some(false);
         };
         let entries = if next <= self.log.last_index() {
-            self.log.slice(next, self.log.last_index(), self.config.append_bytes_max)
+            self.log
+                .slice(next, self.log.last_index(), self.config.append_bytes_max)
         } else {
             Vec::new()
         };
@@ -1155,7 +1284,13 @@ impl RaftNode {
         let leader_commit = self.log.commit;
         self.send(
             peer,
-            MessageBody::Append { prev_log_index, prev_log_term, entries, leader_commit, round },
+            MessageBody::Append {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                round,
+            },
         );
         // Pipelining continues only in Replicate and only while there are entries to send.
         Some(state == ProgressState::Replicate && last_sent > prev_log_index)
@@ -1211,16 +1346,26 @@ impl RaftNode {
         self.send(from, MessageBody::AppendResponse { result, round });
     }
 
-    fn handle_append_response(&mut self, from: NodeId, result: Result<u64, AppendReject>, round: u64) {
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        result: Result<u64, AppendReject>,
+        round: u64,
+    ) {
         if self.role != Role::Leader {
             return;
         }
         self.heard_from(from, round);
         let last_index = self.log.last_index();
-        let Some(p) = self.progress.get_mut(&from) else { return };
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
         match result {
             Ok(match_index) => {
-                assert!(match_index <= last_index, "follower matched beyond the leader's log");
+                assert!(
+                    match_index <= last_index,
+                    "follower matched beyond the leader's log"
+                );
                 p.probe_sent = false;
                 if match_index > p.match_index {
                     p.match_index = match_index;
@@ -1326,7 +1471,11 @@ impl RaftNode {
 
     fn maybe_send_timeout_now(&mut self) {
         if let Some((to, _)) = self.transfer {
-            if self.progress.get(&to).is_some_and(|p| p.match_index == self.log.last_index()) {
+            if self
+                .progress
+                .get(&to)
+                .is_some_and(|p| p.match_index == self.log.last_index())
+            {
                 self.send(to, MessageBody::TimeoutNow);
             }
         }
@@ -1353,7 +1502,12 @@ impl RaftNode {
             self.start_round();
         }
         let index = self.committed_in_term().then_some(self.log.commit);
-        self.pending_reads.push(PendingRead { origin, request_id, index, round: self.round });
+        self.pending_reads.push(PendingRead {
+            origin,
+            request_id,
+            index,
+            round: self.round,
+        });
         self.process_reads();
         Ok(())
     }
@@ -1385,23 +1539,38 @@ impl RaftNode {
 
     fn release_read(&mut self, origin: NodeId, request_id: u64, index: u64) {
         if origin == self.id {
-            self.reads_awaiting_apply.push(ReadState { request_id, index });
+            self.reads_awaiting_apply
+                .push(ReadState { request_id, index });
         } else {
-            self.send(origin, MessageBody::ReadIndexResponse { request_id, read_index: Some(index) });
+            self.send(
+                origin,
+                MessageBody::ReadIndexResponse {
+                    request_id,
+                    read_index: Some(index),
+                },
+            );
         }
     }
 
     fn fail_read(&mut self, origin: NodeId, request_id: u64) {
         if origin == self.id {
-            self.failed_reads.push((request_id, ReadError::LeadershipLost));
+            self.failed_reads
+                .push((request_id, ReadError::LeadershipLost));
         } else {
-            self.send(origin, MessageBody::ReadIndexResponse { request_id, read_index: None });
+            self.send(
+                origin,
+                MessageBody::ReadIndexResponse {
+                    request_id,
+                    read_index: None,
+                },
+            );
         }
     }
 
     fn fail_forwarded_reads(&mut self) {
         for request_id in std::mem::take(&mut self.forwarded_reads) {
-            self.failed_reads.push((request_id, ReadError::LeadershipLost));
+            self.failed_reads
+                .push((request_id, ReadError::LeadershipLost));
         }
     }
 
@@ -1414,7 +1583,12 @@ impl RaftNode {
 
     fn send_with_term(&mut self, to: NodeId, term: u64, body: MessageBody) {
         let persisted = body.requires_persistence();
-        let msg = Message { from: self.id, to, term, body };
+        let msg = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
         if persisted {
             self.persisted_messages.push(msg);
         } else {

@@ -96,7 +96,10 @@ async fn run(cli: Cli) -> Result<(), String> {
     let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
     match cli.command {
         Command::Get { key, allow_stale } => {
-            let response = client.get(key.as_bytes(), allow_stale).await.map_err(status)?;
+            let response = client
+                .get(key.as_bytes(), allow_stale)
+                .await
+                .map_err(status)?;
             println!("{}", render(&response));
         }
         Command::Set {

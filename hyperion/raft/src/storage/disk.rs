@@ -71,11 +71,18 @@ impl FileDisk {
             name: dir.display().to_string(),
             source,
         })?;
-        Ok(FileDisk { dir, appenders: BTreeMap::new() })
+        Ok(FileDisk {
+            dir,
+            appenders: BTreeMap::new(),
+        })
     }
 
     fn err<'a>(op: &'static str, name: &'a str) -> impl FnOnce(std::io::Error) -> DiskError + 'a {
-        move |source| DiskError { op, name: name.to_string(), source }
+        move |source| DiskError {
+            op,
+            name: name.to_string(),
+            source,
+        }
     }
 }
 
@@ -87,7 +94,8 @@ impl Disk for FileDisk {
             Err(e) => return Err(Self::err("open", name)(e)),
         };
         let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(Self::err("read", name))?;
+        file.read_to_end(&mut data)
+            .map_err(Self::err("read", name))?;
         Ok(Some(data))
     }
 
@@ -100,7 +108,10 @@ impl Disk for FileDisk {
                 .map_err(Self::err("open", name))?;
             self.appenders.insert(name.to_string(), file);
         }
-        let file = self.appenders.get_mut(name).unwrap_or_else(|| unreachable!("inserted above"));
+        let file = self
+            .appenders
+            .get_mut(name)
+            .unwrap_or_else(|| unreachable!("inserted above"));
         file.write_all(data).map_err(Self::err("append", name))
     }
 
@@ -182,7 +193,9 @@ impl SimDisk {
 
     fn lock(&self) -> MutexGuard<'_, SimDiskState> {
         // Single-threaded by design; a poisoned lock only means a test already panicked.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A process crash: the page cache survives, so nothing changes on the disk. (The caller
@@ -229,7 +242,11 @@ impl SimDisk {
 impl Disk for SimDisk {
     fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
         let st = self.lock();
-        Ok(st.names.get(name).and_then(|id| st.files.get(id)).map(|f| f.current.clone()))
+        Ok(st
+            .names
+            .get(name)
+            .and_then(|id| st.files.get(id))
+            .map(|f| f.current.clone()))
     }
 
     fn append(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
@@ -244,7 +261,11 @@ impl Disk for SimDisk {
                 id
             }
         };
-        st.files.entry(id).or_default().current.extend_from_slice(data);
+        st.files
+            .entry(id)
+            .or_default()
+            .current
+            .extend_from_slice(data);
         Ok(())
     }
 
@@ -331,7 +352,8 @@ mod tests {
 
     #[test]
     fn file_disk_round_trip() {
-        let dir = std::env::temp_dir().join(format!("hyperion-raft-filedisk-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("hyperion-raft-filedisk-{}", std::process::id()));
         let mut disk = FileDisk::open(&dir).unwrap();
         disk.write_file("x.tmp", b"abc").unwrap();
         disk.sync("x.tmp").unwrap();

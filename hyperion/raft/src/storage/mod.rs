@@ -74,7 +74,10 @@ pub enum StorageError {
 #[derive(Clone, Debug, PartialEq)]
 enum Record {
     /// The log starts after this point (written first in a rewritten WAL).
-    Base { index: u64, term: u64 },
+    Base {
+        index: u64,
+        term: u64,
+    },
     HardState(HardState),
     /// Replaces entries from `entries[0].index` on.
     Entries(Vec<Entry>),
@@ -122,7 +125,10 @@ fn encode_record(record: &Record) -> Vec<u8> {
 fn decode_record(payload: &[u8]) -> Option<Record> {
     let mut r = Reader::new(payload);
     let record = match r.u8()? {
-        RECORD_BASE => Record::Base { index: r.u64()?, term: r.u64()? },
+        RECORD_BASE => Record::Base {
+            index: r.u64()?,
+            term: r.u64()?,
+        },
         RECORD_HARD_STATE => {
             let term = r.u64()?;
             let vote = match r.u8()? {
@@ -130,7 +136,11 @@ fn decode_record(payload: &[u8]) -> Option<Record> {
                 1 => Some(r.u64()?),
                 _ => return None,
             };
-            Record::HardState(HardState { term, vote, commit: r.u64()? })
+            Record::HardState(HardState {
+                term,
+                vote,
+                commit: r.u64()?,
+            })
         }
         RECORD_ENTRIES => {
             let n = r.u64()?;
@@ -181,7 +191,11 @@ fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot> {
     }
     let data = r.bytes()?;
     r.is_empty().then_some(Snapshot {
-        meta: SnapshotMeta { index, term, membership: Membership { voters } },
+        meta: SnapshotMeta {
+            index,
+            term,
+            membership: Membership { voters },
+        },
         data,
     })
 }
@@ -204,16 +218,23 @@ impl Replay {
             }
             Record::HardState(hs) => self.hard_state = hs,
             Record::Entries(new) => {
-                let Some(first) = new.first() else { return true };
+                let Some(first) = new.first() else {
+                    return true;
+                };
                 let last = self.base.0 + self.entries.len() as u64;
                 if first.index <= self.base.0 || first.index > last + 1 {
                     return false;
                 }
                 let first_index = first.index;
-                if new.iter().enumerate().any(|(i, e)| e.index != first_index + i as u64) {
+                if new
+                    .iter()
+                    .enumerate()
+                    .any(|(i, e)| e.index != first_index + i as u64)
+                {
                     return false;
                 }
-                self.entries.truncate((first_index - self.base.0 - 1) as usize);
+                self.entries
+                    .truncate((first_index - self.base.0 - 1) as usize);
                 self.entries.extend(new);
             }
         }
@@ -233,13 +254,19 @@ pub fn recover(disk: &mut dyn Disk) -> Result<(Recovered, usize, usize), Storage
     let mut replay = Replay::default();
     let mut valid_len = 0usize;
     for payload in frames {
-        let Some(record) = decode_record(payload) else { break };
+        let Some(record) = decode_record(payload) else {
+            break;
+        };
         if !replay.apply(record) {
             break;
         }
         valid_len += 8 + payload.len();
     }
-    let Replay { base, hard_state, mut entries } = replay;
+    let Replay {
+        base,
+        hard_state,
+        mut entries,
+    } = replay;
     if let Some(s) = &snapshot {
         let (si, st) = (s.meta.index, s.meta.term);
         let wal_term_at_si = if si == base.0 {
@@ -260,7 +287,15 @@ pub fn recover(disk: &mut dyn Disk) -> Result<(Recovered, usize, usize), Storage
         // A rewritten WAL without its snapshot cannot happen (the snapshot is durable first).
         entries.clear();
     }
-    Ok((Recovered { hard_state, snapshot, entries }, valid_len, wal_bytes.len()))
+    Ok((
+        Recovered {
+            hard_state,
+            snapshot,
+            entries,
+        },
+        valid_len,
+        wal_bytes.len(),
+    ))
 }
 
 /// Durable storage of one node over a [`Disk`].
@@ -280,9 +315,16 @@ pub struct Storage<D: Disk> {
 impl<D: Disk> Storage<D> {
     /// Recovers the state on `disk` and repairs a torn WAL tail (the valid prefix is rewritten
     /// atomically so that new records are never appended after garbage).
-    pub fn open(mut disk: D, policy: SyncPolicy, now_ms: u64) -> Result<(Self, Recovered), StorageError> {
+    pub fn open(
+        mut disk: D,
+        policy: SyncPolicy,
+        now_ms: u64,
+    ) -> Result<(Self, Recovered), StorageError> {
         let (recovered, valid_len, total_len) = recover(&mut disk)?;
-        let base = recovered.snapshot.as_ref().map_or((0, 0), |s| (s.meta.index, s.meta.term));
+        let base = recovered
+            .snapshot
+            .as_ref()
+            .map_or((0, 0), |s| (s.meta.index, s.meta.term));
         let mut storage = Storage {
             disk,
             policy,
@@ -293,9 +335,10 @@ impl<D: Disk> Storage<D> {
             unsynced: false,
             last_sync_ms: now_ms,
         };
-        if valid_len != total_len || base.0 > 0 {
-            storage.rewrite_wal()?;
-        }
+        // Always rewrite: it drops a torn tail, drops entries that do not continue the
+        // snapshot, and makes the WAL's *name* durable (an fsync of a new file does not).
+        let _ = (valid_len, total_len);
+        storage.rewrite_wal()?;
         Ok((storage, recovered))
     }
 
@@ -307,13 +350,16 @@ impl<D: Disk> Storage<D> {
     /// Persists the durable parts of `ready`; see the module docs for what is synced.
     pub fn persist(&mut self, ready: &Ready, now_ms: u64) -> Result<Durable, StorageError> {
         if let Some(snapshot) = &ready.snapshot {
-            self.disk.write_file(SNAPSHOT_TMP, &encode_snapshot(snapshot))?;
+            self.disk
+                .write_file(SNAPSHOT_TMP, &encode_snapshot(snapshot))?;
             self.disk.sync(SNAPSHOT_TMP)?;
             self.disk.rename(SNAPSHOT_TMP, SNAPSHOT)?;
             self.disk.sync_dir()?;
             let (si, st) = (snapshot.meta.index, snapshot.meta.term);
             let term_at_si = if si > self.base.0 {
-                self.entries.get((si - self.base.0 - 1) as usize).map(|e| e.term)
+                self.entries
+                    .get((si - self.base.0 - 1) as usize)
+                    .map(|e| e.term)
             } else {
                 None
             };
@@ -340,11 +386,16 @@ impl<D: Disk> Storage<D> {
             assert!(first > self.base.0, "persisting entries below the snapshot");
             assert!(
                 first <= self.base.0 + self.entries.len() as u64 + 1,
-                "gap in persisted entries"
+                "gap in persisted entries: first {first}, base {:?}, {} entries persisted",
+                self.base,
+                self.entries.len()
             );
             self.entries.truncate((first - self.base.0 - 1) as usize);
             self.entries.extend(ready.entries.iter().cloned());
-            encode_frame(&encode_record(&Record::Entries(ready.entries.clone())), &mut buf);
+            encode_frame(
+                &encode_record(&Record::Entries(ready.entries.clone())),
+                &mut buf,
+            );
         }
         if !buf.is_empty() {
             self.disk.append(WAL, &buf)?;
@@ -377,9 +428,15 @@ impl<D: Disk> Storage<D> {
         let mut buf = Vec::new();
         let (index, term) = self.base;
         encode_frame(&encode_record(&Record::Base { index, term }), &mut buf);
-        encode_frame(&encode_record(&Record::HardState(self.hard_state)), &mut buf);
+        encode_frame(
+            &encode_record(&Record::HardState(self.hard_state)),
+            &mut buf,
+        );
         if !self.entries.is_empty() {
-            encode_frame(&encode_record(&Record::Entries(self.entries.clone())), &mut buf);
+            encode_frame(
+                &encode_record(&Record::Entries(self.entries.clone())),
+                &mut buf,
+            );
         }
         self.disk.write_file(WAL_TMP, &buf)?;
         self.disk.sync(WAL_TMP)?;
@@ -399,18 +456,38 @@ mod tests {
     fn record_round_trip() {
         let records = vec![
             Record::Base { index: 5, term: 2 },
-            Record::HardState(HardState { term: 3, vote: Some(2), commit: 7 }),
-            Record::HardState(HardState { term: 3, vote: None, commit: 7 }),
+            Record::HardState(HardState {
+                term: 3,
+                vote: Some(2),
+                commit: 7,
+            }),
+            Record::HardState(HardState {
+                term: 3,
+                vote: None,
+                commit: 7,
+            }),
             Record::Entries(vec![
-                Entry { index: 6, term: 3, kind: EntryKind::NoOp },
-                Entry { index: 7, term: 3, kind: EntryKind::Command(b"x".to_vec()) },
+                Entry {
+                    index: 6,
+                    term: 3,
+                    kind: EntryKind::NoOp,
+                },
+                Entry {
+                    index: 7,
+                    term: 3,
+                    kind: EntryKind::Command(b"x".to_vec()),
+                },
             ]),
         ];
         for r in records {
             assert_eq!(decode_record(&encode_record(&r)), Some(r));
         }
         let s = Snapshot {
-            meta: SnapshotMeta { index: 9, term: 2, membership: Membership { voters: vec![1, 2] } },
+            meta: SnapshotMeta {
+                index: 9,
+                term: 2,
+                membership: Membership { voters: vec![1, 2] },
+            },
             data: b"state".to_vec(),
         };
         assert_eq!(decode_snapshot(&encode_snapshot(&s)), Some(s));

@@ -13,7 +13,11 @@ const HEADER_BYTES: usize = 8;
 
 /// Appends one frame holding `payload` to `out`.
 pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
-    assert!(payload.len() <= RECORD_BYTES_MAX, "WAL record of {} bytes", payload.len());
+    assert!(
+        payload.len() <= RECORD_BYTES_MAX,
+        "WAL record of {} bytes",
+        payload.len()
+    );
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
@@ -24,8 +28,8 @@ pub fn decode_frames(data: &[u8]) -> (Vec<&[u8]>, usize) {
     let mut frames = Vec::new();
     let mut pos = 0usize;
     while data.len() - pos >= HEADER_BYTES {
-        let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]])
-            as usize;
+        let len =
+            u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
         let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
         if len > RECORD_BYTES_MAX || data.len() - pos - HEADER_BYTES < len {
             break;

@@ -1,0 +1,328 @@
+//! The server over real HTTP/2 on loopback (tokio build): every RPC, every error status.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyperion::api::{CURRENT_VERSION_METADATA, RETRY_AFTER_MS_METADATA};
+use hyperion::client::Client;
+use hyperion::config::Config;
+use hyperion::limits::RateLimits;
+use hyperion::node::CacheNode;
+use hyperion::proto::cache_service_client::CacheServiceClient;
+use hyperion::proto::{BatchGetRequest, CacheStatus, GetRequest, SetRequest};
+use hyperion::runtime::NodeClock;
+use hyperion::server::Server;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tonic::Code;
+
+struct Running {
+    addr: SocketAddr,
+    node: Arc<CacheNode>,
+    stop: Option<oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<Result<(), hyperion::server::StartError>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        let _ = self.stop.take().expect("stopped once").send(());
+        let result = tokio::time::timeout(Duration::from_secs(10), self.served)
+            .await
+            .expect("server stops within 10 s")
+            .expect("server task did not panic");
+        assert!(result.is_ok(), "graceful shutdown returns Ok: {result:?}");
+    }
+}
+
+fn loopback_config() -> Config {
+    let mut config = Config::development();
+    config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+async fn start(config: Config, limits: RateLimits) -> Running {
+    let server = Server::bind(&config, NodeClock::system())
+        .expect("server binds")
+        .with_rate_limits(limits);
+    let addr = server.local_addr();
+    assert_ne!(addr.port(), 0, "port 0 resolves before serving");
+    let node = server.node();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = hyperion::runtime::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        node,
+        stop: Some(stop),
+        served,
+    }
+}
+
+fn generous_limits() -> RateLimits {
+    RateLimits {
+        get_per_sec: 1_000_000,
+        set_per_sec: 1_000_000,
+        batch_get_per_sec: 1_000_000,
+    }
+}
+
+async fn raw_client(addr: SocketAddr) -> CacheServiceClient<tonic::transport::Channel> {
+    CacheServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects over loopback")
+        .max_decoding_message_size(8 << 20)
+        .max_encoding_message_size(8 << 20)
+}
+
+#[tokio::test]
+async fn every_rpc_round_trips_over_http2() {
+    let server = start(loopback_config(), generous_limits()).await;
+    let mut client = Client::new(&server.addr.to_string()).unwrap();
+
+    let first = client.set(b"greeting", b"hello", 0, 0).await.unwrap();
+    assert_eq!(first.ttl_ms, 0);
+    let hit = client.get(b"greeting", false).await.unwrap();
+    assert_eq!(hit.status, CacheStatus::Hit as i32);
+    assert_eq!(hit.value, b"hello");
+    assert_eq!(hit.version, first.version);
+    assert_eq!(hit.key, b"greeting");
+    assert_eq!(hit.ttl_remaining_ms, 0, "no expiry, no hint");
+
+    // Compare-and-set succeeds on the current version and moves it forward.
+    let second = client
+        .set(b"greeting", b"hi", 60_000, first.version)
+        .await
+        .unwrap();
+    assert!(second.version > first.version);
+    let hinted = client.get(b"greeting", false).await.unwrap();
+    assert!(hinted.ttl_remaining_ms > 0 && hinted.ttl_remaining_ms <= 60_000);
+
+    // Binary keys and a large compressible value (LZ4 inside, transparent outside).
+    let key = vec![0u8, 159, 146, 150];
+    let value: Vec<u8> = (0..200_000u32).map(|i| (i % 7) as u8).collect();
+    client.set(&key, &value, 0, 0).await.unwrap();
+    assert_eq!(client.get(&key, false).await.unwrap().value, value);
+
+    // BatchGet: order kept, misses reported, and the client splits lists above 100 keys.
+    let keys: Vec<Vec<u8>> = (0..250).map(|i| format!("k{i}").into_bytes()).collect();
+    for key in keys.iter().step_by(2) {
+        client.set(key, key, 0, 0).await.unwrap();
+    }
+    let batch = client.batch_get(&keys, false).await.unwrap();
+    assert_eq!(batch.len(), 250);
+    for (i, response) in batch.iter().enumerate() {
+        assert_eq!(response.key, keys[i]);
+        let expected = if i % 2 == 0 {
+            CacheStatus::Hit
+        } else {
+            CacheStatus::Miss
+        };
+        assert_eq!(response.status, expected as i32, "key {i}");
+    }
+
+    let deleted = client.delete(b"greeting", 0).await.unwrap();
+    assert!(deleted.existed);
+    assert_eq!(deleted.version, second.version);
+    let again = client.delete(b"greeting", 0).await.unwrap();
+    assert!(!again.existed);
+    assert_eq!(again.version, 0);
+    assert_eq!(
+        client.get(b"greeting", false).await.unwrap().status,
+        CacheStatus::Miss as i32
+    );
+
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_statuses_and_changes_nothing() {
+    let server = start(loopback_config(), generous_limits()).await;
+    let mut raw = raw_client(server.addr).await;
+    let mut client = Client::new(&server.addr.to_string()).unwrap();
+    let base = client.set(b"k", b"v", 0, 0).await.unwrap();
+
+    let empty = client.set(b"", b"v", 0, 0).await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    assert_eq!(empty.message(), "key: must not be empty");
+
+    let long_key = vec![b'x'; 4097];
+    let long = client.get(&long_key, false).await.unwrap_err();
+    assert_eq!(long.code(), Code::InvalidArgument);
+    assert!(
+        long.message()
+            .contains("4097 bytes exceeds the limit of 4096"),
+        "{}",
+        long.message()
+    );
+
+    let too_big = vec![1u8; 512 * 1024 + 1];
+    let error = client.set(b"k", &too_big, 0, 0).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().contains("max_value_size_kb (512 KiB"),
+        "{}",
+        error.message()
+    );
+
+    let cas = client
+        .set(b"k", b"w", 0, base.version + 7)
+        .await
+        .unwrap_err();
+    assert_eq!(cas.code(), Code::FailedPrecondition);
+    assert_eq!(
+        cas.metadata()
+            .get(CURRENT_VERSION_METADATA)
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        base.version.to_string()
+    );
+    let cas_missing = client.delete(b"absent", 3).await.unwrap_err();
+    assert_eq!(cas_missing.code(), Code::FailedPrecondition);
+    assert!(
+        cas_missing.message().contains("current version 0"),
+        "{}",
+        cas_missing.message()
+    );
+
+    let timeout = raw
+        .get(GetRequest {
+            key: b"k".to_vec(),
+            allow_stale: false,
+            timeout_ms: 60_001,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(timeout.code(), Code::InvalidArgument);
+    assert!(timeout.message().starts_with("timeout_ms:"));
+
+    let keys: Vec<Vec<u8>> = (0..101).map(|i| vec![i as u8 + 1]).collect();
+    let batch = raw
+        .batch_get(BatchGetRequest {
+            keys,
+            allow_stale: false,
+            timeout_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(batch.code(), Code::InvalidArgument);
+    assert!(
+        batch
+            .message()
+            .contains("101 keys exceeds the limit of 100"),
+        "{}",
+        batch.message()
+    );
+    let bad_index = raw
+        .batch_get(BatchGetRequest {
+            keys: vec![b"a".to_vec(), Vec::new()],
+            allow_stale: false,
+            timeout_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_index.message(), "keys[1]: must not be empty");
+    let no_keys = raw
+        .batch_get(BatchGetRequest {
+            keys: Vec::new(),
+            allow_stale: false,
+            timeout_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_keys.code(), Code::InvalidArgument);
+
+    // Nothing above changed the entry.
+    let unchanged = client.get(b"k", false).await.unwrap();
+    assert_eq!(
+        (unchanged.value.as_slice(), unchanged.version),
+        (&b"v"[..], base.version)
+    );
+    assert_eq!(server.node.stats().entries, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn corrupted_entries_are_never_served() {
+    let server = start(loopback_config(), generous_limits()).await;
+    let mut client = Client::new(&server.addr.to_string()).unwrap();
+    client.set(b"account", b"balance=100", 0, 0).await.unwrap();
+    assert!(server.node.corrupt_for_test(b"account"));
+    let poisoned = client.get(b"account", false).await.unwrap();
+    assert_eq!(poisoned.status, CacheStatus::Error as i32);
+    assert!(poisoned.value.is_empty());
+    assert!(poisoned.error_message.contains("integrity"));
+    assert_eq!(
+        client.get(b"account", false).await.unwrap().status,
+        CacheStatus::Miss as i32
+    );
+    assert_eq!(server.node.stats().integrity_failures, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limits_answer_resource_exhausted_with_retry_after() {
+    let limits = RateLimits {
+        get_per_sec: 1_000_000,
+        set_per_sec: 5,
+        batch_get_per_sec: 2,
+    };
+    let server = start(loopback_config(), limits).await;
+    let mut raw = raw_client(server.addr).await;
+    let mut refused = None;
+    for i in 0..20u8 {
+        let request = SetRequest {
+            key: vec![b'k', i],
+            value: vec![i],
+            ttl_ms: 0,
+            expected_version: 0,
+        };
+        if let Err(status) = raw.set(request).await {
+            refused = Some(status);
+            break;
+        }
+    }
+    let status = refused.expect("20 quick writes exceed 5 per second");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status.message().contains("5 Set requests per second"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        status
+            .metadata()
+            .get("retry-after")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "1"
+    );
+    assert!(status.metadata().get(RETRY_AFTER_MS_METADATA).is_some());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn product_limits_are_the_default() {
+    assert_eq!(
+        RateLimits::default(),
+        RateLimits {
+            get_per_sec: 10_000,
+            set_per_sec: 1_000,
+            batch_get_per_sec: 100
+        }
+    );
+}
+
+#[tokio::test]
+async fn configured_database_is_refused_until_supported() {
+    let mut config = loopback_config();
+    config.database_dsn = Some(hyperion::config::Secret::new(
+        b"postgresql://db/hyperion".to_vec(),
+    ));
+    let error = Server::bind(&config, NodeClock::system())
+        .err()
+        .expect("refused");
+    assert!(error.to_string().starts_with("COCKROACH_DSN:"), "{error}");
+}
