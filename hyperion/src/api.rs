@@ -1,5 +1,10 @@
-//! The gRPC `CacheService`: validation, rate limits, deadlines, and the mapping of engine outcomes
-//! to responses and status codes. Behaviour lives in [`crate::node`]; this layer stays thin.
+//! The gRPC `CacheService`: validation, rate limits, deadlines, and the mapping of replica outcomes
+//! to responses and status codes. Behaviour lives in [`crate::replica`]; this layer stays thin.
+//!
+//! Routing: writes and default (linearizable) reads are served by the leader only; other nodes
+//! answer `UNAVAILABLE` with the leader's address in `x-hyperion-leader` (and its Raft id in
+//! `x-hyperion-leader-id`) when one is known, so clients redirect. `allow_stale` reads are served
+//! by any node from its local state.
 //!
 //! Everything here runs in simulation too (madsim-tonic calls handlers directly), which is why
 //! limits are checked in the handlers rather than in tower layers.
@@ -15,7 +20,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::limits::{Endpoint, RateLimiter, Throttled};
-use crate::node::CacheNode;
+use crate::replica::{Replica, ReplicaError, WriteOutcome, WriteRequest};
 use crate::proto::cache_service_server::CacheService;
 use crate::proto::{
     BatchGetRequest, DeleteRequest, DeleteResponse, GetRequest, GetResponse, SetRequest,
@@ -35,17 +40,50 @@ pub const KEY_BYTES_MAX: usize = hyperion_store::DEFAULT_MAX_KEY_BYTES;
 pub const CURRENT_VERSION_METADATA: &str = "x-hyperion-current-version";
 /// Response metadata with the throttling delay in milliseconds (`retry-after` has seconds).
 pub const RETRY_AFTER_MS_METADATA: &str = "x-hyperion-retry-after-ms";
+/// Response metadata naming the leader's address on a redirect.
+pub const LEADER_METADATA: &str = "x-hyperion-leader";
+/// Response metadata naming the leader's Raft id on a redirect.
+pub const LEADER_ID_METADATA: &str = "x-hyperion-leader-id";
+/// How long a write may wait for its entry to commit and apply. Past it the answer is
+/// `DEADLINE_EXCEEDED` and the write's outcome is unknown (it may still apply).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The service implementation.
 #[derive(Clone)]
 pub struct CacheApi {
-    node: Arc<CacheNode>,
+    replica: Replica,
     limiter: Arc<RateLimiter>,
+    max_value_bytes: usize,
 }
 
 impl CacheApi {
-    pub fn new(node: Arc<CacheNode>, limiter: Arc<RateLimiter>) -> CacheApi {
-        CacheApi { node, limiter }
+    pub fn new(replica: Replica, limiter: Arc<RateLimiter>, max_value_bytes: usize) -> CacheApi {
+        CacheApi {
+            replica,
+            limiter,
+            max_value_bytes,
+        }
+    }
+
+    /// Waits for a linearizable read point (or not, for stale reads), bounded by `timeout`.
+    async fn read_barrier(&self, allow_stale: bool, timeout: Duration) -> Result<(), Status> {
+        if allow_stale {
+            return Ok(());
+        }
+        runtime::timeout(timeout, self.replica.linearizable_barrier())
+            .await
+            .map_err(|_| deadline_exceeded(timeout))?
+            .map_err(replica_error_status)
+    }
+
+    async fn write(&self, request: WriteRequest) -> Result<WriteOutcome, Status> {
+        match runtime::timeout(WRITE_TIMEOUT, self.replica.write(request)).await {
+            Ok(outcome) => outcome.map_err(replica_error_status),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the write did not commit within {} ms; its outcome is unknown (it may still apply)",
+                WRITE_TIMEOUT.as_millis()
+            ))),
+        }
     }
 
     /// The largest gRPC message this service needs: a largest value, or a BatchGet stream item,
@@ -119,6 +157,43 @@ fn deadline_exceeded(timeout: Duration) -> Status {
     ))
 }
 
+/// Maps a replica refusal to the status a client sees.
+fn replica_error_status(error: ReplicaError) -> Status {
+    match error {
+        ReplicaError::NotLeader {
+            leader: Some((id, addr)),
+        } => {
+            let mut status = Status::unavailable(format!(
+                "this node is not the leader; the leader is node {id} at {addr}"
+            ));
+            if let Ok(value) = addr.parse::<MetadataValue<tonic::metadata::Ascii>>() {
+                status.metadata_mut().insert(LEADER_METADATA, value);
+            }
+            status
+                .metadata_mut()
+                .insert(LEADER_ID_METADATA, MetadataValue::from(id));
+            status
+        }
+        ReplicaError::NotLeader { leader: None } => Status::unavailable(
+            "no leader is known (an election is in progress or this node is partitioned); retry",
+        ),
+        ReplicaError::WriteDropped => Status::unavailable(
+            "leadership changed before the write committed; it was not applied; retry",
+        ),
+        ReplicaError::ReadAborted => {
+            Status::unavailable("leadership changed before the read was confirmed; retry")
+        }
+        ReplicaError::OutcomeUnknown => Status::unknown(
+            "leadership changed while the write was in flight; its outcome is unknown",
+        ),
+        ReplicaError::Overloaded => {
+            Status::unavailable("this node has too many queued requests; retry with backoff")
+        }
+        ReplicaError::Stopped => Status::unavailable("this node is shutting down"),
+        ReplicaError::Store(error) => store_error_status(error),
+    }
+}
+
 /// Maps an engine refusal to the status a client sees; messages name the field.
 fn store_error_status(error: StoreError) -> Status {
     match error {
@@ -151,31 +226,34 @@ impl CacheService for CacheApi {
         let request = request.into_inner();
         validate_key("key", &request.key)?;
         let timeout = read_timeout(request.timeout_ms)?;
-        let node = Arc::clone(&self.node);
-        let read = async move { node.get(&request.key, request.allow_stale) };
-        let response = runtime::timeout(timeout, read)
-            .await
-            .map_err(|_| deadline_exceeded(timeout))?;
-        Ok(Response::new(response))
+        self.read_barrier(request.allow_stale, timeout).await?;
+        Ok(Response::new(
+            self.replica.read_local(&request.key, request.allow_stale),
+        ))
     }
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
         self.throttle(&request, Endpoint::Set)?;
         let request = request.into_inner();
         validate_key("key", &request.key)?;
-        let written = self
-            .node
-            .set(
-                &request.key,
-                &request.value,
-                request.ttl_ms,
-                request.expected_version,
-            )
-            .map_err(store_error_status)?;
-        Ok(Response::new(SetResponse {
-            version: written.version,
-            ttl_ms: written.ttl_ms,
-        }))
+        if request.value.len() > self.max_value_bytes {
+            return Err(store_error_status(StoreError::ValueTooLarge {
+                len: request.value.len(),
+                max: self.max_value_bytes,
+            }));
+        }
+        let outcome = self
+            .write(WriteRequest::Set {
+                key: request.key,
+                value: request.value,
+                ttl_ms: request.ttl_ms,
+                expected_version: request.expected_version,
+            })
+            .await?;
+        match outcome {
+            WriteOutcome::Set { version, ttl_ms } => Ok(Response::new(SetResponse { version, ttl_ms })),
+            other => Err(Status::internal(format!("a Set applied as {other:?}"))),
+        }
     }
 
     async fn delete(
@@ -185,14 +263,18 @@ impl CacheService for CacheApi {
         self.throttle(&request, Endpoint::Set)?;
         let request = request.into_inner();
         validate_key("key", &request.key)?;
-        let deleted = self
-            .node
-            .delete(&request.key, request.expected_version)
-            .map_err(store_error_status)?;
-        Ok(Response::new(DeleteResponse {
-            existed: deleted.existed,
-            version: deleted.version,
-        }))
+        let outcome = self
+            .write(WriteRequest::Delete {
+                key: request.key,
+                expected_version: request.expected_version,
+            })
+            .await?;
+        match outcome {
+            WriteOutcome::Deleted { existed, version } => {
+                Ok(Response::new(DeleteResponse { existed, version }))
+            }
+            other => Err(Status::internal(format!("a Delete applied as {other:?}"))),
+        }
     }
 
     type BatchGetStream = GetStream;
@@ -216,17 +298,13 @@ impl CacheService for CacheApi {
             validate_key(&format!("keys[{index}]"), key)?;
         }
         let timeout = read_timeout(request.timeout_ms)?;
-        let node = Arc::clone(&self.node);
-        let read = async move {
-            request
-                .keys
-                .iter()
-                .map(|key| Ok(node.get(key, request.allow_stale)))
-                .collect::<Vec<_>>()
-        };
-        let responses = runtime::timeout(timeout, read)
-            .await
-            .map_err(|_| deadline_exceeded(timeout))?;
+        // One leadership confirmation serves the whole batch.
+        self.read_barrier(request.allow_stale, timeout).await?;
+        let responses: Vec<Result<GetResponse, Status>> = request
+            .keys
+            .iter()
+            .map(|key| Ok(self.replica.read_local(key, request.allow_stale)))
+            .collect();
         let stream: GetStream = Box::pin(futures::stream::iter(responses));
         Ok(Response::new(stream))
     }
@@ -274,6 +352,23 @@ mod tests {
         assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
         assert_eq!(status.metadata().get(RETRY_AFTER_MS_METADATA).unwrap(), "1");
         assert!(status.message().contains("1000 Set requests per second"));
+    }
+
+    #[test]
+    fn redirects_name_the_leader() {
+        let status = replica_error_status(ReplicaError::NotLeader {
+            leader: Some((2, "127.0.0.1:7002".to_string())),
+        });
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(status.metadata().get(LEADER_METADATA).unwrap(), "127.0.0.1:7002");
+        assert_eq!(status.metadata().get(LEADER_ID_METADATA).unwrap(), "2");
+        let election = replica_error_status(ReplicaError::NotLeader { leader: None });
+        assert_eq!(election.code(), tonic::Code::Unavailable);
+        assert!(election.metadata().get(LEADER_METADATA).is_none());
+        assert_eq!(
+            replica_error_status(ReplicaError::OutcomeUnknown).code(),
+            tonic::Code::Unknown
+        );
     }
 
     #[test]

@@ -78,6 +78,22 @@ pub struct RaftTiming {
     pub lease_duration_ms: u64,
 }
 
+/// Raft's clock granularity: how often the node loop ticks the core. Bounded by the heartbeat.
+pub const RAFT_TICK_MS_MAX: u64 = 10;
+
+impl RaftTiming {
+    /// The Raft core's configuration for these timings (other tunables at their defaults).
+    pub fn core_config(&self) -> hyperion_raft::Config {
+        hyperion_raft::Config {
+            tick_interval_ms: RAFT_TICK_MS_MAX.min(self.heartbeat_ms),
+            heartbeat_ms: self.heartbeat_ms,
+            election_timeout_ms: self.election_timeout_ms,
+            lease_duration_ms: self.lease_duration_ms,
+            ..hyperion_raft::Config::default()
+        }
+    }
+}
+
 impl Default for RaftTiming {
     fn default() -> Self {
         RaftTiming {
@@ -191,6 +207,23 @@ pub enum HmacKeySource {
     Development,
 }
 
+/// One voter of the cluster: its name (matched against `HYPERION_NODE_ID`) and the address
+/// peers and clients dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub name: String,
+    pub addr: String,
+}
+
+/// When the Raft log's entry data is synced to disk (term and vote are always synced first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalSync {
+    /// Before acknowledging: an acknowledged write survives any power loss.
+    Always,
+    /// At most once per second (the product's `appendfsync everysec` trade-off).
+    EverySec,
+}
+
 /// A node's whole configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -200,8 +233,11 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// Local data directory (`HYPERION_DATA_DIR`).
     pub data_dir: PathBuf,
-    /// Peers as `host:port` (`HYPERION_CLUSTER_NODES`); one entry for a single node.
-    pub cluster_nodes: Vec<String>,
+    /// Every voter, in Raft-id order (id = position + 1) (`HYPERION_CLUSTER_NODES`); one entry
+    /// for a single node.
+    pub cluster_nodes: Vec<ClusterNode>,
+    /// This node's position in `cluster_nodes`.
+    pub node_index: usize,
     /// `HYPERION_REPLICATION_FACTOR`; must equal the number of voters.
     pub replication_factor: usize,
     /// The system-of-record database URL (`COCKROACH_DSN`); `None` runs cache-only.
@@ -213,6 +249,8 @@ pub struct Config {
     /// Raft timing (`HYPERION_RAFT_HEARTBEAT_MS`, `HYPERION_RAFT_ELECTION_TIMEOUT_MS`,
     /// `HYPERION_RAFT_LEASE_MS`).
     pub raft: RaftTiming,
+    /// `HYPERION_WAL_SYNC`: `everysec` (default) or `always`.
+    pub wal_sync: WalSync,
     /// `LOG_LEVEL`: a tracing filter directive such as `info` or `hyperion=debug,warn`.
     pub log_level: String,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, if set.
@@ -271,12 +309,12 @@ impl Config {
         let node_id = vars.get("HYPERION_NODE_ID").unwrap_or("node1").to_string();
         if !node_id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
             || node_id.len() > 64
         {
             return Err(ConfigError::new(
                 "HYPERION_NODE_ID",
-                format!("`{node_id}` must be 1-64 characters of [A-Za-z0-9_-]"),
+                format!("`{node_id}` must be 1-64 characters of [A-Za-z0-9._-]"),
             ));
         }
         let data_dir = vars
@@ -285,11 +323,29 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
 
         let cluster_nodes = match vars.get("HYPERION_CLUSTER_NODES") {
-            None => vec![listen_addr.to_string()],
+            None => vec![ClusterNode {
+                name: node_id.clone(),
+                addr: listen_addr.to_string(),
+            }],
             Some(list) => parse_cluster_nodes(list)?,
         };
+        let node_index = match cluster_nodes.iter().position(|n| n.name == node_id) {
+            Some(index) => index,
+            None if cluster_nodes.len() == 1 && vars.get("HYPERION_NODE_ID").is_none() => 0,
+            None => {
+                let names: Vec<&str> = cluster_nodes.iter().map(|n| n.name.as_str()).collect();
+                return Err(ConfigError::new(
+                    "HYPERION_NODE_ID",
+                    format!(
+                        "`{node_id}` is not in HYPERION_CLUSTER_NODES (names: {})",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        };
+        let node_id = cluster_nodes[node_index].name.clone();
         let replication_factor = vars
-            .positive("HYPERION_REPLICATION_FACTOR", 1, 7)?
+            .positive("HYPERION_REPLICATION_FACTOR", 1, CLUSTER_NODES_MAX as u64)?
             .map(|n| n as usize)
             .unwrap_or(cluster_nodes.len());
         if replication_factor != cluster_nodes.len() {
@@ -351,6 +407,30 @@ impl Config {
                 ),
             ));
         }
+
+        let raft = RaftTiming {
+            heartbeat_ms,
+            election_timeout_ms,
+            lease_duration_ms,
+        };
+        if let Err(error) = raft.core_config().validate() {
+            let variable = match error.field {
+                "heartbeat_ms" | "tick_interval_ms" => "HYPERION_RAFT_HEARTBEAT_MS",
+                "election_timeout_ms" => "HYPERION_RAFT_ELECTION_TIMEOUT_MS",
+                _ => "HYPERION_RAFT_LEASE_MS",
+            };
+            return Err(ConfigError::new(variable, error.reason));
+        }
+        let wal_sync = match vars.get("HYPERION_WAL_SYNC").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("everysec") => WalSync::EverySec,
+            Some("always") => WalSync::Always,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "HYPERION_WAL_SYNC",
+                    format!("expected everysec or always, got `{other}`"),
+                ))
+            }
+        };
 
         let log_level = vars.get("LOG_LEVEL").unwrap_or("info").to_string();
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
@@ -416,15 +496,13 @@ impl Config {
             listen_addr,
             data_dir,
             cluster_nodes,
+            node_index,
             replication_factor,
             database_dsn: database_dsn.map(|dsn| Secret::new(dsn.into_bytes())),
             cache_size_mb,
             eviction_batch_size,
-            raft: RaftTiming {
-                heartbeat_ms,
-                election_timeout_ms,
-                lease_duration_ms,
-            },
+            raft,
+            wal_sync,
             log_level,
             otlp_endpoint,
             flags,
@@ -501,34 +579,57 @@ impl Vars<'_> {
 /// Largest cluster: Raft with more than 7 voters gains nothing and slows every commit.
 pub const CLUSTER_NODES_MAX: usize = 7;
 
-fn parse_cluster_nodes(list: &str) -> Result<Vec<String>, ConfigError> {
+fn parse_cluster_nodes(list: &str) -> Result<Vec<ClusterNode>, ConfigError> {
     const NAME: &str = "HYPERION_CLUSTER_NODES";
-    let nodes: Vec<String> = list.split(',').map(|n| n.trim().to_string()).collect();
-    if nodes.len() > CLUSTER_NODES_MAX {
+    let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+    if entries.len() > CLUSTER_NODES_MAX {
         return Err(ConfigError::new(
             NAME,
-            format!("at most {CLUSTER_NODES_MAX} nodes, got {}", nodes.len()),
+            format!("at most {CLUSTER_NODES_MAX} nodes, got {}", entries.len()),
         ));
     }
-    for node in &nodes {
-        let Some((host, port)) = node.rsplit_once(':') else {
+    let mut nodes = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let (name, addr) = match entry.split_once('=') {
+            Some((name, addr)) => (name.trim(), addr.trim()),
+            None => (entry.rsplit_once(':').map_or(entry, |(host, _)| host), entry),
+        };
+        let Some((host, port)) = addr.rsplit_once(':') else {
             return Err(ConfigError::new(
                 NAME,
-                format!("`{node}` must be host:port (e.g. node1:7000)"),
+                format!("`{entry}` must be host:port or name=host:port (e.g. node1:7000)"),
             ));
         };
         if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
             return Err(ConfigError::new(
                 NAME,
-                format!("`{node}` must be host:port with a port in 1..=65535"),
+                format!("`{entry}` must be host:port with a port in 1..=65535"),
             ));
         }
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            return Err(ConfigError::new(
+                NAME,
+                format!("`{entry}`: node name `{name}` must be [A-Za-z0-9._-]"),
+            ));
+        }
+        nodes.push(ClusterNode {
+            name: name.to_string(),
+            addr: addr.to_string(),
+        });
     }
-    let mut unique = nodes.clone();
-    unique.sort();
-    unique.dedup();
-    if unique.len() != nodes.len() {
-        return Err(ConfigError::new(NAME, "lists a node twice".to_string()));
+    for (i, node) in nodes.iter().enumerate() {
+        if nodes[..i].iter().any(|other| other.name == node.name) {
+            return Err(ConfigError::new(
+                NAME,
+                format!(
+                    "names node `{}` twice; when hosts repeat, name entries as name=host:port",
+                    node.name
+                ),
+            ));
+        }
+        if nodes[..i].iter().any(|other| other.addr == node.addr) {
+            return Err(ConfigError::new(NAME, format!("lists address {} twice", node.addr)));
+        }
     }
     Ok(nodes)
 }
@@ -590,7 +691,15 @@ mod tests {
     fn empty_environment_is_the_embedded_development_node() {
         let config = Config::development();
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:7000");
-        assert_eq!(config.cluster_nodes, vec!["127.0.0.1:7000".to_string()]);
+        assert_eq!(
+            config.cluster_nodes,
+            vec![ClusterNode {
+                name: "node1".to_string(),
+                addr: "127.0.0.1:7000".to_string()
+            }]
+        );
+        assert_eq!(config.node_index, 0);
+        assert_eq!(config.wal_sync, WalSync::EverySec);
         assert_eq!(config.replication_factor, 1);
         assert!(config.dev_mode);
         assert_eq!(config.hmac_key_source, HmacKeySource::Development);
@@ -671,6 +780,7 @@ mod tests {
             (
                 &[
                     ("HYPERION_CLUSTER_NODES", "a:1,b:1,c:1"),
+                    ("HYPERION_NODE_ID", "a"),
                     ("HYPERION_REPLICATION_FACTOR", "2"),
                 ],
                 "HYPERION_REPLICATION_FACTOR",
@@ -770,6 +880,26 @@ mod tests {
         assert!(error.variable.starts_with("HYPERION_HMAC_KEY_FILE"));
         assert!(error.problem.contains("got 8"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cluster_members_are_named_and_ordered() {
+        let config = Config::from_env(&env(&[
+            ("HYPERION_CLUSTER_NODES", "n1=127.0.0.1:7001, n2=127.0.0.1:7002,n3=127.0.0.1:7003"),
+            ("HYPERION_NODE_ID", "n2"),
+            ("HYPERION_LISTEN_ADDR", "127.0.0.1:7002"),
+        ]))
+        .unwrap();
+        assert_eq!(config.node_index, 1);
+        assert_eq!(config.replication_factor, 3);
+        assert_eq!(config.cluster_nodes[2].addr, "127.0.0.1:7003");
+        let product = Config::from_env(&env(&[
+            ("HYPERION_CLUSTER_NODES", "node1:7000,node2:7000,node3:7000"),
+            ("HYPERION_NODE_ID", "node3"),
+        ]))
+        .unwrap();
+        assert_eq!(product.node_index, 2);
+        assert_eq!(product.cluster_nodes[0].name, "node1");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Module map (see README "Architecture"):
 //! - [`runtime`]: the seam between tokio and madsim — time, tasks, entropy, node clocks, listener.
 //! - [`config`]: environment variables, feature flags, secrets.
-//! - [`node`]: one node's engine host (store, cluster time, reaper).
+//! - [`replica`]: the replicated node — Raft core driver, state machine, peer transport.
 //! - [`api`]: the gRPC `CacheService` (validation, limits, status codes).
 //! - [`limits`]: per-client rate limits.
 //! - [`server`]: startup and graceful shutdown.
@@ -13,7 +13,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod limits;
-pub mod node;
+pub mod replica;
 pub mod runtime;
 pub mod server;
 
@@ -21,4 +21,10 @@ pub mod server;
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
     tonic::include_proto!("hyperion.v1");
+}
+
+/// Generated peer-transport types (`proto/raft.proto`, package `hyperion.raft.v1`).
+#[allow(clippy::all, missing_docs)]
+pub mod raft_proto {
+    tonic::include_proto!("hyperion.raft.v1");
 }

@@ -83,21 +83,31 @@ pub const CLOCK_RATE_MAX: f64 = 2.0;
 struct ClockModel {
     /// Runtime instant at which `anchor_node_ms` was the node's time.
     anchor: Instant,
-    /// Node time (ms since the Unix epoch) at `anchor`.
+    /// Node wall time (ms since the Unix epoch) at `anchor`.
     anchor_node_ms: f64,
+    /// Node monotonic time at `anchor`: like wall time but never stepped by jumps.
+    anchor_mono_ms: f64,
     /// Node milliseconds per runtime millisecond.
     rate: f64,
 }
 
 impl ClockModel {
+    fn elapsed_node_ms(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.anchor).as_secs_f64() * 1000.0 * self.rate
+    }
+
     fn now_ms(&self, at: Instant) -> f64 {
-        let elapsed_ms = at.saturating_duration_since(self.anchor).as_secs_f64() * 1000.0;
-        self.anchor_node_ms + elapsed_ms * self.rate
+        self.anchor_node_ms + self.elapsed_node_ms(at)
+    }
+
+    fn monotonic_ms(&self, at: Instant) -> f64 {
+        self.anchor_mono_ms + self.elapsed_node_ms(at)
     }
 
     /// Moves the anchor to `at` so a change of rate does not rewrite past readings.
     fn reanchor(&mut self, at: Instant) {
         self.anchor_node_ms = self.now_ms(at);
+        self.anchor_mono_ms = self.monotonic_ms(at);
         self.anchor = at;
     }
 }
@@ -122,6 +132,7 @@ impl NodeClock {
             model: Arc::new(Mutex::new(ClockModel {
                 anchor: now(),
                 anchor_node_ms: start_ms as f64,
+                anchor_mono_ms: 0.0,
                 rate: 1.0,
             })),
         }
@@ -133,9 +144,16 @@ impl NodeClock {
         f(&mut model)
     }
 
-    /// The node's time, in milliseconds since the Unix epoch.
+    /// The node's wall time, in milliseconds since the Unix epoch (subject to jumps).
     pub fn now_ms(&self) -> u64 {
         self.with_model(|m| m.now_ms(now()).max(0.0) as u64)
+    }
+
+    /// The node's monotonic time in milliseconds since the clock was made: it runs at the
+    /// clock's rate but is never stepped by jumps (CLOCK_MONOTONIC). Raft timers and leases use
+    /// this; TTLs use [`NodeClock::now_ms`].
+    pub fn monotonic_ms(&self) -> u64 {
+        self.with_model(|m| m.monotonic_ms(now()).max(0.0) as u64)
     }
 
     /// The node's clock rate (node ms per real ms).
@@ -226,20 +244,26 @@ impl GrpcListener {
         self.local_addr
     }
 
-    /// Serves the cache service until `shutdown` resolves; in-flight RPCs finish first.
-    /// `max_message_bytes` bounds decoded and encoded messages (real transport only).
+    /// Serves the cache service (and the peer service of a replicated node) until `shutdown`
+    /// resolves; in-flight RPCs finish first. `max_message_bytes` bounds client messages.
     pub async fn serve(
         self,
         cache: crate::api::CacheApi,
+        raft: crate::replica::transport::RaftApi,
         max_message_bytes: usize,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let addr = self.local_addr;
-        // The generated server type differs between the two builds; it is named only here.
-        let service = crate::proto::cache_service_server::CacheServiceServer::new(cache)
+        // The generated server types differ between the two builds; they are named only here.
+        let cache = crate::proto::cache_service_server::CacheServiceServer::new(cache)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
-        let router = tonic::transport::Server::builder().add_service(service);
+        let raft = crate::raft_proto::raft_service_server::RaftServiceServer::new(raft)
+            .max_decoding_message_size(crate::replica::transport::PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(crate::replica::transport::PEER_MESSAGE_BYTES_MAX);
+        let router = tonic::transport::Server::builder()
+            .add_service(cache)
+            .add_service(raft);
         #[cfg(not(madsim))]
         let served = router
             .serve_with_incoming_shutdown(self.incoming, shutdown)
@@ -284,6 +308,7 @@ mod tests {
         let mut model = ClockModel {
             anchor: t0,
             anchor_node_ms: 1_000.0,
+            anchor_mono_ms: 0.0,
             rate: 1.0,
         };
         assert_eq!(model.now_ms(t0), 1_000.0);
@@ -303,6 +328,7 @@ mod tests {
         model.reanchor(ms(200));
         model.anchor_node_ms -= 200.0;
         assert_eq!(model.now_ms(ms(200)), 1_050.0);
+        assert_eq!(model.monotonic_ms(ms(200)), 250.0, "jumps never step monotonic time");
     }
 
     #[tokio::test]

@@ -1,60 +1,122 @@
-//! Node startup: validate, build the engine, bind, serve, shut down gracefully.
+//! Node startup: validate, recover the replica from its data directory, bind, serve, shut down
+//! gracefully.
 //!
-//! The same [`Server`] runs in production (tokio) and in simulation (madsim); only the listener
-//! differs, inside the runtime facade.
+//! The same [`Server`] runs in production (tokio, Raft state in `<data dir>/raft`) and in
+//! simulation (madsim, a simulated disk); only the listener and the disk differ.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use hyperion_raft::storage::{Disk, FileDisk, SyncPolicy};
+use hyperion_store::{EvictionPolicy, IntegrityKey, StoreConfig};
+
 use crate::api::CacheApi;
-use crate::config::{Config, HmacKeySource};
+use crate::config::{Config, WalSync};
 use crate::limits::{RateLimiter, RateLimits};
-use crate::node::CacheNode;
-use crate::runtime::{self, GrpcListener, NodeClock, ServeError};
+use crate::replica::transport::RaftApi;
+use crate::replica::{self, Membership, Replica, ReplicaConfig, ReplicaStartError};
+use crate::runtime::{GrpcListener, NodeClock, ServeError};
 
 /// Name of the identity file in the data directory.
 pub const NODE_ID_FILE: &str = "node.id";
+/// Subdirectory of the data directory holding the Raft WAL and snapshot.
+pub const RAFT_DIR: &str = "raft";
 
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("COCKROACH_DSN: this build has no database client yet; unset it to run cache-only")]
     DatabaseNotSupported,
-    #[error("{0}")]
-    Store(#[from] hyperion_store::ConfigError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaStartError),
     #[error("HYPERION_DATA_DIR ({path}): {problem}")]
     DataDir { path: String, problem: String },
     #[error(transparent)]
     Serve(#[from] ServeError),
 }
 
+/// Store settings derived from the node configuration.
+pub fn store_config(config: &Config) -> StoreConfig {
+    let mut store = StoreConfig::with_defaults(IntegrityKey::new(config.hmac_key.expose().to_vec()));
+    store.capacity_bytes = config.cache_capacity_bytes();
+    store.eviction_batch_size = config.eviction_batch_size;
+    store.eviction = if config.flags.new_eviction_algorithm {
+        EvictionPolicy::LruK2
+    } else {
+        EvictionPolicy::Lru
+    };
+    store.compression = config.flags.enable_compression;
+    store.max_value_bytes = config.flags.max_value_bytes();
+    store
+}
+
+/// Replica settings derived from the node configuration.
+pub fn replica_config(config: &Config) -> ReplicaConfig {
+    let addresses: BTreeMap<u64, String> = config
+        .cluster_nodes
+        .iter()
+        .enumerate()
+        .map(|(index, node)| (index as u64 + 1, node.addr.clone()))
+        .collect();
+    ReplicaConfig {
+        membership: Membership {
+            id: config.node_index as u64 + 1,
+            addresses,
+        },
+        raft: config.raft.core_config(),
+        sync_policy: match config.wal_sync {
+            WalSync::Always => SyncPolicy::Always,
+            WalSync::EverySec => SyncPolicy::EverySec,
+        },
+        store: store_config(config),
+        enable_batching: config.flags.enable_batching,
+        stagger_ttl: config.stagger_ttl,
+        client_caching: config.flags.enable_client_caching,
+        stale_grace_ms: config.stale_grace_ms,
+    }
+}
+
 /// A bound, not yet serving, node.
 pub struct Server {
-    node: Arc<CacheNode>,
+    replica: Replica,
     listener: GrpcListener,
     max_value_bytes: usize,
     rate_limits: RateLimits,
 }
 
 impl Server {
-    /// Validates the configuration against this build, builds the engine and binds the gRPC
-    /// address (port 0 picks a free port; see [`Server::local_addr`]).
+    /// Production startup: claims the data directory and recovers the Raft state from it.
     pub fn bind(config: &Config, clock: NodeClock) -> Result<Server, StartError> {
+        prepare_data_dir(&config.data_dir, &config.node_id)?;
+        let raft_dir = config.data_dir.join(RAFT_DIR);
+        let disk = FileDisk::open(&raft_dir).map_err(|e| StartError::DataDir {
+            path: raft_dir.display().to_string(),
+            problem: e.to_string(),
+        })?;
+        Server::bind_with_disk(config, clock, Box::new(disk))
+    }
+
+    /// Startup on a given disk (the simulator's crashable disk). Validates the configuration
+    /// against this build, recovers the replica and binds the gRPC address (port 0 picks a free
+    /// port; see [`Server::local_addr`]).
+    pub fn bind_with_disk(
+        config: &Config,
+        clock: NodeClock,
+        disk: Box<dyn Disk + Send>,
+    ) -> Result<Server, StartError> {
         if config.database_dsn.is_some() {
             return Err(StartError::DatabaseNotSupported);
         }
-        let node = Arc::new(CacheNode::new(config, clock)?);
         let listener = GrpcListener::bind(config.listen_addr)?;
+        let replica = replica::start(replica_config(config), clock, disk)?;
         if config.dev_mode {
             tracing::warn!(
                 "DEVELOPMENT MODE: plaintext gRPC on loopback and a built-in integrity key; \
                  not for production (set HYPERION_HMAC_KEY_FILE)"
             );
-        }
-        if config.hmac_key_source == HmacKeySource::Development && !config.dev_mode {
-            unreachable!("configuration guarantees a key file outside development mode");
         }
         if config.flags.shadow_traffic_percent > 0 {
             tracing::warn!(
@@ -66,7 +128,7 @@ impl Server {
             tracing::warn!(%endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT is set but this build exports no traces; ignored");
         }
         Ok(Server {
-            node,
+            replica,
             listener,
             max_value_bytes: config.flags.max_value_bytes(),
             rate_limits: RateLimits::default(),
@@ -84,28 +146,24 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// The engine, for in-process inspection (stats, tests).
-    pub fn node(&self) -> Arc<CacheNode> {
-        Arc::clone(&self.node)
+    /// The replica, for in-process inspection (status, stats, tests).
+    pub fn replica(&self) -> Replica {
+        self.replica.clone()
     }
 
-    /// Serves until `shutdown` resolves; in-flight requests finish, background tasks stop.
+    /// Serves until `shutdown` resolves; in-flight requests finish.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let reaper = runtime::spawn(Arc::clone(&self.node).run_reaper());
-        let api = CacheApi::new(self.node, Arc::new(RateLimiter::new(self.rate_limits)));
-        tracing::info!(addr = %self.listener.local_addr(), "serving CacheService");
+        let limiter = Arc::new(RateLimiter::new(self.rate_limits));
+        let api = CacheApi::new(self.replica.clone(), limiter, self.max_value_bytes);
+        let raft = RaftApi::new(self.replica);
+        tracing::info!(addr = %self.listener.local_addr(), "serving CacheService and RaftService");
         let served = self
             .listener
-            .serve(
-                api,
-                CacheApi::max_message_bytes(self.max_value_bytes),
-                shutdown,
-            )
+            .serve(api, raft, CacheApi::max_message_bytes(self.max_value_bytes), shutdown)
             .await;
-        reaper.abort();
         tracing::info!("stopped");
         Ok(served?)
     }
@@ -143,16 +201,30 @@ mod tests {
 
     #[test]
     fn data_dir_is_claimed_once_and_guarded() {
-        let dir =
-            std::env::temp_dir().join(format!("hyperion-datadir-test-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("hyperion-datadir-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         prepare_data_dir(&dir, "node1").unwrap();
         prepare_data_dir(&dir, "node1").unwrap();
         let error = prepare_data_dir(&dir, "node2").unwrap_err().to_string();
-        assert!(
-            error.contains("belongs to node `node1`, not `node2`"),
-            "{error}"
-        );
+        assert!(error.contains("belongs to node `node1`, not `node2`"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn replica_ids_follow_the_member_list() {
+        let mut config = Config::development();
+        config.cluster_nodes = ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| crate::config::ClusterNode {
+                name: name.to_string(),
+                addr: format!("127.0.0.1:{}", 7001 + i),
+            })
+            .collect();
+        config.node_index = 1;
+        let replica = replica_config(&config);
+        assert_eq!(replica.membership.id, 2);
+        assert_eq!(replica.membership.voters(), vec![1, 2, 3]);
+        assert_eq!(replica.membership.addresses[&3], "127.0.0.1:7003");
     }
 }

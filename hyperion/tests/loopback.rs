@@ -7,18 +7,17 @@ use hyperion::api::{CURRENT_VERSION_METADATA, RETRY_AFTER_MS_METADATA};
 use hyperion::client::Client;
 use hyperion::config::Config;
 use hyperion::limits::RateLimits;
-use hyperion::node::CacheNode;
 use hyperion::proto::cache_service_client::CacheServiceClient;
 use hyperion::proto::{BatchGetRequest, CacheStatus, GetRequest, SetRequest};
 use hyperion::runtime::NodeClock;
 use hyperion::server::Server;
-use std::sync::Arc;
 use tokio::sync::oneshot;
 use tonic::Code;
 
 struct Running {
     addr: SocketAddr,
-    node: Arc<CacheNode>,
+    replica: hyperion::replica::Replica,
+    data_dir: std::path::PathBuf,
     stop: Option<oneshot::Sender<()>>,
     served: tokio::task::JoinHandle<Result<(), hyperion::server::StartError>>,
 }
@@ -31,29 +30,47 @@ impl Running {
             .expect("server stops within 10 s")
             .expect("server task did not panic");
         assert!(result.is_ok(), "graceful shutdown returns Ok: {result:?}");
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
 fn loopback_config() -> Config {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
     let mut config = Config::development();
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = std::env::temp_dir().join(format!(
+        "hyperion-loopback-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
     config
 }
 
 async fn start(config: Config, limits: RateLimits) -> Running {
+    let config_dir = config.data_dir.clone();
     let server = Server::bind(&config, NodeClock::system())
         .expect("server binds")
         .with_rate_limits(limits);
     let addr = server.local_addr();
     assert_ne!(addr.port(), 0, "port 0 resolves before serving");
-    let node = server.node();
+    let replica = server.replica();
     let (stop, stopped) = oneshot::channel::<()>();
     let served = hyperion::runtime::spawn(server.serve(async move {
         let _ = stopped.await;
     }));
+    // A single node elects itself after one election timeout.
+    for _ in 0..200 {
+        if replica.status().role == Some(hyperion_raft::Role::Leader) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(replica.status().role, Some(hyperion_raft::Role::Leader), "leader within 5 s");
     Running {
         addr,
-        node,
+        replica,
+        data_dir: config_dir,
         stop: Some(stop),
         served,
     }
@@ -239,7 +256,7 @@ async fn bad_input_gets_clear_statuses_and_changes_nothing() {
         (unchanged.value.as_slice(), unchanged.version),
         (&b"v"[..], base.version)
     );
-    assert_eq!(server.node.stats().entries, 1);
+    assert_eq!(server.replica.stats().entries, 1);
     server.stop().await;
 }
 
@@ -248,7 +265,7 @@ async fn corrupted_entries_are_never_served() {
     let server = start(loopback_config(), generous_limits()).await;
     let mut client = Client::new(&server.addr.to_string()).unwrap();
     client.set(b"account", b"balance=100", 0, 0).await.unwrap();
-    assert!(server.node.corrupt_for_test(b"account"));
+    assert!(server.replica.corrupt_for_test(b"account"));
     let poisoned = client.get(b"account", false).await.unwrap();
     assert_eq!(poisoned.status, CacheStatus::Error as i32);
     assert!(poisoned.value.is_empty());
@@ -257,7 +274,7 @@ async fn corrupted_entries_are_never_served() {
         client.get(b"account", false).await.unwrap().status,
         CacheStatus::Miss as i32
     );
-    assert_eq!(server.node.stats().integrity_failures, 1);
+    assert_eq!(server.replica.stats().integrity_failures, 1);
     server.stop().await;
 }
 

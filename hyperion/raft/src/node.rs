@@ -56,7 +56,7 @@ use crate::message::{
 pub const ROUNDS_TRACKED_MAX: usize = 64;
 
 /// The role of a node (§3.3, plus the pre-candidate of §9.6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// Passive; answers leaders and candidates.
     Follower,
@@ -321,7 +321,6 @@ pub struct RaftNode {
     progress: BTreeMap<NodeId, Progress>,
     round: u64,
     round_started_ms: BTreeMap<u64, u64>,
-    round_unsent: bool,
     confirmed_round: u64,
     next_heartbeat_ms: u64,
     became_leader_ms: u64,
@@ -416,7 +415,6 @@ impl RaftNode {
             progress: BTreeMap::new(),
             round: 0,
             round_started_ms: BTreeMap::new(),
-            round_unsent: false,
             confirmed_round: 0,
             next_heartbeat_ms: 0,
             became_leader_ms: 0,
@@ -526,6 +524,11 @@ impl RaftNode {
                 .iter()
                 .any(|r| r.index <= self.log.commit)
             || self.wants_snapshot()
+            || self.reads_need_round()
+    }
+
+    fn reads_need_round(&self) -> bool {
+        self.role == Role::Leader && self.pending_reads.iter().any(|r| r.round == 0)
     }
 
     fn hard_state(&self) -> HardState {
@@ -886,6 +889,15 @@ impl RaftNode {
             self.outstanding.is_none(),
             "ready() called again before advance()"
         );
+        if self.reads_need_round() {
+            // One heartbeat round confirms every read queued since the last Ready (§6.4).
+            for read in &mut self.pending_reads {
+                if read.round == 0 {
+                    read.round = self.round + 1;
+                }
+            }
+            self.start_round();
+        }
         self.ready_number += 1;
         let hard_state = self.hard_state();
         assert!(
@@ -937,7 +949,6 @@ impl RaftNode {
         } else {
             None
         };
-        self.round_unsent = false;
         self.outstanding = Some(Outstanding {
             number: self.ready_number,
             last_entry,
@@ -1196,7 +1207,6 @@ impl RaftNode {
         while self.round_started_ms.len() > ROUNDS_TRACKED_MAX {
             self.round_started_ms.pop_first();
         }
-        self.round_unsent = true;
         self.next_heartbeat_ms = self.now_ms + self.config.heartbeat_ms;
         for peer in self.peers() {
             if !self.send_appends_to(peer, false) {
@@ -1498,15 +1508,14 @@ impl RaftNode {
             self.release_read(origin, request_id, index);
             return Ok(());
         }
-        if !self.round_unsent {
-            self.start_round();
-        }
+        // The confirming heartbeat round starts at the next `ready()`, so every read queued
+        // until then shares it (round 0 = not yet assigned).
         let index = self.committed_in_term().then_some(self.log.commit);
         self.pending_reads.push(PendingRead {
             origin,
             request_id,
             index,
-            round: self.round,
+            round: 0,
         });
         self.process_reads();
         Ok(())
@@ -1525,7 +1534,7 @@ impl RaftNode {
                 r.index = Some(commit);
             }
             match r.index {
-                Some(index) if r.round <= confirmed => {
+                Some(index) if r.round != 0 && r.round <= confirmed => {
                     released.push((r.origin, r.request_id, index));
                     false
                 }
@@ -1594,5 +1603,110 @@ impl RaftNode {
         } else {
             self.messages.push(msg);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn drive(node: &mut RaftNode) -> Ready {
+        let ready = node.ready();
+        let durable = Durable::assert_persisted(&ready);
+        node.advance(durable);
+        ready
+    }
+
+    #[test]
+    fn single_node_elects_itself_commits_and_serves_lease_reads() {
+        let rng = ChaCha8Rng::seed_from_u64(1);
+        let mut node =
+            RaftNode::new(1, vec![1], Config::default(), rng, Recovered::default(), 0).unwrap();
+        node.tick(2999);
+        node.tick(3000);
+        assert_eq!(node.role(), Role::Leader);
+        assert!(node.has_valid_lease(3000));
+        drive(&mut node);
+        assert_eq!(node.commit_index(), 1, "no-op commits once persisted");
+        let range = node.propose(vec![b"a".to_vec(), b"b".to_vec()]).unwrap();
+        assert_eq!(range, 2..4);
+        drive(&mut node);
+        node.read_index(7).unwrap();
+        let ready = drive(&mut node);
+        assert_eq!(node.commit_index(), 3);
+        assert_eq!(
+            ready.reads,
+            vec![ReadState {
+                request_id: 7,
+                index: 3
+            }]
+        );
+        assert_eq!(ready.committed_entries.len(), 2);
+        node.step_down().unwrap();
+        assert!(!node.has_valid_lease(3000));
+        assert_eq!(
+            node.propose(vec![b"c".to_vec()]),
+            Err(ProposeError::NotLeader { leader_hint: None })
+        );
+    }
+
+    #[test]
+    fn rejects_non_member_and_unsafe_config() {
+        let rng = || ChaCha8Rng::seed_from_u64(1);
+        let err = RaftNode::new(
+            4,
+            vec![1, 2, 3],
+            Config::default(),
+            rng(),
+            Recovered::default(),
+            0,
+        );
+        assert_eq!(err.err(), Some(NewNodeError::NotAVoter(4)));
+        let config = Config {
+            lease_duration_ms: 1500,
+            ..Config::default()
+        };
+        let err = RaftNode::new(1, vec![1, 2, 3], config, rng(), Recovered::default(), 0);
+        assert!(matches!(err, Err(NewNodeError::Config(e)) if e.field == "lease_duration_ms"));
+    }
+
+    #[test]
+    fn votes_wait_for_persistence_in_the_type() {
+        let rng = ChaCha8Rng::seed_from_u64(3);
+        let mut node = RaftNode::new(
+            1,
+            vec![1, 2, 3],
+            Config::default(),
+            rng,
+            Recovered::default(),
+            0,
+        )
+        .unwrap();
+        node.tick(3000);
+        assert_eq!(node.role(), Role::PreCandidate);
+        let ready = drive(&mut node);
+        assert_eq!(ready.messages.len(), 2, "pre-votes need no persistence");
+        for from in [2, 3] {
+            node.step(Message {
+                from,
+                to: 1,
+                term: 1,
+                body: MessageBody::PreVoteResponse { granted: true },
+            })
+            .unwrap();
+        }
+        assert_eq!(node.role(), Role::Candidate);
+        let ready = node.ready();
+        assert!(ready.messages.is_empty());
+        assert_eq!(
+            ready.persisted_messages.peek().len(),
+            2,
+            "votes only after persisting"
+        );
+        assert_eq!(
+            ready.hard_state.map(|h| (h.term, h.vote)),
+            Some((1, Some(1)))
+        );
     }
 }

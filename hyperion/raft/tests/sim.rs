@@ -11,6 +11,14 @@ use hyperion_raft::storage::SyncPolicy;
 use hyperion_raft::{NodeId, Role};
 use proptest::prelude::*;
 
+/// Case count: fixed for CI; `RAFT_SIM_CASES` overrides it for longer local hunts.
+fn cases(default: u32) -> u32 {
+    std::env::var("RAFT_SIM_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 #[derive(Clone, Debug)]
 pub enum Action {
     Wait(u64),
@@ -158,7 +166,7 @@ pub fn run(sc: &Scenario, base: &Opts) -> Result<Cluster, String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1500, max_shrink_iters: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(4000), max_shrink_iters: 2000, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// All safety invariants hold under loss, duplication, reordering, partitions, crashes,
     /// power loss (with `Always`) and clock rates within the configured ratio.
@@ -170,7 +178,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, max_shrink_iters: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(1000), max_shrink_iters: 1000, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// With `EverySec`, crashes (not power loss) lose nothing: the same invariants hold.
     #[test]

@@ -14,7 +14,7 @@
 //! - `skew ID MS` — jump node ID's clock forward (used to pick who times out first).
 //! - `deliver [from=ID] [to=ID] [kind=NAME]`, `stabilize`, `drop [from=ID] [to=ID]`, `queue`.
 //! - `partition 1 | 2 3`, `isolate ID`, `cut A B`, `heal`.
-//! - `propose ID DATA...`, `read ID REQUEST_ID`, `transfer ID TO`, `step-down ID`.
+//! - `propose ID DATA...`, `read ID REQUEST_ID...` (one batch), `transfer ID TO`, `step-down ID`.
 //! - `crash ID`, `power-loss ID`, `restart ID`.
 //! - `status`, `log`.
 //!
@@ -165,9 +165,12 @@ impl Runner {
                 }
             }
             "read" => {
-                let (id, rid) = (num(args[0]), num(args[1]));
-                if let Err(e) = self.c().read(id, rid) {
-                    out.push(format!("n{id} read {rid} rejected: {e}"));
+                let id = num(args[0]);
+                let rids: Vec<u64> = args[1..].iter().map(|a| num(a)).collect();
+                for (rid, r) in rids.iter().zip(self.c().read_batch(id, &rids)) {
+                    if let Err(e) = r {
+                        out.push(format!("n{id} read {rid} rejected: {e}"));
+                    }
                 }
             }
             "transfer" => {

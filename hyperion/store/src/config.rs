@@ -85,6 +85,11 @@ pub struct StoreConfig {
     pub max_key_bytes: usize,
     /// HMAC-SHA256 key for entry integrity.
     pub integrity_key: IntegrityKey,
+    /// Whether a `get` hit counts as an access for eviction order. A replicated store turns this
+    /// off: recency must follow the replicated log only, so every replica evicts the same keys
+    /// (and compare-and-set answers the same everywhere); reads reach recency through
+    /// [`crate::Store::touch_keys`], which the leader replicates.
+    pub reads_update_recency: bool,
 }
 
 impl StoreConfig {
@@ -98,6 +103,7 @@ impl StoreConfig {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             integrity_key,
+            reads_update_recency: true,
         }
     }
 

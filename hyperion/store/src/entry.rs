@@ -39,6 +39,15 @@ impl EntryFlags {
         EntryFlags(0)
     }
 
+    /// Flags from raw bits; `None` if an unknown bit is set.
+    pub const fn from_bits(bits: u8) -> Option<Self> {
+        if bits & !(Self::COMPRESSED.0 | Self::INTEGRITY.0) == 0 {
+            Some(EntryFlags(bits))
+        } else {
+            None
+        }
+    }
+
     /// The raw bits.
     pub const fn bits(self) -> u8 {
         self.0

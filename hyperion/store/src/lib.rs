@@ -84,7 +84,7 @@ pub use entry::{
     INTEGRITY_TAG_BYTES,
 };
 pub use error::{ConfigError, StoreError};
-pub use store::{DeleteOutcome, Lookup, SetOutcome, Store, StoreStats};
+pub use store::{DeleteOutcome, Lookup, SetOutcome, SnapshotError, Store, StoreStats};
 
 #[cfg(test)]
 mod model_tests;

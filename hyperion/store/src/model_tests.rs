@@ -48,6 +48,7 @@ impl ModelConfig {
             max_value_bytes: MAX_VALUE_BYTES,
             max_key_bytes: MAX_KEY_BYTES,
             integrity_key: IntegrityKey::new(vec![0x42; INTEGRITY_KEY_MIN_BYTES]),
+            reads_update_recency: true,
         }
     }
 }

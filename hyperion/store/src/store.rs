@@ -383,7 +383,9 @@ impl Store {
                 return Lookup::Corrupt;
             }
         };
-        self.touch(idx);
+        if self.config.reads_update_recency {
+            self.touch(idx);
+        }
         if is_stale {
             self.stats.stale_hits += 1;
         } else {
@@ -811,7 +813,193 @@ impl Store {
     }
 
     fn assert_accounting(&self) {
+        debug_assert_eq!(self.table.len(), self.slots.len() - self.free_slots.len());
         assert!(self.used_bytes <= self.config.capacity_bytes);
         assert_eq!(self.table.is_empty(), self.used_bytes == 0);
+    }
+}
+
+/// Magic and format version of [`Store::export_snapshot`].
+const SNAPSHOT_MAGIC: &[u8; 8] = b"HYPSNAP1";
+
+/// Why [`Store::import_snapshot`] refused a snapshot. The store is unchanged on error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot is truncated or malformed at byte {offset}")]
+    Malformed { offset: usize },
+    #[error("snapshot holds {bytes} bytes of entries, above this store's capacity {capacity}")]
+    OverCapacity { bytes: u64, capacity: u64 },
+}
+
+struct SnapshotReader<'a> {
+    data: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> SnapshotReader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], SnapshotError> {
+        let end = self
+            .offset
+            .checked_add(n)
+            .filter(|&end| end <= self.data.len());
+        let end = end.ok_or(SnapshotError::Malformed {
+            offset: self.offset,
+        })?;
+        let bytes = &self.data[self.offset..end];
+        self.offset = end;
+        Ok(bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, SnapshotError> {
+        let bytes = self.take(8)?;
+        Ok(u64::from_le_bytes(bytes.try_into().expect("took 8 bytes")))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], SnapshotError> {
+        let len = self.u64()?;
+        let len = usize::try_from(len).map_err(|_| SnapshotError::Malformed {
+            offset: self.offset,
+        })?;
+        self.take(len)
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+impl Store {
+    /// The latest creation stamp of any entry (0 when empty): after loading a snapshot, cluster
+    /// time must not go behind it. O(n); called only when a snapshot is loaded.
+    pub fn max_created_at_ms(&self) -> u64 {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|slot| slot.entry.created_at)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Marks `keys` as accessed, in order, for eviction (absent keys are skipped). A replicated
+    /// store applies this from the log, so recency stays identical on every replica.
+    pub fn touch_keys(&mut self, keys: &[Vec<u8>]) {
+        for key in keys {
+            if let Some(idx) = self.find(key) {
+                self.touch(idx);
+            }
+        }
+    }
+
+    /// Serializes every entry (stored bytes, tag, metadata and access history) in recency order,
+    /// plus the version and access counters: two stores with the same contents export the same
+    /// bytes, and an import reproduces the same eviction order. The buffer is wiped on drop.
+    pub fn export_snapshot(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut occupied: Vec<&Slot> = self.slots.iter().flatten().collect();
+        occupied.sort_by_key(|slot| slot.last_access);
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(
+            usize::try_from(self.used_bytes).unwrap_or(0) + 64,
+        ));
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&self.access_clock.to_le_bytes());
+        out.extend_from_slice(&self.last_version.to_le_bytes());
+        out.extend_from_slice(&(occupied.len() as u64).to_le_bytes());
+        for slot in occupied {
+            let entry = &slot.entry;
+            put_bytes(&mut out, &entry.key);
+            put_bytes(&mut out, entry.value.as_bytes());
+            for field in [
+                entry.ttl_ms,
+                entry.created_at,
+                entry.version,
+                u64::from(entry.flags.bits()),
+                slot.last_access,
+                slot.penultimate_access,
+            ] {
+                out.extend_from_slice(&field.to_le_bytes());
+            }
+            out.extend_from_slice(&slot.tag);
+        }
+        out
+    }
+
+    /// Replaces the contents with a snapshot from [`Store::export_snapshot`] (typically another
+    /// replica's). Entries whose integrity tag does not verify under this store's key are dropped
+    /// and counted, never served. On error the store is unchanged.
+    pub fn import_snapshot(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
+        let mut reader = SnapshotReader { data, offset: 0 };
+        if reader.take(SNAPSHOT_MAGIC.len())? != SNAPSHOT_MAGIC {
+            return Err(SnapshotError::Malformed { offset: 0 });
+        }
+        let access_clock = reader.u64()?;
+        let last_version = reader.u64()?;
+        let count = reader.u64()?;
+        let mut decoded = Vec::new();
+        let mut bytes = 0u64;
+        for _ in 0..count {
+            let key = reader.bytes()?.to_vec();
+            let value = ValueBuf::copy_from(reader.bytes()?);
+            let mut fields = [0u64; 6];
+            for field in &mut fields {
+                *field = reader.u64()?;
+            }
+            let tag: IntegrityTag = reader
+                .take(crate::entry::INTEGRITY_TAG_BYTES)?
+                .try_into()
+                .expect("took a tag's length");
+            let [ttl_ms, created_at, version, flags, last_access, penultimate_access] = fields;
+            let flags = u8::try_from(flags)
+                .ok()
+                .and_then(EntryFlags::from_bits)
+                .ok_or(SnapshotError::Malformed {
+                    offset: reader.offset,
+                })?;
+            bytes += entry_bytes(key.len(), value.len());
+            decoded.push(Slot {
+                entry: CacheEntry {
+                    key,
+                    value,
+                    ttl_ms,
+                    created_at,
+                    version,
+                    flags,
+                },
+                tag,
+                prev: NIL,
+                next: NIL,
+                last_access,
+                penultimate_access,
+            });
+        }
+        if reader.offset != data.len() {
+            return Err(SnapshotError::Malformed {
+                offset: reader.offset,
+            });
+        }
+        if bytes > self.config.capacity_bytes {
+            return Err(SnapshotError::OverCapacity {
+                bytes,
+                capacity: self.config.capacity_bytes,
+            });
+        }
+        // Validated: replace the contents (dropping the old slots zeroizes their values).
+        let occupied: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_some())
+            .collect();
+        for idx in occupied {
+            drop(self.remove_slot(idx));
+        }
+        for slot in decoded {
+            if !integrity_ok(&self.mac, &slot.entry, &slot.tag) {
+                self.stats.integrity_failures += 1;
+                continue;
+            }
+            let idx = self.insert_slot(slot);
+            self.link_recency(idx);
+        }
+        self.access_clock = access_clock;
+        self.last_version = last_version;
+        self.assert_accounting();
+        Ok(())
     }
 }

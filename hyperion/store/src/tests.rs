@@ -725,3 +725,120 @@ fn freed_values_are_zeroized_on_every_path() {
     assert_eq!(wiped(), start + 7, "store drop");
     assert_eq!(zeroize_probe::wiped().1, bytes_before + 30);
 }
+
+mod snapshots {
+    use crate::{EvictionPolicy, IntegrityKey, Lookup, SnapshotError, Store, StoreConfig};
+
+    fn config(policy: EvictionPolicy) -> StoreConfig {
+        let mut config = StoreConfig::with_defaults(IntegrityKey::new(vec![9; 32]));
+        config.capacity_bytes = 64 * 1024 * 1024;
+        config.eviction = policy;
+        config
+    }
+
+    fn filled(policy: EvictionPolicy) -> Store {
+        let mut store = Store::new(config(policy)).unwrap();
+        let big: Vec<u8> = (0..5000u32).map(|i| (i % 13) as u8).collect();
+        for i in 1..=20u64 {
+            let value = if i % 5 == 0 {
+                big.clone()
+            } else {
+                format!("v{i}").into_bytes()
+            };
+            store
+                .apply_set(format!("k{i}").as_bytes(), &value, i * 100, 0, i, 1_000)
+                .unwrap();
+        }
+        store.touch_keys(&[b"k3".to_vec(), b"k1".to_vec(), b"absent".to_vec()]);
+        store
+    }
+
+    #[test]
+    fn export_import_round_trips_contents_versions_and_eviction_order() {
+        for policy in [EvictionPolicy::Lru, EvictionPolicy::LruK2] {
+            let mut original = filled(policy);
+            let snapshot = original.export_snapshot();
+            let mut copy = Store::new(config(policy)).unwrap();
+            copy.apply_set(b"stale", b"replaced", 0, 0, 1, 0).unwrap();
+            copy.import_snapshot(&snapshot).unwrap();
+            assert_eq!(
+                copy.export_snapshot()[..],
+                snapshot[..],
+                "{policy:?}: same bytes again"
+            );
+            assert_eq!(copy.last_version(), 20);
+            assert_eq!(copy.peek(b"stale", 1_000, false), Lookup::Miss);
+            for i in 1..=20u64 {
+                let key = format!("k{i}");
+                assert_eq!(
+                    copy.peek(key.as_bytes(), 1_000, false),
+                    original.peek(key.as_bytes(), 1_000, false)
+                );
+            }
+            assert_eq!(copy.used_bytes(), original.used_bytes());
+            assert_eq!(
+                copy.evict(20),
+                original.evict(20),
+                "{policy:?}: same victims in the same order"
+            );
+        }
+    }
+
+    #[test]
+    fn damaged_snapshots_are_refused_and_change_nothing() {
+        let original = filled(EvictionPolicy::Lru);
+        let snapshot = original.export_snapshot();
+        let mut target = Store::new(config(EvictionPolicy::Lru)).unwrap();
+        target.apply_set(b"keep", b"me", 0, 0, 1, 0).unwrap();
+        for cut in [0, 7, 20, snapshot.len() - 1] {
+            let error = target.import_snapshot(&snapshot[..cut]).unwrap_err();
+            assert!(
+                matches!(error, SnapshotError::Malformed { .. }),
+                "cut at {cut}: {error:?}"
+            );
+        }
+        let mut small = config(EvictionPolicy::Lru);
+        small.max_value_bytes = 1024;
+        small.max_key_bytes = 64;
+        small.capacity_bytes = small.max_entry_bytes();
+        let mut tiny = Store::new(small).unwrap();
+        assert!(matches!(
+            tiny.import_snapshot(&snapshot),
+            Err(SnapshotError::OverCapacity { .. })
+        ));
+        assert!(matches!(target.peek(b"keep", 0, false), Lookup::Hit { .. }));
+    }
+
+    #[test]
+    fn entries_under_another_key_are_dropped_not_served() {
+        let snapshot = filled(EvictionPolicy::Lru).export_snapshot();
+        let mut other_key = config(EvictionPolicy::Lru);
+        other_key.integrity_key = IntegrityKey::new(vec![1; 32]);
+        let mut store = Store::new(other_key).unwrap();
+        store.import_snapshot(&snapshot).unwrap();
+        assert!(store.is_empty());
+        assert_eq!(store.stats().integrity_failures, 20);
+    }
+
+    #[test]
+    fn reads_leave_recency_alone_when_replicated() {
+        let mut replicated = config(EvictionPolicy::Lru);
+        replicated.reads_update_recency = false;
+        let mut store = Store::new(replicated).unwrap();
+        store.apply_set(b"a", b"1", 0, 0, 1, 0).unwrap();
+        store.apply_set(b"b", b"2", 0, 0, 2, 0).unwrap();
+        assert!(matches!(store.get(b"a", 0, false), Lookup::Hit { .. }));
+        assert_eq!(
+            store.evict(1),
+            vec![b"a".to_vec()],
+            "the read did not refresh `a`"
+        );
+        store.apply_set(b"c", b"3", 0, 0, 3, 0).unwrap();
+        store.touch_keys(&[b"b".to_vec()]);
+        assert_eq!(
+            store.evict(1),
+            vec![b"c".to_vec()],
+            "a replicated touch did"
+        );
+    }
+}

@@ -231,6 +231,13 @@ impl SimDisk {
         self.lock().syncs
     }
 
+    /// Bytes of `name` visible to reads now (tests).
+    pub fn written_len(&self, name: &str) -> Option<usize> {
+        let st = self.lock();
+        let id = st.names.get(name)?;
+        st.files.get(id).map(|f| f.current.len())
+    }
+
     /// Bytes of `name` that would survive a power loss right now (tests).
     pub fn durable_len(&self, name: &str) -> Option<usize> {
         let st = self.lock();

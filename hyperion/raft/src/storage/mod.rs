@@ -9,7 +9,9 @@
 //!   (Raft §5.1, Figure 2). The hard-state record precedes the entries of the same Ready, so a
 //!   torn tail can never keep entries of a term whose term record it lost.
 //! - Entry data follows the [`SyncPolicy`]:
-//!   - `Always`: everything is synced before `persist` returns (acknowledged ⇒ durable).
+//!   - `Always`: entries are synced before `persist` returns (acknowledged ⇒ durable). A Ready
+//!     that only advances `commit` is written but not synced (commit is re-learned from the
+//!     leader after a restart), which spares followers an fsync per heartbeat.
 //!   - `EverySec`: entries are written but synced at most `EVERYSEC_INTERVAL_MS` later (by a
 //!     later `persist` or by [`Storage::tick`]); acknowledgements go out before the sync. **What a
 //!     simultaneous power loss of a majority can lose:** every entry each of those nodes appended
@@ -242,9 +244,25 @@ impl Replay {
     }
 }
 
-/// Reads the durable state of a node from `disk` (see the module docs), without repairing the
-/// WAL tail. Returns the state and the byte length of the valid WAL prefix.
-pub fn recover(disk: &mut dyn Disk) -> Result<(Recovered, usize, usize), StorageError> {
+/// What [`recover_report`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecoveryReport {
+    /// The state to rebuild a `RaftNode` from.
+    pub recovered: Recovered,
+    /// Bytes of the WAL that decoded into whole, consistent records.
+    pub wal_valid_bytes: usize,
+    /// Bytes in the WAL file (more than `wal_valid_bytes` after a torn write).
+    pub wal_total_bytes: usize,
+}
+
+/// Reads the durable state of a node from `disk` (see the module docs) without modifying it:
+/// hard state, snapshot and the log entries after it, ready for `RaftNode::new`.
+pub fn recover(disk: &mut dyn Disk) -> Result<Recovered, StorageError> {
+    recover_report(disk).map(|r| r.recovered)
+}
+
+/// [`recover`], also reporting how much of the WAL was valid.
+pub fn recover_report(disk: &mut dyn Disk) -> Result<RecoveryReport, StorageError> {
     let snapshot = match disk.read(SNAPSHOT)? {
         Some(bytes) => Some(decode_snapshot(&bytes).ok_or(StorageError::CorruptSnapshot)?),
         None => None,
@@ -287,15 +305,15 @@ pub fn recover(disk: &mut dyn Disk) -> Result<(Recovered, usize, usize), Storage
         // A rewritten WAL without its snapshot cannot happen (the snapshot is durable first).
         entries.clear();
     }
-    Ok((
-        Recovered {
+    Ok(RecoveryReport {
+        recovered: Recovered {
             hard_state,
             snapshot,
             entries,
         },
-        valid_len,
-        wal_bytes.len(),
-    ))
+        wal_valid_bytes: valid_len,
+        wal_total_bytes: wal_bytes.len(),
+    })
 }
 
 /// Durable storage of one node over a [`Disk`].
@@ -320,7 +338,7 @@ impl<D: Disk> Storage<D> {
         policy: SyncPolicy,
         now_ms: u64,
     ) -> Result<(Self, Recovered), StorageError> {
-        let (recovered, valid_len, total_len) = recover(&mut disk)?;
+        let recovered = recover(&mut disk)?;
         let base = recovered
             .snapshot
             .as_ref()
@@ -337,7 +355,6 @@ impl<D: Disk> Storage<D> {
         };
         // Always rewrite: it drops a torn tail, drops entries that do not continue the
         // snapshot, and makes the WAL's *name* durable (an fsync of a new file does not).
-        let _ = (valid_len, total_len);
         storage.rewrite_wal()?;
         Ok((storage, recovered))
     }
@@ -376,7 +393,8 @@ impl<D: Disk> Storage<D> {
         }
         let mut buf = Vec::new();
         let mut term_vote_changed = false;
-        if let Some(hs) = ready.hard_state {
+        // With a snapshot, the rewritten (and synced) WAL already holds the hard state.
+        if let Some(hs) = ready.hard_state.filter(|_| ready.snapshot.is_none()) {
             encode_frame(&encode_record(&Record::HardState(hs)), &mut buf);
             self.hard_state = hs;
             term_vote_changed = (hs.term, hs.vote) != self.synced_term_vote;
@@ -401,8 +419,10 @@ impl<D: Disk> Storage<D> {
             self.disk.append(WAL, &buf)?;
             self.unsynced = true;
         }
+        // A commit-only change is never synced by itself: commit is re-learned from the leader.
         let due = now_ms >= self.last_sync_ms + EVERYSEC_INTERVAL_MS;
-        if self.unsynced && (self.policy == SyncPolicy::Always || term_vote_changed || due) {
+        let entries_need_sync = self.policy == SyncPolicy::Always && !ready.entries.is_empty();
+        if self.unsynced && (entries_need_sync || term_vote_changed || due) {
             self.sync(now_ms)?;
         }
         Ok(Durable::assert_persisted(ready))

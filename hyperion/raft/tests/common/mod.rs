@@ -8,6 +8,8 @@
 //! completeness, state-machine safety, monotonic term/commit/applied, lease safety (at no real
 //! instant do two nodes hold a valid lease) and read linearizability (a released read index is
 //! ≥ every index known committed when the read was issued).
+//!
+//! `HARNESS_TRACE=1` prints every Ready handled (for debugging a failing seed).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -362,19 +364,15 @@ impl Cluster {
     /// Delivers one message now (if its link is open and the target is up).
     pub fn deliver(&mut self, msg: Message) {
         if self.link_blocked(msg.from, msg.to) {
-            if !self.opts.auto_deliver {
-                if self.opts.record_events {
-                    self.events.push(format!("dropped {msg}"));
-                }
+            if !self.opts.auto_deliver && self.opts.record_events {
+                self.events.push(format!("dropped {msg}"));
             }
             return;
         }
         let i = (msg.to - 1) as usize;
         let clock = self.clock_ms(i);
-        if !self.opts.auto_deliver {
-            if self.opts.record_events {
-                self.events.push(format!("{msg}"));
-            }
+        if !self.opts.auto_deliver && self.opts.record_events {
+            self.events.push(format!("{msg}"));
         }
         let Some(node) = self.nodes[i].node.as_mut() else {
             return;
@@ -562,15 +560,14 @@ impl Cluster {
             let role = node.role();
             let newly_leader = role == Role::Leader
                 && (slot.seen_role != Role::Leader || slot.seen_term != node.term());
-            if role != slot.seen_role || node.term() != slot.seen_term {
-                if self.opts.record_events {
-                    self.events.push(format!(
-                        "n{id} is {role:?} term={} last={} commit={}",
-                        node.term(),
-                        node.last_index(),
-                        node.commit_index()
-                    ));
-                }
+            if (role != slot.seen_role || node.term() != slot.seen_term) && self.opts.record_events
+            {
+                self.events.push(format!(
+                    "n{id} is {role:?} term={} last={} commit={}",
+                    node.term(),
+                    node.last_index(),
+                    node.commit_index()
+                ));
             }
             if self.opts.record_events
                 && node.commit_index() > slot.seen_commit
@@ -644,20 +641,29 @@ impl Cluster {
     }
 
     pub fn read(&mut self, id: NodeId, request_id: u64) -> Result<(), String> {
+        self.read_batch(id, &[request_id]).remove(0)
+    }
+
+    /// Issues several reads before the node's next Ready (they share one heartbeat round).
+    pub fn read_batch(&mut self, id: NodeId, request_ids: &[u64]) -> Vec<Result<(), String>> {
         let i = (id - 1) as usize;
         let clock = self.clock_ms(i);
         let min = self.checker.max_commit;
         let Some(node) = self.nodes[i].node.as_mut() else {
-            return Err("down".into());
+            return request_ids.iter().map(|_| Err("down".into())).collect();
         };
         node.tick(clock);
-        let r = node.read_index(request_id).map_err(|e| e.to_string());
-        if r.is_ok() {
-            self.checker.reads.insert((id, request_id), min);
+        let mut results = Vec::new();
+        for rid in request_ids {
+            let r = node.read_index(*rid).map_err(|e| e.to_string());
+            if r.is_ok() {
+                self.checker.reads.insert((id, *rid), min);
+            }
+            results.push(r);
         }
         self.process(i);
         self.check();
-        r
+        results
     }
 
     pub fn next_request_id(&mut self) -> u64 {

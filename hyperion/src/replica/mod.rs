@@ -1,0 +1,829 @@
+//! The replicated node: the Raft core ([`hyperion_raft::RaftNode`]) driven by an async loop, with
+//! the cache engine as its state machine.
+//!
+//! One task (the *node loop*) owns the core and its storage. Request handlers talk to it through
+//! a bounded inbox ([`Replica`]); peers' messages arrive through the same inbox (see
+//! [`transport`]). Each turn of the loop: take inputs (ticks on the node's monotonic clock, peer
+//! messages, writes, reads), then drain the core's `Ready` in the order its contract gives —
+//! send, persist, send what needed persistence, apply, release reads, snapshot, advance.
+//!
+//! Contracts:
+//! - A write is acknowledged only after its log entry committed and applied; its version is the
+//!   entry's log index (strictly increasing across leader changes). Compare-and-set is decided at
+//!   apply, identically on every replica.
+//! - The leader stamps each write with cluster time (its node clock, never behind any stamp it
+//!   proposed or applied); expiry is decided by the leader and replicated as `Expire` commands,
+//!   so replicas converge. Eviction order follows the log only (reads do not reorder recency), so
+//!   every replica evicts the same keys and compare-and-set answers the same everywhere.
+//! - A linearizable read is answered only after the core confirmed leadership for it (lease or
+//!   read-index round) and the state machine applied the read index.
+//! - Non-leaders refuse writes and linearizable reads with [`ReplicaError::NotLeader`] naming the
+//!   leader when known; `allow_stale` reads are served by any node from local state.
+
+pub mod transport;
+pub mod wire;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hyperion_raft::storage::{Disk, DiskError, Storage, SyncPolicy};
+use hyperion_raft::{
+    Entry, EntryKind, Message, NodeId, ProposeError, RaftNode, ReadError, Ready, Role,
+};
+use hyperion_store::{
+    stagger_ttl_ms, Lookup, Store, StoreConfig, StoreError, StoreStats,
+};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::proto::{CacheStatus, GetResponse};
+use crate::runtime::{self, NodeClock};
+use wire::Command;
+
+/// Capacity of the node loop's inbox. A full inbox answers writes and reads with
+/// [`ReplicaError::Overloaded`] and drops peer messages (Raft retransmits).
+pub const INBOX_MAX: usize = 4096;
+/// Most commands proposed as one group commit (`enable_batching`).
+pub const WRITE_BATCH_MAX: usize = 256;
+/// Most command bytes proposed as one group commit.
+pub const WRITE_BATCH_BYTES_MAX: usize = 4 << 20;
+/// Most writes waiting for their entry to apply; beyond it new writes are refused.
+pub const PENDING_WRITES_MAX: usize = 16_384;
+/// Most reads waiting for confirmation or for the state machine to catch up.
+pub const PENDING_READS_MAX: usize = 16_384;
+/// Most expired entries the leader proposes for removal in one `Expire` command.
+pub const EXPIRE_BATCH_MAX: usize = 1000;
+/// How often the leader looks for expired entries (node time).
+pub const REAP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why a request could not be served by this replica.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaError {
+    /// This node does not lead; `leader` is the leader's id and address when known.
+    #[error("not the leader")]
+    NotLeader { leader: Option<(NodeId, String)> },
+    /// The write's log entry was replaced by another leader's: it was not applied.
+    #[error("leadership changed before the write committed; it was not applied")]
+    WriteDropped,
+    /// Leadership changed before the read was confirmed.
+    #[error("leadership changed before the read was confirmed")]
+    ReadAborted,
+    /// The write's fate was decided elsewhere (this node installed a snapshot past it).
+    #[error("the write's outcome is unknown")]
+    OutcomeUnknown,
+    /// Too many requests are queued at this node.
+    #[error("node overloaded: too many queued requests")]
+    Overloaded,
+    /// The node loop stopped (shutdown or a fatal storage error).
+    #[error("node is stopping")]
+    Stopped,
+    /// The engine refused the write (CAS mismatch, limits).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A write request, as handlers pass it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteRequest {
+    Set {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl_ms: u64,
+        expected_version: u64,
+    },
+    Delete {
+        key: Vec<u8>,
+        expected_version: u64,
+    },
+}
+
+/// The applied result of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Set { version: u64, ttl_ms: u64 },
+    Deleted { existed: bool, version: u64 },
+}
+
+/// What handlers and operators can see of the core, refreshed by the loop every turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RaftStatus {
+    pub role: Option<Role>,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_index: u64,
+}
+
+/// Static description of the cluster, from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// This node's Raft id.
+    pub id: NodeId,
+    /// Every voter's id and gRPC address (including this node).
+    pub addresses: BTreeMap<NodeId, String>,
+}
+
+impl Membership {
+    /// A stable name of the cluster (its members), checked on every peer batch so nodes of two
+    /// clusters never exchange messages by mistake.
+    pub fn cluster_name(&self) -> String {
+        self.addresses
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.addresses.keys().copied().collect()
+    }
+}
+
+/// Settings of one replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub membership: Membership,
+    pub raft: hyperion_raft::Config,
+    pub sync_policy: SyncPolicy,
+    pub store: StoreConfig,
+    pub enable_batching: bool,
+    pub stagger_ttl: bool,
+    pub client_caching: bool,
+    pub stale_grace_ms: u64,
+}
+
+/// The state machine and what readers need, shared by the loop and handlers.
+struct Machine {
+    store: Store,
+    /// The largest stamp applied; cluster time never goes behind it.
+    applied_stamp_ms: u64,
+}
+
+struct Shared {
+    machine: Mutex<Machine>,
+    status: Mutex<RaftStatus>,
+    clock: NodeClock,
+    membership: Membership,
+    client_caching: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded state is only mutated by short, non-panicking sections or by the loop, which
+    // crashes the node on an invariant violation anyway.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn status(&self) -> RaftStatus {
+        *lock(&self.status)
+    }
+
+    fn leader(&self) -> Option<(NodeId, String)> {
+        let leader = self.status().leader_id?;
+        let addr = self.membership.addresses.get(&leader)?.clone();
+        Some((leader, addr))
+    }
+
+    fn cluster_now_ms(&self, machine: &Machine) -> u64 {
+        self.clock.now_ms().max(machine.applied_stamp_ms)
+    }
+
+    fn read(&self, key: &[u8], allow_stale: bool) -> GetResponse {
+        let mut machine = lock(&self.machine);
+        let now_ms = self.cluster_now_ms(&machine);
+        let expires_at_ms = machine.store.expires_at_ms(key);
+        let mut response = GetResponse {
+            key: key.to_vec(),
+            ..GetResponse::default()
+        };
+        match machine.store.get(key, now_ms, allow_stale) {
+            Lookup::Hit {
+                value,
+                version,
+                is_stale,
+            } => {
+                response.status = CacheStatus::Hit as i32;
+                response.value = value.into_owned();
+                response.version = version;
+                response.is_stale = is_stale;
+                if self.client_caching && !is_stale {
+                    response.ttl_remaining_ms =
+                        expires_at_ms.map_or(0, |at| at.saturating_sub(now_ms));
+                }
+            }
+            Lookup::Miss => response.status = CacheStatus::Miss as i32,
+            Lookup::Corrupt => {
+                tracing::error!(key = %String::from_utf8_lossy(key), "integrity check failed; entry dropped");
+                response.status = CacheStatus::Error as i32;
+                response.error_message =
+                    "entry failed its integrity check and was dropped".to_string();
+            }
+        }
+        response
+    }
+}
+
+enum Input {
+    Write {
+        request: WriteRequest,
+        reply: oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
+    },
+    Read {
+        reply: oneshot::Sender<Result<(), ReplicaError>>,
+    },
+    Peer(Vec<Message>),
+}
+
+/// The handle request handlers use. Cheap to clone.
+#[derive(Clone)]
+pub struct Replica {
+    inbox: mpsc::Sender<Input>,
+    shared: Arc<Shared>,
+}
+
+impl Replica {
+    /// Proposes a write and waits until it is applied (or refused).
+    pub async fn write(&self, request: WriteRequest) -> Result<WriteOutcome, ReplicaError> {
+        if self.shared.status().role != Some(Role::Leader) {
+            return Err(ReplicaError::NotLeader {
+                leader: self.shared.leader(),
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::Write { request, reply })?;
+        answer.await.map_err(|_| ReplicaError::Stopped)?
+    }
+
+    /// Waits until a read of the state machine is linearizable (leadership confirmed, read index
+    /// applied). The caller then reads with [`Replica::read_local`].
+    pub async fn linearizable_barrier(&self) -> Result<(), ReplicaError> {
+        if self.shared.status().role != Some(Role::Leader) {
+            return Err(ReplicaError::NotLeader {
+                leader: self.shared.leader(),
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::Read { reply })?;
+        answer.await.map_err(|_| ReplicaError::Stopped)?
+    }
+
+    /// Reads this replica's state machine as it is (stale reads, or after a barrier).
+    pub fn read_local(&self, key: &[u8], allow_stale: bool) -> GetResponse {
+        self.shared.read(key, allow_stale)
+    }
+
+    fn send(&self, input: Input) -> Result<(), ReplicaError> {
+        self.inbox.try_send(input).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => ReplicaError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => ReplicaError::Stopped,
+        })
+    }
+
+    /// Hands peer messages to the loop; returns false if the inbox was full (they are dropped).
+    fn deliver(&self, messages: Vec<Message>) -> bool {
+        self.inbox.try_send(Input::Peer(messages)).is_ok()
+    }
+
+    /// The core's state as of the loop's last turn.
+    pub fn status(&self) -> RaftStatus {
+        self.shared.status()
+    }
+
+    /// The leader's id and address, when known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        self.shared.leader()
+    }
+
+    pub fn membership(&self) -> &Membership {
+        &self.shared.membership
+    }
+
+    /// The node clock (the simulator skews it).
+    pub fn clock(&self) -> &NodeClock {
+        &self.shared.clock
+    }
+
+    /// Counters and gauges of the store.
+    pub fn stats(&self) -> StoreStats {
+        lock(&self.shared.machine).store.stats()
+    }
+
+    /// Test support: damages a stored value so the integrity path can be exercised end to end.
+    #[doc(hidden)]
+    pub fn corrupt_for_test(&self, key: &[u8]) -> bool {
+        lock(&self.shared.machine).store.corrupt_value_for_test(key)
+    }
+}
+
+/// A [`Disk`] chosen at run time (a real directory in production, a simulated disk in the
+/// simulator).
+pub struct BoxedDisk(pub Box<dyn Disk + Send>);
+
+impl Disk for BoxedDisk {
+    fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        self.0.read(name)
+    }
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.0.append(name, data)
+    }
+    fn write_file(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.0.write_file(name, data)
+    }
+    fn sync(&mut self, name: &str) -> Result<(), DiskError> {
+        self.0.sync(name)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), DiskError> {
+        self.0.rename(from, to)
+    }
+    fn sync_dir(&mut self) -> Result<(), DiskError> {
+        self.0.sync_dir()
+    }
+    fn remove(&mut self, name: &str) -> Result<(), DiskError> {
+        self.0.remove(name)
+    }
+}
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaStartError {
+    #[error("cannot recover the Raft state: {0}")]
+    Storage(#[from] hyperion_raft::storage::StorageError),
+    #[error("invalid Raft configuration: {0}")]
+    Raft(#[from] hyperion_raft::NewNodeError),
+    #[error("invalid store configuration: {0}")]
+    Store(#[from] hyperion_store::ConfigError),
+    #[error("the recovered snapshot does not load: {0}")]
+    Snapshot(#[from] hyperion_store::SnapshotError),
+}
+
+struct PendingWrite {
+    term: u64,
+    ttl_ms: u64,
+    reply: oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
+}
+
+/// The node loop's state.
+struct NodeLoop {
+    raft: RaftNode,
+    storage: Storage<BoxedDisk>,
+    shared: Arc<Shared>,
+    config: ReplicaConfig,
+    rng: ChaCha8Rng,
+    inbox: mpsc::Receiver<Input>,
+    peers: transport::Peers,
+    /// Monotonic time fed to the core (never decreases).
+    raft_now_ms: u64,
+    /// The largest stamp proposed by this node as leader.
+    proposed_stamp_ms: u64,
+    pending_writes: BTreeMap<u64, PendingWrite>,
+    next_read_id: u64,
+    pending_reads: BTreeMap<u64, oneshot::Sender<Result<(), ReplicaError>>>,
+    /// Confirmed reads waiting for the state machine to apply their index.
+    reads_awaiting_apply: VecDeque<(u64, oneshot::Sender<Result<(), ReplicaError>>)>,
+    /// Queued writes to propose as one group.
+    write_batch: Vec<(WriteRequest, oneshot::Sender<Result<WriteOutcome, ReplicaError>>)>,
+    next_reap_ms: u64,
+}
+
+/// Starts a replica: recovers its state from `disk`, and spawns the node loop and one sender
+/// task per peer. Returns the handle for request handlers.
+pub fn start(
+    config: ReplicaConfig,
+    clock: NodeClock,
+    disk: Box<dyn Disk + Send>,
+) -> Result<Replica, ReplicaStartError> {
+    let now_ms = clock.monotonic_ms();
+    let (storage, recovered) = Storage::open(BoxedDisk(disk), config.sync_policy, now_ms)?;
+    let mut store_config = config.store.clone();
+    store_config.reads_update_recency = false;
+    let mut store = Store::new(store_config)?;
+    let mut applied_stamp_ms = 0;
+    if let Some(snapshot) = &recovered.snapshot {
+        store.import_snapshot(&snapshot.data)?;
+        applied_stamp_ms = machine_stamp_from_snapshot(&store);
+    }
+    let membership = config.membership.clone();
+    let raft = RaftNode::new(
+        membership.id,
+        membership.voters(),
+        config.raft.clone(),
+        runtime::seeded_rng(),
+        recovered,
+        now_ms,
+    )?;
+    let shared = Arc::new(Shared {
+        machine: Mutex::new(Machine {
+            store,
+            applied_stamp_ms,
+        }),
+        status: Mutex::new(RaftStatus::default()),
+        clock,
+        membership: membership.clone(),
+        client_caching: config.client_caching,
+    });
+    let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
+    let replica = Replica {
+        inbox: inbox_tx,
+        shared: Arc::clone(&shared),
+    };
+    let peers = transport::Peers::start(&membership);
+    let node_loop = NodeLoop {
+        raft,
+        storage,
+        shared,
+        config,
+        rng: runtime::seeded_rng(),
+        inbox,
+        peers,
+        raft_now_ms: now_ms,
+        proposed_stamp_ms: 0,
+        pending_writes: BTreeMap::new(),
+        next_read_id: 1,
+        pending_reads: BTreeMap::new(),
+        reads_awaiting_apply: VecDeque::new(),
+        write_batch: Vec::new(),
+        next_reap_ms: 0,
+    };
+    node_loop.publish_status();
+    runtime::spawn(node_loop.run());
+    Ok(replica)
+}
+
+/// After loading a snapshot, cluster time must not go behind any stamp inside it; the entries'
+/// creation times bound it from below.
+fn machine_stamp_from_snapshot(store: &Store) -> u64 {
+    store.max_created_at_ms()
+}
+
+impl NodeLoop {
+    async fn run(mut self) {
+        let tick = Duration::from_millis(self.config.raft.tick_interval_ms);
+        loop {
+            let sleep = runtime::sleep(self.shared.clock.runtime_duration(tick));
+            tokio::pin!(sleep);
+            tokio::select! {
+                biased;
+                input = self.inbox.recv() => {
+                    let Some(input) = input else { return };
+                    self.handle(input);
+                    // Take whatever else is queued, bounded so ticks are never starved.
+                    for _ in 0..INBOX_MAX {
+                        match self.inbox.try_recv() {
+                            Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = &mut sleep => {}
+            }
+            self.tick();
+            self.propose_batch();
+            self.process_ready();
+            self.publish_status();
+        }
+    }
+
+    fn tick(&mut self) {
+        self.raft_now_ms = self.raft_now_ms.max(self.shared.clock.monotonic_ms());
+        self.raft.tick(self.raft_now_ms);
+        if let Err(error) = self.storage.tick(self.raft_now_ms) {
+            fatal(&error);
+        }
+        if self.raft.role() == Role::Leader && self.raft_now_ms >= self.next_reap_ms {
+            self.next_reap_ms = self.raft_now_ms + REAP_INTERVAL.as_millis() as u64;
+            self.propose_expirations();
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Peer(messages) => {
+                for message in messages {
+                    if let Err(error) = self.raft.step(message) {
+                        tracing::warn!(%error, "ignored peer message");
+                    }
+                }
+            }
+            Input::Write { request, reply } => {
+                if self.pending_writes.len() + self.write_batch.len() >= PENDING_WRITES_MAX {
+                    let _ = reply.send(Err(ReplicaError::Overloaded));
+                    return;
+                }
+                self.write_batch.push((request, reply));
+                if !self.config.enable_batching {
+                    self.propose_batch();
+                }
+            }
+            Input::Read { reply } => {
+                if self.pending_reads.len() + self.reads_awaiting_apply.len() >= PENDING_READS_MAX {
+                    let _ = reply.send(Err(ReplicaError::Overloaded));
+                    return;
+                }
+                let request_id = self.next_read_id;
+                self.next_read_id += 1;
+                match self.raft.read_index(request_id) {
+                    Ok(()) => {
+                        self.pending_reads.insert(request_id, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(self.read_error(error)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_error(&self, error: ReadError) -> ReplicaError {
+        match error {
+            ReadError::NotLeader { .. } => ReplicaError::NotLeader {
+                leader: self.shared.leader(),
+            },
+            ReadError::TooManyPendingReads => ReplicaError::Overloaded,
+            ReadError::LeadershipLost => ReplicaError::ReadAborted,
+        }
+    }
+
+    /// Cluster time for a new stamp: the node clock, never behind what was proposed or applied.
+    fn next_stamp_ms(&mut self) -> u64 {
+        let applied = lock(&self.shared.machine).applied_stamp_ms;
+        let stamp = self
+            .shared
+            .clock
+            .now_ms()
+            .max(applied)
+            .max(self.proposed_stamp_ms);
+        self.proposed_stamp_ms = stamp;
+        stamp
+    }
+
+    /// Proposes the queued writes as one group (bounded by count and bytes).
+    fn propose_batch(&mut self) {
+        while !self.write_batch.is_empty() {
+            let mut commands = Vec::new();
+            let mut replies = Vec::new();
+            let mut bytes = 0;
+            while let Some((request, reply)) = (!self.write_batch.is_empty()
+                && commands.len() < WRITE_BATCH_MAX
+                && bytes < WRITE_BATCH_BYTES_MAX)
+                .then(|| self.write_batch.remove(0))
+            {
+                let stamp = self.next_stamp_ms();
+                let (command, ttl_ms) = match request {
+                    WriteRequest::Set {
+                        key,
+                        value,
+                        ttl_ms,
+                        expected_version,
+                    } => {
+                        let ttl_ms = if self.config.stagger_ttl {
+                            stagger_ttl_ms(ttl_ms, &mut self.rng)
+                        } else {
+                            ttl_ms
+                        };
+                        let command = Command::Set {
+                            key,
+                            value,
+                            ttl_ms,
+                            expected_version,
+                            created_at_ms: stamp,
+                        };
+                        (command, ttl_ms)
+                    }
+                    WriteRequest::Delete {
+                        key,
+                        expected_version,
+                    } => (
+                        Command::Delete {
+                            key,
+                            expected_version,
+                            created_at_ms: stamp,
+                        },
+                        0,
+                    ),
+                };
+                let encoded = command.encode();
+                bytes += encoded.len();
+                commands.push(encoded);
+                replies.push((ttl_ms, reply));
+            }
+            match self.raft.propose(commands) {
+                Ok(indexes) => {
+                    let term = self.raft.term();
+                    for (index, (ttl_ms, reply)) in indexes.zip(replies) {
+                        self.pending_writes.insert(index, PendingWrite { term, ttl_ms, reply });
+                    }
+                }
+                Err(error) => {
+                    let refusal = match error {
+                        ProposeError::NotLeader { .. } | ProposeError::TransferInProgress => {
+                            ReplicaError::NotLeader {
+                                leader: self.shared.leader(),
+                            }
+                        }
+                        ProposeError::Empty => unreachable!("batches are never empty"),
+                    };
+                    for (_, reply) in replies {
+                        let _ = reply.send(Err(refusal.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The leader's reaper: proposes the removal of entries expired longer than the stale grace.
+    fn propose_expirations(&mut self) {
+        let stamp = self.next_stamp_ms();
+        let horizon_ms = stamp.saturating_sub(self.config.stale_grace_ms);
+        let keys = lock(&self.shared.machine)
+            .store
+            .collect_expired(horizon_ms, EXPIRE_BATCH_MAX);
+        if keys.is_empty() {
+            return;
+        }
+        let command = Command::Expire {
+            now_ms: horizon_ms,
+            keys,
+        };
+        if let Err(error) = self.raft.propose(vec![command.encode()]) {
+            tracing::debug!(%error, "expiry proposal refused");
+        }
+    }
+
+    fn process_ready(&mut self) {
+        while self.raft.has_ready() {
+            let ready = self.raft.ready();
+            self.handle_ready(ready);
+        }
+        self.release_applied_reads();
+        self.pending_writes.retain(|_, pending| !pending.reply.is_closed());
+    }
+
+    fn handle_ready(&mut self, mut ready: Ready) {
+        // 1. Messages that need no persistence leave at once.
+        self.peers.send_all(std::mem::take(&mut ready.messages));
+        // 2. Persist.
+        let durable = match self.storage.persist(&ready, self.raft_now_ms) {
+            Ok(durable) => durable,
+            Err(error) => fatal(&error),
+        };
+        // 3. Votes and acknowledgements, now that what they promise is durable.
+        let persisted = std::mem::take(&mut ready.persisted_messages);
+        self.peers.send_all(persisted.release(durable));
+        // 4. Install a snapshot from the leader, then apply committed entries.
+        if ready.snapshot_install {
+            if let Some(snapshot) = &ready.snapshot {
+                self.install_snapshot(&snapshot.data);
+            }
+        }
+        for entry in std::mem::take(&mut ready.committed_entries) {
+            self.apply(entry);
+        }
+        // 5. Reads: linearizable once the entries above are applied.
+        for read in std::mem::take(&mut ready.reads) {
+            if let Some(reply) = self.pending_reads.remove(&read.request_id) {
+                self.reads_awaiting_apply.push_back((read.index, reply));
+            }
+        }
+        for (request_id, error) in std::mem::take(&mut ready.failed_reads) {
+            if let Some(reply) = self.pending_reads.remove(&request_id) {
+                let _ = reply.send(Err(self.read_error(error)));
+            }
+        }
+        // 6. Snapshot the state machine when the core asks (compaction).
+        let snapshot_request = ready.snapshot_request;
+        // 7. Advance.
+        self.raft.advance(durable);
+        if let Some(index) = snapshot_request {
+            let data = lock(&self.shared.machine).store.export_snapshot();
+            if let Err(error) = self.raft.snapshot_taken(index, data.to_vec()) {
+                tracing::warn!(%error, "snapshot not taken");
+            }
+        }
+    }
+
+    fn install_snapshot(&mut self, data: &[u8]) {
+        let mut machine = lock(&self.shared.machine);
+        if let Err(error) = machine.store.import_snapshot(data) {
+            // The leader's snapshot is its state machine; a replica that cannot load it cannot
+            // continue consistently.
+            panic!("cannot install the leader's snapshot: {error}");
+        }
+        machine.applied_stamp_ms = machine.applied_stamp_ms.max(machine.store.max_created_at_ms());
+        drop(machine);
+        // Writes waiting on entries covered by the snapshot learn their fate from it no more;
+        // they were applied (or not) on the leader, so their outcome is unknown here.
+        let covered: Vec<u64> = self.pending_writes.keys().copied().collect();
+        for index in covered {
+            if index <= self.raft.commit_index() {
+                if let Some(pending) = self.pending_writes.remove(&index) {
+                    let _ = pending.reply.send(Err(ReplicaError::OutcomeUnknown));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, entry: Entry) {
+        let pending = self.pending_writes.remove(&entry.index);
+        let result = match &entry.kind {
+            EntryKind::NoOp => None,
+            EntryKind::Command(bytes) => {
+                let command = match Command::decode(bytes) {
+                    Ok(command) => command,
+                    Err(error) => panic!("log entry {} does not decode: {error}", entry.index),
+                };
+                Some(self.apply_command(entry.index, command))
+            }
+        };
+        if let Some(pending) = pending {
+            let answer = match result {
+                Some(Ok(outcome)) if pending.term == entry.term => Ok(match outcome {
+                    WriteOutcome::Set { version, .. } => WriteOutcome::Set {
+                        version,
+                        ttl_ms: pending.ttl_ms,
+                    },
+                    other => other,
+                }),
+                Some(Err(error)) if pending.term == entry.term => Err(ReplicaError::Store(error)),
+                _ => Err(ReplicaError::WriteDropped),
+            };
+            let _ = pending.reply.send(answer);
+        }
+    }
+
+    fn apply_command(&mut self, index: u64, command: Command) -> Result<WriteOutcome, StoreError> {
+        let mut machine = lock(&self.shared.machine);
+        machine.applied_stamp_ms = machine.applied_stamp_ms.max(command.stamp_ms());
+        match command {
+            Command::Set {
+                key,
+                value,
+                ttl_ms,
+                expected_version,
+                created_at_ms,
+            } => machine
+                .store
+                .apply_set(&key, &value, ttl_ms, expected_version, index, created_at_ms)
+                .map(|outcome| WriteOutcome::Set {
+                    version: outcome.version,
+                    ttl_ms,
+                }),
+            Command::Delete {
+                key,
+                expected_version,
+                created_at_ms,
+            } => machine
+                .store
+                .apply_delete(&key, expected_version, index, created_at_ms)
+                .map(|outcome| WriteOutcome::Deleted {
+                    existed: outcome.existed,
+                    version: outcome.version,
+                }),
+            Command::Expire { now_ms, keys } => {
+                for (key, version) in keys {
+                    machine.store.remove_expired(&key, version, now_ms);
+                }
+                Ok(WriteOutcome::Deleted {
+                    existed: false,
+                    version: 0,
+                })
+            }
+        }
+    }
+
+    fn release_applied_reads(&mut self) {
+        let applied = self.raft.applied_index();
+        let mut waiting = VecDeque::new();
+        while let Some((index, reply)) = self.reads_awaiting_apply.pop_front() {
+            if index <= applied {
+                let _ = reply.send(Ok(()));
+            } else {
+                waiting.push_back((index, reply));
+            }
+        }
+        self.reads_awaiting_apply = waiting;
+        // Reads confirmed by a leader that lost leadership since cannot be trusted to complete;
+        // the core reports them in `failed_reads`. Reads whose caller gave up are dropped.
+        self.pending_reads.retain(|_, reply| !reply.is_closed());
+    }
+
+    fn publish_status(&self) {
+        let status = RaftStatus {
+            role: Some(self.raft.role()),
+            term: self.raft.term(),
+            leader_id: self.raft.leader_id(),
+            commit_index: self.raft.commit_index(),
+            applied_index: self.raft.applied_index(),
+            last_index: self.raft.last_index(),
+        };
+        *lock(&self.shared.status) = status;
+    }
+}
+
+/// A storage failure leaves the node's durable state unknown: it must stop rather than answer
+/// votes or acknowledge writes it may not have persisted.
+fn fatal(error: &dyn std::fmt::Display) -> ! {
+    tracing::error!(%error, "fatal storage error; stopping the node");
+    panic!("fatal storage error: {error}");
+}

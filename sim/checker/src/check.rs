@@ -1,0 +1,756 @@
+//! The per-key checker: the version-based fast path, then the bounded search where it is needed.
+//! The rules are stated in the crate documentation; each `check_*` method implements one group.
+
+use std::collections::BTreeMap;
+
+use crate::history::{History, Op, OpId, OpResult, Operation, Outcome};
+use crate::report::{render_bytes, render_operation, CheckReport, Verdict, Violation, ViolationKind};
+use crate::search::{self, SearchOutcome};
+
+/// The default step budget of the bounded search, per key. One step tries to linearize one
+/// operation in one search state; 200,000 keeps a key's search well under a second while
+/// deciding every history of a few dozen concurrent operations.
+pub const SEARCH_STEPS_MAX: u64 = 200_000;
+
+/// At most this many violations are reported per key: one root cause (a lost write) can make
+/// every later read wrong, and the first few say everything.
+pub const VIOLATIONS_PER_KEY_MAX: usize = 8;
+
+/// At most this many operations are shown in a violation's excerpt.
+pub const EXCERPT_OPS_MAX: usize = 16;
+
+/// Return time of an operation that may take effect at any time after its invocation.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// Checker parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckerConfig {
+    /// A cache may evict: any absence (Miss, `Deleted{existed: false}`, `CasFailed{0}`) is
+    /// explained by eviction. Turn off for runs whose cache is big enough never to evict; then an
+    /// absence must be explained by a delete, an expiry or the key never having been written.
+    pub allow_eviction: bool,
+    /// ε: how far apart, in milliseconds, the clock that stamps `created_at` and the clock that
+    /// later judges expiry may be, relative to simulated time, together. If every node clock is
+    /// within δ of simulated time, use ε = 2δ.
+    pub clock_skew_ms: u64,
+    /// Step budget of the bounded search per key ([`SEARCH_STEPS_MAX`] by default).
+    pub search_steps_max: u64,
+}
+
+impl Default for CheckerConfig {
+    fn default() -> Self {
+        CheckerConfig { allow_eviction: true, clock_skew_ms: 0, search_steps_max: SEARCH_STEPS_MAX }
+    }
+}
+
+/// Checks a whole history, key by key (keys in byte order, so the report is deterministic).
+pub fn check(history: &History, config: &CheckerConfig) -> CheckReport {
+    let mut by_key: BTreeMap<&[u8], Vec<&Operation>> = BTreeMap::new();
+    for operation in history.ops() {
+        if *operation.effective_outcome() != Outcome::Fail {
+            by_key.entry(operation.op.key()).or_default().push(operation);
+        }
+    }
+    let mut violations = Vec::new();
+    let mut undecided_keys = Vec::new();
+    let mut ops_checked = 0;
+    for (key, operations) in &by_key {
+        ops_checked += operations.len();
+        let mut key_check = KeyCheck::new(key, operations, config);
+        key_check.run();
+        if key_check.undecided {
+            undecided_keys.push(render_bytes(key));
+        }
+        violations.extend(key_check.violations);
+    }
+    let verdict = if !violations.is_empty() {
+        Verdict::Violation(violations)
+    } else if let Some(first) = undecided_keys.first() {
+        Verdict::Unknown {
+            reason: format!(
+                "search budget of {} steps exhausted on {} key(s), first {first}",
+                config.search_steps_max,
+                undecided_keys.len()
+            ),
+        }
+    } else {
+        Verdict::Ok
+    };
+    CheckReport { verdict, keys_checked: by_key.len(), ops_checked }
+}
+
+/// One operation of a key, normalized for checking.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyOp<'h> {
+    pub(crate) operation: &'h Operation,
+    pub(crate) invoke_ms: u64,
+    /// [`NEVER`] for operations whose outcome is unknown: they may take effect any time later.
+    pub(crate) return_ms: u64,
+    pub(crate) event: Event<'h>,
+}
+
+impl KeyOp<'_> {
+    pub(crate) fn id(&self) -> OpId {
+        self.operation.id
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event<'h> {
+    Hit { value: &'h [u8], version: u64, is_stale: bool, allow_stale: bool },
+    Miss { allow_stale: bool },
+    GetUnknown,
+    Written { value: &'h [u8], version: u64, ttl_ms: u64, expected_version: u64 },
+    SetUnknown { value: &'h [u8], ttl_ms: u64, expected_version: u64 },
+    Deleted { existed: bool, version: u64, expected_version: u64 },
+    DeleteUnknown { expected_version: u64 },
+    CasFailed { current_version: u64, expected_version: u64 },
+}
+
+impl<'h> KeyOp<'h> {
+    fn new(operation: &'h Operation) -> Self {
+        let unknown = !matches!(operation.effective_outcome(), Outcome::Ok(_));
+        let event = match (&operation.op, operation.effective_outcome()) {
+            (Op::Get { allow_stale, .. }, Outcome::Ok(OpResult::Hit { value, version, is_stale, .. })) => {
+                Event::Hit { value, version: *version, is_stale: *is_stale, allow_stale: *allow_stale }
+            }
+            (Op::Get { allow_stale, .. }, Outcome::Ok(OpResult::Miss)) => Event::Miss { allow_stale: *allow_stale },
+            (Op::Set { value, expected_version, .. }, Outcome::Ok(OpResult::Written { version, ttl_ms })) => {
+                Event::Written { value, version: *version, ttl_ms: *ttl_ms, expected_version: *expected_version }
+            }
+            (Op::Set { value, ttl_ms, expected_version, .. }, _) if unknown => {
+                Event::SetUnknown { value, ttl_ms: *ttl_ms, expected_version: *expected_version }
+            }
+            (Op::Delete { expected_version, .. }, Outcome::Ok(OpResult::Deleted { existed, version })) => {
+                Event::Deleted { existed: *existed, version: *version, expected_version: *expected_version }
+            }
+            (Op::Delete { expected_version, .. }, _) if unknown => {
+                Event::DeleteUnknown { expected_version: *expected_version }
+            }
+            (
+                Op::Set { expected_version, .. } | Op::Delete { expected_version, .. },
+                Outcome::Ok(OpResult::CasFailed { current_version }),
+            ) => Event::CasFailed { current_version: *current_version, expected_version: *expected_version },
+            // An unknown Get, or a result that does not answer the request (the recorder refuses
+            // those, a hand-built history might not): neither constrains anything.
+            _ => Event::GetUnknown,
+        };
+        let return_ms = if unknown { NEVER } else { operation.return_ms.unwrap_or(NEVER) };
+        KeyOp { operation, invoke_ms: operation.invoke_ms, return_ms, event }
+    }
+}
+
+/// What the checker knows about the write that produced one version.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VersionSource<'h> {
+    /// Index of the write in the key's operations.
+    pub(crate) op_index: usize,
+    pub(crate) value: &'h [u8],
+    pub(crate) invoke_ms: u64,
+    /// [`NEVER`] for an unknown-outcome write matched to this version.
+    pub(crate) return_ms: u64,
+    /// The TTL in effect if acknowledged; the requested one (a lower bound) if unknown.
+    pub(crate) ttl_ms: u64,
+    pub(crate) acknowledged: bool,
+    /// False for a version matched to an unknown write that only value-less operations (a
+    /// compare-and-set, a delete) observed: any unknown write of the key may have produced it.
+    pub(crate) value_observed: bool,
+}
+
+impl VersionSource<'_> {
+    /// The entry cannot be live at any time ≥ `at_ms` (rule TTL-1).
+    pub(crate) fn definitely_expired_at(&self, at_ms: u64, clock_skew_ms: u64) -> bool {
+        self.acknowledged
+            && self.ttl_ms > 0
+            && at_ms > self.return_ms.saturating_add(self.ttl_ms).saturating_add(clock_skew_ms)
+    }
+
+    /// The entry may be judged expired at some time ≤ `by_ms` (rule TTL-2).
+    pub(crate) fn possibly_expired_by(&self, by_ms: u64, clock_skew_ms: u64) -> bool {
+        self.ttl_ms > 0 && by_ms.saturating_add(clock_skew_ms) > self.invoke_ms.saturating_add(self.ttl_ms)
+    }
+}
+
+/// A position in the key's version order: (version, 0) the write installing it, (version, 1) an
+/// operation observing it live, (version, 2) the delete removing it.
+type Position = (u64, u8);
+
+const AT_WRITE: u8 = 0;
+const AT_OBSERVE: u8 = 1;
+const AT_DELETE: u8 = 2;
+
+#[derive(Debug, Clone, Copy)]
+struct Positioned {
+    op_index: usize,
+    position: Position,
+    invoke_ms: u64,
+    return_ms: u64,
+}
+
+struct KeyCheck<'h, 'c> {
+    key: &'h [u8],
+    ops: Vec<KeyOp<'h>>,
+    config: &'c CheckerConfig,
+    /// Every version known to have been produced, by an acknowledged write or (matched by value)
+    /// an unknown one.
+    versions: BTreeMap<u64, VersionSource<'h>>,
+    violations: Vec<Violation>,
+    undecided: bool,
+}
+
+impl<'h, 'c> KeyCheck<'h, 'c> {
+    fn new(key: &'h [u8], operations: &[&'h Operation], config: &'c CheckerConfig) -> Self {
+        let ops = operations.iter().map(|operation| KeyOp::new(operation)).collect();
+        KeyCheck { key, ops, config, versions: BTreeMap::new(), violations: Vec::new(), undecided: false }
+    }
+
+    fn run(&mut self) {
+        self.check_malformed();
+        self.collect_acknowledged_versions();
+        self.match_unknown_versions();
+        self.check_cas();
+        self.check_ttl();
+        self.check_future_reads();
+        let positioned = self.positioned();
+        self.check_real_time_order(&positioned);
+        if !self.config.allow_eviction {
+            self.check_absences(&positioned);
+        }
+        if self.violations.is_empty() && self.needs_search() {
+            match search::search(&self.ops, &self.versions, self.config) {
+                SearchOutcome::Linearizable => {}
+                SearchOutcome::Exhausted => self.undecided = true,
+                SearchOutcome::NotLinearizable { stuck_op_index } => self.report(
+                    ViolationKind::NotLinearizable,
+                    &[stuck_op_index],
+                    format!(
+                        "no linearization of the key's history exists; the search never got past op#{}",
+                        self.ops[stuck_op_index].id().0
+                    ),
+                ),
+            }
+        }
+    }
+
+    /// Rule M: responses that cannot occur whatever the order.
+    fn check_malformed(&mut self) {
+        for index in 0..self.ops.len() {
+            let message = match self.ops[index].event {
+                Event::Hit { version: 0, .. } => "a hit with version 0",
+                Event::Hit { is_stale: true, allow_stale: false, .. } => "is_stale on a read that did not allow it",
+                Event::Written { version: 0, .. } => "a write acknowledged with version 0",
+                Event::Written { version, expected_version, .. } if expected_version != 0 && version <= expected_version => {
+                    "a compare-and-set produced a version not above the expected one"
+                }
+                Event::Deleted { existed: true, version: 0, .. } => "a delete removed an entry of version 0",
+                Event::Deleted { existed: false, version, .. } if version != 0 => {
+                    "a delete that removed nothing reports a version"
+                }
+                _ => continue,
+            };
+            self.report(ViolationKind::MalformedResult, &[index], message.to_owned());
+        }
+    }
+
+    /// Rule V-1: acknowledged writes have distinct versions.
+    fn collect_acknowledged_versions(&mut self) {
+        for index in 0..self.ops.len() {
+            let op = self.ops[index];
+            if let Event::Written { value, version, ttl_ms, .. } = op.event {
+                if version == 0 {
+                    continue;
+                }
+                if let Some(earlier) = self.versions.get(&version) {
+                    let earlier_index = earlier.op_index;
+                    self.report(
+                        ViolationKind::DuplicateVersion,
+                        &[index, earlier_index],
+                        format!("two successful writes both report version {version}"),
+                    );
+                    continue;
+                }
+                self.versions.insert(
+                    version,
+                    VersionSource {
+                        op_index: index,
+                        value,
+                        invoke_ms: op.invoke_ms,
+                        return_ms: op.return_ms,
+                        ttl_ms,
+                        acknowledged: true,
+                        value_observed: true,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Rules V-2 and U: every observed version was produced by a write; one not produced by an
+    /// acknowledged write must be matched to a distinct unknown-outcome Set of the same value
+    /// invoked before the first observation of it returned.
+    fn match_unknown_versions(&mut self) {
+        // Observed versions no acknowledged write produced: version -> (value, deadline, observers).
+        let mut unexplained: BTreeMap<u64, (Option<&'h [u8]>, u64, Vec<usize>)> = BTreeMap::new();
+        for index in 0..self.ops.len() {
+            let op = self.ops[index];
+            let (version, value) = match op.event {
+                Event::Hit { value, version, .. } => (version, Some(value)),
+                Event::CasFailed { current_version, .. } => (current_version, None),
+                Event::Deleted { existed: true, version, .. } => (version, None),
+                // A successful compare-and-set saw its expected version live.
+                Event::Written { expected_version, .. } => (expected_version, None),
+                _ => continue,
+            };
+            if version == 0 {
+                continue;
+            }
+            if let Some(source) = self.versions.get(&version) {
+                if value.is_some_and(|value| value != source.value) {
+                    let source_index = source.op_index;
+                    self.report(
+                        ViolationKind::PhantomValue,
+                        &[index, source_index],
+                        format!("read version {version} with a value its write did not write"),
+                    );
+                }
+                continue;
+            }
+            let entry = unexplained.entry(version).or_insert((value, NEVER, Vec::new()));
+            if let (Some(seen), Some(value)) = (entry.0, value) {
+                if seen != value {
+                    let first = entry.2[0];
+                    self.report(
+                        ViolationKind::PhantomValue,
+                        &[index, first],
+                        format!("version {version} observed with two different values"),
+                    );
+                    continue;
+                }
+            }
+            entry.0 = entry.0.or(value);
+            entry.1 = entry.1.min(op.return_ms);
+            entry.2.push(index);
+        }
+        let mut by_deadline: Vec<(u64, u64, Option<&'h [u8]>, Vec<usize>)> = unexplained
+            .into_iter()
+            .map(|(version, (value, deadline, observers))| (deadline, version, value, observers))
+            .collect();
+        by_deadline.sort_by_key(|(deadline, version, value, _)| (*deadline, value.is_none(), *version));
+        let mut taken = vec![false; self.ops.len()];
+        for (deadline, version, value, observers) in by_deadline {
+            // Unknown Sets that may have produced this version, earliest invoked first.
+            let mut eligible: Vec<usize> = (0..self.ops.len())
+                .filter(|&index| match self.ops[index].event {
+                    Event::SetUnknown { value: written, .. } => {
+                        self.ops[index].invoke_ms <= deadline && value.is_none_or(|value| value == written)
+                    }
+                    _ => false,
+                })
+                .collect();
+            eligible.sort_by_key(|&index| (self.ops[index].invoke_ms, index));
+            // For TTL-2, the most permissive bound over all of them: the shortest positive TTL.
+            let ttl_ms = eligible
+                .iter()
+                .filter_map(|&index| match self.ops[index].event {
+                    Event::SetUnknown { ttl_ms, .. } if ttl_ms > 0 => Some(ttl_ms),
+                    _ => None,
+                })
+                .min()
+                .unwrap_or(0);
+            match eligible.iter().copied().find(|&index| !taken[index]) {
+                Some(index) => {
+                    taken[index] = true;
+                    let op = self.ops[index];
+                    let Event::SetUnknown { value: written, .. } = op.event else {
+                        unreachable!("`eligible` only holds unknown Sets")
+                    };
+                    self.versions.insert(
+                        version,
+                        VersionSource {
+                            op_index: index,
+                            value: written,
+                            invoke_ms: self.ops[eligible[0]].invoke_ms,
+                            return_ms: NEVER,
+                            ttl_ms,
+                            acknowledged: false,
+                            value_observed: value.is_some(),
+                        },
+                    );
+                }
+                None => self.report(
+                    ViolationKind::PhantomValue,
+                    &observers,
+                    format!(
+                        "version {version} was observed but no write (acknowledged, or unknown with that value and invoked in time) produced it"
+                    ),
+                ),
+            }
+        }
+    }
+
+    /// Rules C-1..C-4: compare-and-set.
+    fn check_cas(&mut self) {
+        let mut deletes_by_version: BTreeMap<u64, usize> = BTreeMap::new();
+        for index in 0..self.ops.len() {
+            let op = self.ops[index];
+            match op.event {
+                Event::Written { version, expected_version, .. } if expected_version != 0 && version > expected_version => {
+                    if let Some((&between, source)) = self.versions.range(expected_version + 1..version).next() {
+                        let between_index = source.op_index;
+                        self.report(
+                            ViolationKind::CasViolation,
+                            &[index, between_index],
+                            format!(
+                                "compare-and-set on version {expected_version} succeeded as version {version}, but version {between} was written in between"
+                            ),
+                        );
+                    } else if let Some(delete_index) = self.ops.iter().position(|other| {
+                        matches!(other.event, Event::Deleted { existed: true, version: removed, .. } if removed == expected_version)
+                    }) {
+                        self.report(
+                            ViolationKind::CasViolation,
+                            &[index, delete_index],
+                            format!("compare-and-set on version {expected_version} succeeded, but that version was deleted"),
+                        );
+                    }
+                }
+                Event::CasFailed { current_version, expected_version } => {
+                    if expected_version == 0 {
+                        self.report(
+                            ViolationKind::CasViolation,
+                            &[index],
+                            "an unconditional write failed its compare-and-set".to_owned(),
+                        );
+                    } else if current_version == expected_version {
+                        self.report(
+                            ViolationKind::CasViolation,
+                            &[index],
+                            format!("compare-and-set failed although the current version {current_version} was the expected one"),
+                        );
+                    }
+                }
+                Event::Deleted { existed, version, expected_version } => {
+                    if expected_version != 0 && (!existed || version != expected_version) {
+                        self.report(
+                            ViolationKind::CasViolation,
+                            &[index],
+                            format!("a delete expecting version {expected_version} succeeded with existed={existed} version={version}"),
+                        );
+                    }
+                    if existed && version != 0 {
+                        if let Some(&first) = deletes_by_version.get(&version) {
+                            self.report(
+                                ViolationKind::DoubleDelete,
+                                &[index, first],
+                                format!("two deletes both removed version {version}"),
+                            );
+                        } else {
+                            deletes_by_version.insert(version, index);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Rules TTL-1 and TTL-3.
+    fn check_ttl(&mut self) {
+        let skew = self.config.clock_skew_ms;
+        for index in 0..self.ops.len() {
+            let op = self.ops[index];
+            // The version the operation treats as live, and whether it is a stale hit.
+            let (version, stale) = match op.event {
+                Event::Hit { version, is_stale, .. } => (version, is_stale),
+                Event::CasFailed { current_version, .. } => (current_version, false),
+                Event::Deleted { existed: true, version, .. } => (version, false),
+                Event::Written { expected_version, .. } => (expected_version, false),
+                _ => continue,
+            };
+            let Some(source) = self.versions.get(&version).copied() else { continue };
+            if !stale && source.definitely_expired_at(op.invoke_ms, skew) {
+                self.report(
+                    ViolationKind::ExpiredServedFresh,
+                    &[index, source.op_index],
+                    format!(
+                        "version {version} (ttl {} ms, written by {} ms) had expired by {} ms but was treated as live",
+                        source.ttl_ms,
+                        source.return_ms,
+                        source.return_ms.saturating_add(source.ttl_ms).saturating_add(skew)
+                    ),
+                );
+            } else if stale && !source.possibly_expired_by(op.return_ms, skew) {
+                self.report(
+                    ViolationKind::FreshServedStale,
+                    &[index, source.op_index],
+                    format!("version {version} (ttl {} ms) cannot have expired yet but was served stale", source.ttl_ms),
+                );
+            }
+        }
+    }
+
+    /// Rule O-3 (for every observation, stale-allowed reads included): a version cannot be seen
+    /// before its write was invoked.
+    fn check_future_reads(&mut self) {
+        for index in 0..self.ops.len() {
+            let op = self.ops[index];
+            let version = match op.event {
+                Event::Hit { version, .. } => version,
+                Event::CasFailed { current_version, .. } => current_version,
+                Event::Deleted { existed: true, version, .. } => version,
+                _ => continue,
+            };
+            let Some(source) = self.versions.get(&version).copied() else { continue };
+            if op.return_ms < source.invoke_ms {
+                self.report(
+                    ViolationKind::FutureRead,
+                    &[index, source.op_index],
+                    format!("version {version} was observed before its write was invoked"),
+                );
+            }
+        }
+    }
+
+    /// The operations that have a place in the version order (the linearizable skeleton).
+    fn positioned(&self) -> Vec<Positioned> {
+        let mut positioned = Vec::new();
+        for (&version, source) in &self.versions {
+            let op = self.ops[source.op_index];
+            positioned.push(Positioned {
+                op_index: source.op_index,
+                position: (version, AT_WRITE),
+                invoke_ms: op.invoke_ms,
+                return_ms: source.return_ms,
+            });
+        }
+        for (index, op) in self.ops.iter().enumerate() {
+            let position = match op.event {
+                Event::Hit { version, is_stale: false, allow_stale: false, .. } => (version, AT_OBSERVE),
+                Event::CasFailed { current_version, .. } if current_version != 0 => (current_version, AT_OBSERVE),
+                Event::Deleted { existed: true, version, .. } => (version, AT_DELETE),
+                _ => continue,
+            };
+            if position.0 != 0 && self.versions.contains_key(&position.0) {
+                positioned.push(Positioned { op_index: index, position, invoke_ms: op.invoke_ms, return_ms: op.return_ms });
+            }
+        }
+        positioned
+    }
+
+    /// Rules O-1, O-2 and W-1: the version order must be realizable in real time. For every pair
+    /// with position(a) < position(b), b must not have returned before a was invoked. Checked in
+    /// one sweep from the highest position down, keeping the earliest return seen above.
+    fn check_real_time_order(&mut self, positioned: &[Positioned]) {
+        let mut order: Vec<usize> = (0..positioned.len()).collect();
+        order.sort_by_key(|&index| std::cmp::Reverse(positioned[index].position));
+        let mut earliest_above: Option<Positioned> = None;
+        let mut group_start = 0;
+        while group_start < order.len() {
+            let position = positioned[order[group_start]].position;
+            let group_end = order[group_start..]
+                .iter()
+                .position(|&index| positioned[index].position != position)
+                .map_or(order.len(), |offset| group_start + offset);
+            for &index in &order[group_start..group_end] {
+                let earlier = positioned[index];
+                if let Some(later) = earliest_above {
+                    if later.return_ms < earlier.invoke_ms {
+                        self.report_order_violation(earlier, later);
+                    }
+                }
+            }
+            for &index in &order[group_start..group_end] {
+                let candidate = positioned[index];
+                if earliest_above.is_none_or(|best| candidate.return_ms < best.return_ms) {
+                    earliest_above = Some(candidate);
+                }
+            }
+            group_start = group_end;
+        }
+    }
+
+    /// `earlier` sits lower in the version order than `later`, yet `later` returned before
+    /// `earlier` was invoked. Names the rule from the two roles.
+    fn report_order_violation(&mut self, earlier: Positioned, later: Positioned) {
+        let (low_version, low_role) = earlier.position;
+        let (high_version, high_role) = later.position;
+        let (kind, message) = match (low_role, high_role) {
+            (AT_WRITE, AT_WRITE) => (
+                ViolationKind::WriteOrderViolation,
+                format!("the write of version {high_version} returned before the write of version {low_version} was invoked"),
+            ),
+            // Seeing one's own version before the write began is reported by check_future_reads.
+            (AT_WRITE, _) if high_version == low_version => return,
+            (AT_WRITE, _) => (
+                ViolationKind::WriteOrderViolation,
+                format!("version {high_version} was observed before the write of the smaller version {low_version} was invoked"),
+            ),
+            (_, AT_WRITE) => {
+                let observed_later = self.ops.iter().any(|op| match op.event {
+                    Event::Hit { version, .. } => version >= high_version,
+                    Event::CasFailed { current_version, .. } => current_version >= high_version,
+                    Event::Deleted { existed: true, version, .. } => version >= high_version,
+                    _ => false,
+                });
+                if observed_later {
+                    (
+                        ViolationKind::StaleRead,
+                        format!("observed version {low_version} after the write of version {high_version} had returned"),
+                    )
+                } else {
+                    (
+                        ViolationKind::LostWrite,
+                        format!(
+                            "the write of version {high_version} returned, is never observed, and a later operation observed version {low_version}"
+                        ),
+                    )
+                }
+            }
+            (AT_OBSERVE, AT_DELETE) if high_version == low_version => (
+                ViolationKind::StaleRead,
+                format!("observed version {low_version} after the delete that removed it had returned"),
+            ),
+            (AT_OBSERVE, _) => (
+                ViolationKind::NonMonotonicRead,
+                format!("observed version {low_version} after an earlier operation had observed version {high_version}"),
+            ),
+            _ => (
+                ViolationKind::StaleRead,
+                format!("removed version {low_version} after an earlier operation had observed version {high_version}"),
+            ),
+        };
+        self.report(kind, &[earlier.op_index, later.op_index], message);
+    }
+
+    /// Rule A (only without eviction): every absence — a linearizable Miss, a delete that removed
+    /// nothing, a compare-and-set failing on version 0 — must fit somewhere the key can be absent:
+    /// before its first write, after a delete, or after an expiry, between the latest position
+    /// that completed before it (floor) and the earliest invoked after it (ceiling).
+    fn check_absences(&mut self, positioned: &[Positioned]) {
+        let skew = self.config.clock_skew_ms;
+        let mut by_return: Vec<Positioned> = positioned.to_vec();
+        by_return.sort_by_key(|entry| entry.return_ms);
+        let mut floor_prefix: Vec<Positioned> = Vec::with_capacity(by_return.len());
+        for entry in &by_return {
+            let best = match floor_prefix.last() {
+                Some(best) if best.position >= entry.position => *best,
+                _ => *entry,
+            };
+            floor_prefix.push(best);
+        }
+        let mut by_invoke: Vec<Positioned> = positioned.to_vec();
+        by_invoke.sort_by_key(|entry| entry.invoke_ms);
+        let mut ceiling_suffix: Vec<Positioned> = by_invoke.clone();
+        for index in (0..ceiling_suffix.len().saturating_sub(1)).rev() {
+            if ceiling_suffix[index + 1].position < ceiling_suffix[index].position {
+                ceiling_suffix[index] = ceiling_suffix[index + 1];
+            }
+        }
+        for index in 0..self.ops.len() {
+            let op = self.ops[index];
+            let is_absence = matches!(
+                op.event,
+                Event::Miss { allow_stale: false }
+                    | Event::Deleted { existed: false, .. }
+                    | Event::CasFailed { current_version: 0, .. }
+            );
+            if !is_absence {
+                continue;
+            }
+            let completed_before = by_return.partition_point(|entry| entry.return_ms < op.invoke_ms);
+            let Some(floor) = completed_before.checked_sub(1).map(|at| floor_prefix[at]) else { continue };
+            let invoked_after = by_invoke.partition_point(|entry| entry.invoke_ms <= op.return_ms);
+            let ceiling = ceiling_suffix.get(invoked_after).map(|entry| entry.position);
+            let below_ceiling = |position: Position| ceiling.is_none_or(|ceiling| position <= ceiling);
+            let explained_by_delete = self.ops.iter().any(|other| match other.event {
+                Event::DeleteUnknown { .. } => other.invoke_ms <= op.return_ms,
+                Event::Deleted { existed: true, version, .. } => {
+                    let position = (version, AT_DELETE);
+                    other.invoke_ms <= op.return_ms
+                        && floor.position <= position
+                        && ceiling.is_none_or(|ceiling| position < ceiling)
+                }
+                _ => false,
+            });
+            let explained_by_expiry = self.versions.iter().any(|(&version, source)| {
+                let position = (version, AT_OBSERVE);
+                floor.position <= position
+                    && below_ceiling(position)
+                    && source.invoke_ms <= op.return_ms
+                    && source.possibly_expired_by(op.return_ms, skew)
+            }) || self.ops.iter().any(|other| match other.event {
+                // An unknown Set nobody observed may have installed an entry that then expired.
+                Event::SetUnknown { ttl_ms, .. } => {
+                    ttl_ms > 0
+                        && other.invoke_ms <= op.return_ms
+                        && op.return_ms.saturating_add(skew) > other.invoke_ms.saturating_add(ttl_ms)
+                }
+                _ => false,
+            });
+            if !explained_by_delete && !explained_by_expiry {
+                let (version, _) = floor.position;
+                self.report(
+                    ViolationKind::LostWrite,
+                    &[index, floor.op_index],
+                    format!(
+                        "the key was absent although version {version} was in place before the operation began and no delete, expiry or (disabled) eviction explains it"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The fast path decides keys made only of acknowledged writes and reads when eviction
+    /// explains every absence; anything else also gets the bounded search.
+    fn needs_search(&self) -> bool {
+        self.ops.iter().any(|op| match op.event {
+            Event::SetUnknown { .. } | Event::DeleteUnknown { .. } | Event::CasFailed { .. } => true,
+            Event::Written { expected_version, .. } => expected_version != 0,
+            Event::Deleted { existed, expected_version, .. } => expected_version != 0 || !existed,
+            Event::Miss { allow_stale: false } => !self.config.allow_eviction,
+            Event::Hit { .. } | Event::Miss { .. } | Event::GetUnknown => false,
+        })
+    }
+
+    fn report(&mut self, kind: ViolationKind, op_indexes: &[usize], message: String) {
+        if self.violations.len() >= VIOLATIONS_PER_KEY_MAX {
+            return;
+        }
+        let op_ids = op_indexes.iter().map(|&index| self.ops[index].id()).collect();
+        let excerpt = self.excerpt(op_indexes);
+        self.violations.push(Violation { kind, key: self.key.to_vec(), op_ids, message, excerpt });
+    }
+
+    /// The key's operations whose windows meet the span of the involved ones; involved first in
+    /// priority, then the rest in invocation order, at most [`EXCERPT_OPS_MAX`].
+    fn excerpt(&self, op_indexes: &[usize]) -> String {
+        let span_start = op_indexes.iter().map(|&index| self.ops[index].invoke_ms).min().unwrap_or(0);
+        let span_end = op_indexes
+            .iter()
+            .map(|&index| {
+                let op = self.ops[index];
+                op.operation.return_ms.unwrap_or(op.invoke_ms).max(op.invoke_ms)
+            })
+            .max()
+            .unwrap_or(0);
+        let mut shown: Vec<usize> = op_indexes.to_vec();
+        for (index, op) in self.ops.iter().enumerate() {
+            if shown.len() >= EXCERPT_OPS_MAX {
+                break;
+            }
+            let overlaps = op.invoke_ms <= span_end && op.operation.return_ms.unwrap_or(NEVER) >= span_start;
+            if overlaps && !shown.contains(&index) {
+                shown.push(index);
+            }
+        }
+        shown.sort_unstable();
+        shown.dedup();
+        shown
+            .iter()
+            .map(|&index| {
+                let marker = if op_indexes.contains(&index) { "*" } else { " " };
+                format!("  {marker} {}\n", render_operation(self.ops[index].operation))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,95 @@
+//! Hyperion's client-history recorder and per-key linearizability checker.
+//!
+//! Pure and synchronous: no async, no clock, no randomness, no `cfg(madsim)`. The simulator's
+//! workloads record every client operation in a [`HistoryRecorder`] (times are simulated
+//! milliseconds read from the simulation clock by the caller), and [`check`] judges the history
+//! afterwards against the cache's semantics (DESIGN §5, §8).
+//!
+//! # Recording
+//! - `invoke` when the request is sent, `complete` when the client has its answer or gives up.
+//!   A `BatchGet` is [`HistoryRecorder::invoke_batch_get`]: one Get per key sharing the window.
+//! - [`Outcome::Ok`] for a definite answer, a compare-and-set mismatch (`FAILED_PRECONDITION`)
+//!   included, as [`OpResult::CasFailed`]. [`Outcome::Fail`] only when the operation *definitely*
+//!   did not take effect (`INVALID_ARGUMENT`, `RESOURCE_EXHAUSTED`, `UNAVAILABLE` from a node that
+//!   did not propose it). [`Outcome::Unknown`] otherwise (deadline exceeded, connection lost after
+//!   sending, `UNAVAILABLE` after a leader stepped down mid-request): it may take effect at any
+//!   time after its invocation, even after the client gave up. Never-completed operations count
+//!   as `Unknown`. Reads with `Unknown`/`Fail` outcome, and `ERROR` reads, constrain nothing.
+//!
+//! # Model
+//! Per key, the cache is a register: absent, or present with `(value, version, created_at,
+//! ttl_ms)`. Every successful Set gets a fresh version, strictly increasing along the
+//! linearization (the Raft log index), and unique per key. `expected_version == 0` is
+//! unconditional; otherwise the Set/Delete happens only if the current version equals it, where
+//! an absent or expired key has version 0, else it answers `CasFailed{current}`. Delete answers
+//! `existed` = a live entry was removed, and that entry's version (0 if none). The leader stamps
+//! `created_at` in cluster time, and the entry is expired when a judging clock reads past
+//! `created_at + ttl_ms` (`ttl_ms == 0`: never). With ε = [`CheckerConfig::clock_skew_ms`] the
+//! combined error of the stamping and judging clocks against simulated time, a write
+//! linearized at `t_w` is certainly live for a read at `t_r < t_w + ttl − ε` and certainly
+//! expired at `t_r > t_w + ttl + ε`. Reads with `allow_stale` may be answered by any node from
+//! its local state, so they are not linearizable: only rules M, V, U, O-3 and TTL apply to them.
+//!
+//! # Rules (fast path, near-linear in the key's history)
+//! Positions order a key's operations by version: `(v, 0)` the write of `v`, `(v, 1)` any
+//! linearizable operation that observes `v` live (a fresh Hit, `CasFailed{v}`), `(v, 2)` the
+//! delete that removed `v`. "A before B" in real time means A returned strictly before B was
+//! invoked. Unknown-outcome operations return at infinity.
+//! - **M** A response that cannot occur is `MalformedResult` (version 0 written or hit, `is_stale`
+//!   without `allow_stale`, a CAS Set whose version is not above the expected one, ...).
+//! - **V-1** Two acknowledged Sets of one key with one version: `DuplicateVersion`.
+//! - **V-2** A Hit's value must be the value written with its version: else `PhantomValue`.
+//! - **U** A version observed (by a Hit, a `CasFailed`, a Delete) that no acknowledged Set produced
+//!   must be matched to a distinct `Unknown` Set of the key with the same value, invoked before
+//!   the first observation of it returned (earliest-deadline-first matching, earliest invocation
+//!   chosen); unmatched: `PhantomValue`.
+//! - **O-1/O-2/W-1** For positions `p(a) < p(b)`, b must not be before a in real time. Named from
+//!   the roles: write/write `WriteOrderViolation`; observation below a write `StaleRead`, or
+//!   `LostWrite` if no operation ever observes that write's version or a later one; observation
+//!   of `v` after the delete of `v` `StaleRead`; observation below a later-invoked observation
+//!   `NonMonotonicRead`. Together these say a read sees no older version than the newest write
+//!   or read that completed before it was invoked, and (O-3) no version whose write was invoked
+//!   after it returned (`FutureRead`, checked for every read).
+//! - **C-1** A successful CAS Set on `e` with version `v`: no known version lies in `(e, v)`, `e`
+//!   was not deleted, and some write produced `e` (or an unknown Set could have). **C-2** A
+//!   `CasFailed{c}` needs `expected != 0` and `c != expected`. **C-3** A CAS Delete on `e` must
+//!   remove exactly `e`. **C-4** Two deletes removing one version: `DoubleDelete`. All but C-4 are
+//!   `CasViolation`.
+//! - **TTL-1** An operation treating version `v` as live (fresh Hit, `CasFailed{v}`, a Delete that
+//!   removed `v`, a CAS on `v`) invoked after `return(write v) + ttl + ε` is `ExpiredServedFresh`
+//!   (acknowledged writes only: an unknown write may have been applied arbitrarily late).
+//!   **TTL-2** an entry *may* have expired by time `t` iff `t + ε > invoke(write) + ttl` (the
+//!   requested TTL for unknown writes, which the server only lengthens). **TTL-3** A Hit with
+//!   `is_stale` on an entry that may not have expired by the read's return is `FreshServedStale`.
+//! - **A** (only with `allow_eviction == false`; with eviction any absence is explained) An
+//!   absence — a linearizable Miss, `Deleted{existed: false}`, `CasFailed{0}` — needs a place
+//!   where the key may be absent between its floor (highest position completed before it was
+//!   invoked) and its ceiling (lowest position invoked after it returned): nothing completed
+//!   before it, a delete (acknowledged, or unknown invoked before it returned), or an entry that
+//!   may have expired by its return. Otherwise `LostWrite`.
+//!
+//! # Bounded search
+//! A key whose fast path found no violation but which has unknown-outcome writes or deletes,
+//! compare-and-sets, deletes of nothing, or (without eviction) Misses is also searched for a
+//! linearization ([`search`](crate::search) module docs) within
+//! [`CheckerConfig::search_steps_max`] steps. None exists: `NotLinearizable`. Budget spent: the
+//! verdict is `Unknown` (unless another key has a violation).
+//!
+//! # Known approximations
+//! Each operation's TTL is judged against its own window, not the times chosen for the other
+//! operations; with eviction allowed, an absence does not end the entry (a local eviction does not
+//! remove it from other replicas). Both only make the checker more permissive, never stricter.
+
+mod check;
+mod history;
+mod report;
+mod search;
+
+pub use check::{check, CheckerConfig, EXCERPT_OPS_MAX, SEARCH_STEPS_MAX, VIOLATIONS_PER_KEY_MAX};
+pub use history::{
+    ClientId, History, HistoryRecorder, Op, OpId, OpResult, Operation, Outcome, RecordError, HISTORY_OPS_MAX,
+};
+pub use report::{render_bytes, render_operation, CheckReport, Verdict, Violation, ViolationKind};
+
+#[cfg(test)]
+mod tests;
