@@ -44,6 +44,8 @@ pub const RETRY_AFTER_MS_METADATA: &str = "x-hyperion-retry-after-ms";
 pub const LEADER_METADATA: &str = "x-hyperion-leader";
 /// Response metadata naming the leader's Raft id on a redirect.
 pub const LEADER_ID_METADATA: &str = "x-hyperion-leader-id";
+/// Response metadata on refusals of requests that certainly did not apply (safe to resend).
+pub const NOT_APPLIED_METADATA: &str = "x-hyperion-not-applied";
 /// How long a write may wait for its entry to commit and apply. Past it the answer is
 /// `DEADLINE_EXCEEDED` and the write's outcome is unknown (it may still apply).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -157,8 +159,26 @@ fn deadline_exceeded(timeout: Duration) -> Status {
     ))
 }
 
-/// Maps a replica refusal to the status a client sees.
+/// Maps a replica refusal to the status a client sees. Refusals of requests that certainly did
+/// not apply carry [`NOT_APPLIED_METADATA`].
 fn replica_error_status(error: ReplicaError) -> Status {
+    let not_applied = matches!(
+        error,
+        ReplicaError::NotLeader { .. }
+            | ReplicaError::WriteDropped
+            | ReplicaError::Overloaded
+            | ReplicaError::Stopped
+    );
+    let mut status = replica_error_status_inner(error);
+    if not_applied {
+        status
+            .metadata_mut()
+            .insert(NOT_APPLIED_METADATA, MetadataValue::from_static("1"));
+    }
+    status
+}
+
+fn replica_error_status_inner(error: ReplicaError) -> Status {
     match error {
         ReplicaError::NotLeader {
             leader: Some((id, addr)),
@@ -365,10 +385,10 @@ mod tests {
         let election = replica_error_status(ReplicaError::NotLeader { leader: None });
         assert_eq!(election.code(), tonic::Code::Unavailable);
         assert!(election.metadata().get(LEADER_METADATA).is_none());
-        assert_eq!(
-            replica_error_status(ReplicaError::OutcomeUnknown).code(),
-            tonic::Code::Unknown
-        );
+        assert!(election.metadata().get(NOT_APPLIED_METADATA).is_some());
+        let unknown = replica_error_status(ReplicaError::OutcomeUnknown);
+        assert_eq!(unknown.code(), tonic::Code::Unknown);
+        assert!(unknown.metadata().get(NOT_APPLIED_METADATA).is_none());
     }
 
     #[test]

@@ -1,25 +1,56 @@
 //! The Rust client of Hyperion: one client for the CLI, the simulator's workloads and benchmarks.
 //!
-//! Every call carries a deadline (a clogged link otherwise hangs until the peer's timeout), and
-//! BatchGet splits key lists into calls of at most [`crate::api::BATCH_KEYS_MAX`] keys.
+//! - **Leader discovery**: the client knows every node's address; it sends to the node it believes
+//!   leads, follows `x-hyperion-leader` redirects, and tries the next node when one is down or has
+//!   no leader yet. `allow_stale` reads may be answered by any node.
+//! - **Deadlines**: every attempt carries one (a clogged link otherwise hangs until the peer's
+//!   timeout).
+//! - **Retries**: [`retry_with_backoff`] with exponential backoff and full jitter (the 2024-10-15
+//!   lesson), bounded by attempts and total time. Reads are retried on any transient failure.
+//!   Writes are retried only when they certainly did not apply (the server said so, or the
+//!   connection was never made); a write whose outcome is unknown (timeout, `UNKNOWN`) is
+//!   returned to the caller, because re-sending it could apply it twice.
+//! - **Circuit breaker**: opens at 50 % failures over a window and then fails fast with
+//!   `UNAVAILABLE` until its half-open probes succeed.
+//! - **BatchGet** splits key lists into calls of at most [`BATCH_KEYS_MAX`] keys and returns the
+//!   answers in request order.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use rand_chacha::ChaCha8Rng;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 
-use crate::api::BATCH_KEYS_MAX;
+use crate::api::{BATCH_KEYS_MAX, LEADER_METADATA, NOT_APPLIED_METADATA};
 use crate::proto::cache_service_client::CacheServiceClient;
 use crate::proto::{
     BatchGetRequest, DeleteRequest, DeleteResponse, GetRequest, GetResponse, SetRequest,
     SetResponse,
 };
+use crate::resilience::{
+    retry_with_backoff, BreakerConfig, CircuitBreaker, Jitter, RetryPolicy,
+};
 use crate::runtime;
 
-/// Default per-call deadline.
+/// Default per-attempt deadline.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(2);
 /// Default connect timeout.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most nodes a client addresses (the largest cluster).
+pub const NODES_MAX: usize = crate::config::CLUSTER_NODES_MAX;
+
+/// The client's default retry policy: 8 attempts, 25 ms doubling to 1 s, full jitter, 5 s in all
+/// (enough to ride out one leader election).
+pub fn default_retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 8,
+        base_delay: Duration::from_millis(25),
+        max_delay: Duration::from_secs(1),
+        max_total: Duration::from_secs(5),
+        jitter: Jitter::Full,
+    }
+}
 
 /// Why the client could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -29,42 +60,127 @@ pub enum ClientError {
         addr: String,
         source: tonic::transport::Error,
     },
+    #[error("a client needs 1 to {NODES_MAX} node addresses, got {0}")]
+    NodeCount(usize),
 }
 
-/// A connection to one Hyperion node.
-#[derive(Clone, Debug)]
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data behind the locks; a panic elsewhere cannot leave it half-written.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Node {
+    addr: String,
+    stub: CacheServiceClient<Channel>,
+}
+
+struct Shared {
+    nodes: Vec<Node>,
+    /// Index of the node believed to lead.
+    leader: Mutex<usize>,
+    breaker: Option<Mutex<CircuitBreaker>>,
+    rng: Mutex<ChaCha8Rng>,
+}
+
+/// A client of one Hyperion cluster. Cheap to clone; clones share leader knowledge, the breaker
+/// and the jitter RNG.
+#[derive(Clone)]
 pub struct Client {
-    inner: CacheServiceClient<Channel>,
+    shared: Arc<Shared>,
     deadline: Duration,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addrs: Vec<&str> = self.shared.nodes.iter().map(|n| n.addr.as_str()).collect();
+        f.debug_struct("Client")
+            .field("nodes", &addrs)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+fn normalize(addr: &str) -> String {
+    let addr = addr.trim();
+    addr.strip_prefix("http://").unwrap_or(addr).to_string()
 }
 
 impl Client {
-    /// A client for `addr` (`http://host:port`, or `host:port`). The connection is made lazily on
-    /// the first call, so a node that is down shows up as `UNAVAILABLE` on that call.
-    pub fn new(addr: &str) -> Result<Client, ClientError> {
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|source| ClientError::Address {
-                addr: addr.to_string(),
-                source,
-            })?
-            .connect_timeout(DEFAULT_CONNECT_TIMEOUT);
-        Ok(Client {
-            inner: CacheServiceClient::new(endpoint.connect_lazy())
+    /// A client for the nodes in `addrs`: `host:port` or `http://host:port`, comma-separated.
+    /// Connections are made lazily on first use, so a node that is down shows up as a retry.
+    pub fn new(addrs: &str) -> Result<Client, ClientError> {
+        let addrs: Vec<String> = addrs.split(',').map(normalize).collect();
+        Client::cluster(&addrs)
+    }
+
+    /// A client for the given node addresses.
+    pub fn cluster(addrs: &[String]) -> Result<Client, ClientError> {
+        if addrs.is_empty() || addrs.len() > NODES_MAX {
+            return Err(ClientError::NodeCount(addrs.len()));
+        }
+        let mut nodes = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let addr = normalize(addr);
+            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|source| ClientError::Address {
+                    addr: addr.clone(),
+                    source,
+                })?
+                .connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+            let stub = CacheServiceClient::new(endpoint.connect_lazy())
                 .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX),
+                .max_encoding_message_size(usize::MAX);
+            nodes.push(Node { addr, stub });
+        }
+        Ok(Client {
+            shared: Arc::new(Shared {
+                nodes,
+                leader: Mutex::new(0),
+                breaker: Some(Mutex::new(CircuitBreaker::new(BreakerConfig::product()))),
+                rng: Mutex::new(runtime::seeded_rng()),
+            }),
             deadline: DEFAULT_DEADLINE,
+            retry: default_retry_policy(),
         })
     }
 
-    /// Sets the per-call deadline.
+    /// Sets the per-attempt deadline.
     pub fn with_deadline(mut self, deadline: Duration) -> Client {
         self.deadline = deadline;
         self
+    }
+
+    /// Sets the retry policy (`max_attempts: 1` disables retries).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Client {
+        assert!(retry.validate().is_ok(), "{:?}", retry.validate());
+        self.retry = retry;
+        self
+    }
+
+    /// Replaces the circuit breaker (`None` disables it). Clones made before share the old one.
+    pub fn with_breaker(mut self, breaker: Option<BreakerConfig>) -> Client {
+        let shared = Shared {
+            nodes: self
+                .shared
+                .nodes
+                .iter()
+                .map(|n| Node {
+                    addr: n.addr.clone(),
+                    stub: n.stub.clone(),
+                })
+                .collect(),
+            leader: Mutex::new(*lock(&self.shared.leader)),
+            breaker: breaker.map(|config| Mutex::new(CircuitBreaker::new(config))),
+            rng: Mutex::new(runtime::seeded_rng()),
+        };
+        self.shared = Arc::new(shared);
+        self
+    }
+
+    /// The address of the node the client currently believes leads.
+    pub fn leader_hint(&self) -> &str {
+        &self.shared.nodes[*lock(&self.shared.leader)].addr
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
@@ -73,90 +189,164 @@ impl Client {
         request
     }
 
-    /// Bounds a call by the deadline on this side too, whatever the transport does.
-    async fn bounded<T>(
-        &self,
-        call: impl std::future::Future<Output = Result<T, Status>>,
-    ) -> Result<T, Status> {
-        runtime::timeout(self.deadline, call)
+    /// Learns from a failure where to send the next attempt.
+    fn redirect(&self, tried: usize, status: &Status) {
+        let hinted = status
+            .metadata()
+            .get(LEADER_METADATA)
+            .and_then(|value| value.to_str().ok())
+            .map(normalize)
+            .and_then(|addr| self.shared.nodes.iter().position(|n| n.addr == addr));
+        let next = hinted.unwrap_or((tried + 1) % self.shared.nodes.len());
+        let mut leader = lock(&self.shared.leader);
+        if *leader == tried {
+            *leader = next;
+        }
+    }
+
+    /// One call to one node, through the breaker, bounded by the deadline.
+    async fn attempt<T, F, Fut>(&self, node: usize, call: &F) -> Result<T, Status>
+    where
+        F: Fn(CacheServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let ticket = match &self.shared.breaker {
+            Some(breaker) => match lock(breaker).try_acquire(runtime::now()) {
+                Ok(ticket) => Some(ticket),
+                Err(rejected) => {
+                    return Err(Status::unavailable(format!(
+                        "circuit breaker open: too many recent failures; retry in {} ms",
+                        rejected.retry_after.as_millis()
+                    )))
+                }
+            },
+            None => None,
+        };
+        let stub = self.shared.nodes[node].stub.clone();
+        let result = runtime::timeout(self.deadline, call(stub))
             .await
             .unwrap_or_else(|_| {
                 Err(Status::deadline_exceeded(format!(
                     "no answer within the client deadline ({} ms)",
                     self.deadline.as_millis()
                 )))
-            })
+            });
+        if let (Some(breaker), Some(ticket)) = (&self.shared.breaker, ticket) {
+            let mut breaker = lock(breaker);
+            match &result {
+                Err(status) if is_transient(status) => breaker.record_failure(ticket, runtime::now()),
+                _ => breaker.record_success(ticket, runtime::now()),
+            }
+        }
+        if let Err(status) = &result {
+            if is_transient(status) {
+                self.redirect(node, status);
+            }
+        }
+        result
     }
 
-    /// Reads one key.
-    pub async fn get(&mut self, key: &[u8], allow_stale: bool) -> Result<GetResponse, Status> {
-        let request = self.request(GetRequest {
+    /// Runs `call` against the leader with redirects and retries. `write` selects the stricter
+    /// retry rule for non-idempotent calls.
+    async fn call<T, F, Fut>(&self, write: bool, call: F) -> Result<T, Status>
+    where
+        F: Fn(CacheServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let mut rng = lock(&self.shared.rng).clone();
+        // Advance the shared RNG so concurrent calls draw different jitter.
+        let _ = rand::Rng::random::<u64>(&mut *lock(&self.shared.rng));
+        let retriable = |status: &Status| {
+            if write {
+                certainly_not_applied(status)
+            } else {
+                is_transient(status) && status.code() != Code::ResourceExhausted
+            }
+        };
+        retry_with_backoff(&self.retry, &mut rng, retriable, || {
+            let node = *lock(&self.shared.leader);
+            self.attempt(node, &call)
+        })
+        .await
+    }
+
+    /// Reads one key (linearizable unless `allow_stale`).
+    pub async fn get(&self, key: &[u8], allow_stale: bool) -> Result<GetResponse, Status> {
+        let message = GetRequest {
             key: key.to_vec(),
             allow_stale,
             timeout_ms: 0,
-        });
-        let mut inner = self.inner.clone();
-        self.bounded(async move { inner.get(request).await.map(|r| r.into_inner()) })
-            .await
+        };
+        self.call(false, |mut stub| {
+            let request = self.request(message.clone());
+            async move { stub.get(request).await.map(|r| r.into_inner()) }
+        })
+        .await
     }
 
     /// Writes one key; `expected_version` 0 is unconditional.
     pub async fn set(
-        &mut self,
+        &self,
         key: &[u8],
         value: &[u8],
         ttl_ms: u64,
         expected_version: u64,
     ) -> Result<SetResponse, Status> {
-        let request = self.request(SetRequest {
+        let message = SetRequest {
             key: key.to_vec(),
             value: value.to_vec(),
             ttl_ms,
             expected_version,
-        });
-        let mut inner = self.inner.clone();
-        self.bounded(async move { inner.set(request).await.map(|r| r.into_inner()) })
-            .await
+        };
+        self.call(true, |mut stub| {
+            let request = self.request(message.clone());
+            async move { stub.set(request).await.map(|r| r.into_inner()) }
+        })
+        .await
     }
 
     /// Removes one key; `expected_version` 0 is unconditional.
     pub async fn delete(
-        &mut self,
+        &self,
         key: &[u8],
         expected_version: u64,
     ) -> Result<DeleteResponse, Status> {
-        let request = self.request(DeleteRequest {
+        let message = DeleteRequest {
             key: key.to_vec(),
             expected_version,
-        });
-        let mut inner = self.inner.clone();
-        self.bounded(async move { inner.delete(request).await.map(|r| r.into_inner()) })
-            .await
+        };
+        self.call(true, |mut stub| {
+            let request = self.request(message.clone());
+            async move { stub.delete(request).await.map(|r| r.into_inner()) }
+        })
+        .await
     }
 
     /// Reads any number of keys, in calls of at most [`BATCH_KEYS_MAX`]; responses come back in
     /// the order of `keys`.
     pub async fn batch_get(
-        &mut self,
+        &self,
         keys: &[Vec<u8>],
         allow_stale: bool,
     ) -> Result<Vec<GetResponse>, Status> {
         let mut responses = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(BATCH_KEYS_MAX) {
-            let request = self.request(BatchGetRequest {
+            let message = BatchGetRequest {
                 keys: chunk.to_vec(),
                 allow_stale,
                 timeout_ms: 0,
-            });
-            let mut inner = self.inner.clone();
+            };
             let chunk_responses = self
-                .bounded(async move {
-                    let mut stream = inner.batch_get(request).await?.into_inner();
-                    let mut received = Vec::with_capacity(chunk.len());
-                    while let Some(response) = stream.message().await? {
-                        received.push(response);
+                .call(false, |mut stub| {
+                    let request = self.request(message.clone());
+                    async move {
+                        let mut stream = stub.batch_get(request).await?.into_inner();
+                        let mut received = Vec::with_capacity(BATCH_KEYS_MAX);
+                        while let Some(response) = stream.message().await? {
+                            received.push(response);
+                        }
+                        Ok(received)
                     }
-                    Ok(received)
                 })
                 .await?;
             if chunk_responses.len() != chunk.len() {
@@ -170,4 +360,34 @@ impl Client {
         }
         Ok(responses)
     }
+}
+
+/// Failures that say nothing about the request itself: the node, the network or the cluster's
+/// leadership. These count against the breaker and make reads retry elsewhere.
+pub fn is_transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Aborted
+    )
+}
+
+/// Whether a failed write certainly did not apply, so sending it again cannot apply it twice:
+/// the server marked it not applied (a redirect, no leader, overload, leadership lost before
+/// commit), or the connection was never established.
+pub fn certainly_not_applied(status: &Status) -> bool {
+    if status.code() != Code::Unavailable {
+        return false;
+    }
+    status.metadata().get(NOT_APPLIED_METADATA).is_some()
+        || status.message().starts_with("circuit breaker open")
+        || is_connect_failure(status)
+}
+
+fn is_connect_failure(status: &Status) -> bool {
+    let message = status.message().to_ascii_lowercase();
+    // A connection that could not be made: the request never left. (A connection lost after
+    // sending is not in this list: that write may have applied.)
+    message.contains("connection refused")
+        || message.contains("tcp connect error")
+        || message.contains("dns error")
 }

@@ -3,6 +3,8 @@
 //! Module map (see README "Architecture"):
 //! - [`runtime`]: the seam between tokio and madsim — time, tasks, entropy, node clocks, listener.
 //! - [`config`]: environment variables, feature flags, secrets.
+//! - [`db`]: the system of record (PostgreSQL/CockroachDB, simulated database) and its client.
+//! - [`resilience`]: retries with jittered backoff, circuit breaker.
 //! - [`replica`]: the replicated node — Raft core driver, state machine, peer transport.
 //! - [`api`]: the gRPC `CacheService` (validation, limits, status codes).
 //! - [`limits`]: per-client rate limits.
@@ -12,8 +14,10 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod db;
 pub mod limits;
 pub mod replica;
+pub mod resilience;
 pub mod runtime;
 pub mod server;
 

@@ -88,12 +88,11 @@ impl RetryPolicy {
 /// The exponential part of the delay before retry number `retry` (0 = the wait after the first
 /// failure): `base·2^retry`, capped at `max_delay`.
 pub fn backoff_ceiling(policy: &RetryPolicy, retry: u32) -> Duration {
-    let factor = 1u32.checked_shl(retry).unwrap_or(u32::MAX);
-    policy
-        .base_delay
-        .checked_mul(factor)
-        .unwrap_or(Duration::MAX)
-        .min(policy.max_delay)
+    let exponential = 1u32
+        .checked_shl(retry)
+        .and_then(|factor| policy.base_delay.checked_mul(factor))
+        .unwrap_or(Duration::MAX);
+    exponential.min(policy.max_delay)
 }
 
 /// The delay before retry number `retry`, given `unit`, a uniform sample in `[0, 1)`. Pure: the

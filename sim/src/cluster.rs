@@ -1,12 +1,19 @@
-//! Building simulated nodes: servers that run [`hyperion::server::Server`] and client nodes that
-//! run [`hyperion::client::Client`].
+//! Building simulated clusters: N server nodes that run [`hyperion::server::Server`] on crashable
+//! simulated disks, client nodes that run [`hyperion::client::Client`], and the faults a test or
+//! scenario applies to them (partitions, one-way links, kills, restarts, power loss, pauses,
+//! clock skew).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use hyperion::client::Client;
-use hyperion::config::Config;
+use hyperion::config::{ClusterNode, Config};
+use hyperion::replica::{RaftStatus, Replica};
 use hyperion::runtime::NodeClock;
 use hyperion::server::Server;
+use hyperion_raft::storage::SimDisk;
+use hyperion_raft::Role;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 
@@ -16,41 +23,56 @@ pub const SIM_EPOCH_MS: u64 = 1_767_225_600_000;
 pub const SIM_PORT: u16 = 7000;
 
 /// The simulated address of server number `index` (0-based): 10.0.0.(index + 1).
-pub fn server_ip(index: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 0, 0, index + 1))
+pub fn server_ip(index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, index as u8 + 1))
 }
 
 /// The simulated address of client number `index` (0-based): 10.0.1.(index + 1).
-pub fn client_ip(index: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 0, 1, index + 1))
+pub fn client_ip(index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 1, index as u8 + 1))
 }
 
-/// The configuration of a simulated server: the embedded default, listening on its simulated
-/// address. (The environment parser refuses non-loopback plaintext; simulated networks are not
-/// real ones.)
-pub fn server_config(index: u8) -> Config {
+/// The configuration of server `index` of an `n`-node simulated cluster: the embedded default,
+/// listening on its simulated address, with the cluster's members. (The environment parser
+/// refuses non-loopback plaintext; simulated networks are not real ones.)
+pub fn server_config(index: usize, n: usize) -> Config {
     let mut config = Config::development();
+    config.cluster_nodes = (0..n)
+        .map(|i| ClusterNode {
+            name: format!("node{}", i + 1),
+            addr: SocketAddr::new(server_ip(i), SIM_PORT).to_string(),
+        })
+        .collect();
+    config.node_index = index;
+    config.replication_factor = n;
     config.node_id = format!("node{}", index + 1);
     config.listen_addr = SocketAddr::new(server_ip(index), SIM_PORT);
-    config.cluster_nodes = vec![config.listen_addr.to_string()];
     config
 }
 
-/// A running simulated server.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A simulated server: its madsim node, its disk (which outlives restarts), its clock and, while
+/// it runs, its replica handle (for status checks).
 pub struct SimServer {
     pub handle: NodeHandle,
     pub addr: SocketAddr,
-    /// The node's clock; skew it with `set_rate` / `jump_ms` while the node runs.
     pub clock: NodeClock,
+    pub disk: SimDisk,
+    replica: Arc<Mutex<Option<Replica>>>,
 }
 
 impl SimServer {
-    /// Starts a server node named after the config's node id. On restart the node runs the same
-    /// startup again (with the same clock).
-    pub fn start(config: Config) -> SimServer {
+    /// Starts a server node; on restart madsim runs the same startup again, on the same disk and
+    /// clock. `disk_seed` drives the disk's power-loss tearing.
+    pub fn start(config: Config, disk_seed: u64) -> SimServer {
         let clock = NodeClock::starting_at_ms(SIM_EPOCH_MS);
+        let disk = SimDisk::new(disk_seed);
+        let replica = Arc::new(Mutex::new(None));
         let addr = config.listen_addr;
-        let node_clock = clock.clone();
+        let (node_clock, node_disk, node_replica) = (clock.clone(), disk.clone(), Arc::clone(&replica));
         let handle = Handle::current()
             .create_node()
             .name(config.node_id.clone())
@@ -58,9 +80,12 @@ impl SimServer {
             .init(move || {
                 let config = config.clone();
                 let clock = node_clock.clone();
+                let disk = node_disk.clone();
+                let slot = Arc::clone(&node_replica);
                 async move {
-                    let server =
-                        Server::bind(&config, clock).expect("simulated server config is valid");
+                    let server = Server::bind_with_disk(&config, clock, Box::new(disk))
+                        .expect("simulated server starts");
+                    *lock(&slot) = Some(server.replica());
                     server
                         .serve(std::future::pending())
                         .await
@@ -72,17 +97,138 @@ impl SimServer {
             handle,
             addr,
             clock,
+            disk,
+            replica,
         }
     }
 
-    /// A client for this server.
+    /// The replica's Raft status, if the node is running.
+    pub fn status(&self) -> Option<RaftStatus> {
+        lock(&self.replica).as_ref().map(Replica::status)
+    }
+
+    /// A client talking to this node only.
     pub fn client(&self) -> Client {
         Client::new(&self.addr.to_string()).expect("a socket address is a valid endpoint")
     }
 }
 
+/// A simulated cluster of N servers.
+pub struct SimCluster {
+    pub servers: Vec<SimServer>,
+}
+
+impl SimCluster {
+    /// Starts `n` servers; `tweak` adjusts each one's configuration (timings, flags).
+    pub fn start(n: usize, tweak: impl Fn(&mut Config)) -> SimCluster {
+        let servers = (0..n)
+            .map(|i| {
+                let mut config = server_config(i, n);
+                tweak(&mut config);
+                SimServer::start(config, madsim::rand::random::<u64>())
+            })
+            .collect();
+        SimCluster { servers }
+    }
+
+    /// Every node's address.
+    pub fn addrs(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.addr.to_string()).collect()
+    }
+
+    /// A client that knows every node.
+    pub fn client(&self) -> Client {
+        Client::cluster(&self.addrs()).expect("simulated addresses are valid")
+    }
+
+    /// The index of the node that is leader in the highest term among running nodes, if any.
+    pub fn leader(&self) -> Option<usize> {
+        self.servers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.status().map(|st| (i, st)))
+            .filter(|(_, st)| st.role == Some(Role::Leader))
+            .max_by_key(|(_, st)| st.term)
+            .map(|(i, _)| i)
+    }
+
+    /// Waits (in simulated time) until some node leads; returns its index.
+    pub async fn wait_for_leader(&self, within: Duration) -> Option<usize> {
+        let deadline = madsim::time::Instant::now() + within;
+        loop {
+            if let Some(leader) = self.leader() {
+                return Some(leader);
+            }
+            if madsim::time::Instant::now() >= deadline {
+                return None;
+            }
+            madsim::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Cuts both directions between every node of `a` and every node of `b`.
+    pub fn partition(&self, a: &[usize], b: &[usize]) {
+        let net = NetSim::current();
+        for &x in a {
+            for &y in b {
+                net.clog_link(self.servers[x].handle.id(), self.servers[y].handle.id());
+                net.clog_link(self.servers[y].handle.id(), self.servers[x].handle.id());
+            }
+        }
+    }
+
+    /// Cuts one direction: messages from `from` to `to` are lost.
+    pub fn cut_one_way(&self, from: usize, to: usize) {
+        NetSim::current().clog_link(self.servers[from].handle.id(), self.servers[to].handle.id());
+    }
+
+    /// Isolates `node` from every other server (clients can still reach it).
+    pub fn isolate(&self, node: usize) {
+        let others: Vec<usize> = (0..self.servers.len()).filter(|&i| i != node).collect();
+        self.partition(&[node], &others);
+    }
+
+    /// Restores every link between servers.
+    pub fn heal(&self) {
+        let net = NetSim::current();
+        for x in &self.servers {
+            for y in &self.servers {
+                if x.handle.id() != y.handle.id() {
+                    net.unclog_link(x.handle.id(), y.handle.id());
+                }
+            }
+        }
+    }
+
+    /// Kills a node's process (its disk keeps everything written, as after a crash).
+    pub fn kill(&self, node: usize) {
+        *lock(&self.servers[node].replica) = None;
+        Handle::current().kill(self.servers[node].handle.id());
+    }
+
+    /// Restarts a killed node: it recovers from its disk.
+    pub fn restart(&self, node: usize) {
+        Handle::current().restart(self.servers[node].handle.id());
+    }
+
+    /// Kills a node and cuts its power: unsynced disk writes are lost (the last may be torn).
+    pub fn power_loss(&self, node: usize) {
+        self.kill(node);
+        self.servers[node].disk.power_loss();
+    }
+
+    /// Freezes a node (a long GC pause or a stopped VM); its clock keeps running.
+    pub fn pause(&self, node: usize) {
+        Handle::current().pause(self.servers[node].handle.id());
+    }
+
+    pub fn resume(&self, node: usize) {
+        Handle::current().resume(self.servers[node].handle.id());
+    }
+}
+
 /// A client node (its own IP, so rate limits and clogs apply to it alone).
-pub fn client_node(index: u8) -> NodeHandle {
+pub fn client_node(index: usize) -> NodeHandle {
     Handle::current()
         .create_node()
         .name(format!("client{}", index + 1))

@@ -13,4 +13,6 @@
 pub mod cluster;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod tests;

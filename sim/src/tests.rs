@@ -5,18 +5,35 @@ use std::time::Duration;
 use hyperion::proto::CacheStatus;
 use tonic::Code;
 
-use crate::cluster::{client_node, cut_link, heal_link, server_config, SimServer};
+use crate::cluster::{client_node, cut_link, heal_link, SimCluster, SimServer};
 
-/// Lets a freshly built server node bind before clients call it.
+/// A one-node cluster whose node has elected itself.
+async fn single() -> SimServer {
+    let mut cluster = SimCluster::start(1, |_| {});
+    cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .expect("a single node elects itself");
+    cluster.servers.remove(0)
+}
+
+fn no_retries() -> hyperion::resilience::RetryPolicy {
+    hyperion::resilience::RetryPolicy {
+        max_attempts: 1,
+        ..hyperion::client::default_retry_policy()
+    }
+}
+
+/// Lets a freshly started client node settle.
 async fn settle() {
-    madsim::time::sleep(Duration::from_millis(50)).await;
+    madsim::time::sleep(Duration::from_millis(10)).await;
 }
 
 #[madsim::test]
 async fn set_get_batch_get_delete_over_simulated_grpc() {
-    let server = SimServer::start(server_config(0));
+    let server = single().await;
     let client_node = client_node(0);
-    let mut client = server.client();
+    let client = server.client();
     client_node
         .spawn(async move {
             settle().await;
@@ -64,10 +81,13 @@ async fn set_get_batch_get_delete_over_simulated_grpc() {
 
 #[madsim::test]
 async fn clogged_link_gives_unavailable_and_heals() {
-    let server = SimServer::start(server_config(0));
+    let server = single().await;
     let client_node = client_node(0);
     let server_handle = server.handle.clone();
-    let mut client = server.client().with_deadline(Duration::from_millis(500));
+    let client = server
+        .client()
+        .with_deadline(Duration::from_millis(500))
+        .with_retry(no_retries());
     let node = client_node.clone();
     client_node
         .spawn(async move {
@@ -86,10 +106,10 @@ async fn clogged_link_gives_unavailable_and_heals() {
 
 #[madsim::test]
 async fn ttl_expires_on_the_node_clock_and_stale_reads_see_it() {
-    let server = SimServer::start(server_config(0));
+    let server = single().await;
     let clock = server.clock.clone();
     let client_node = client_node(0);
-    let mut client = server.client();
+    let client = server.client();
     client_node
         .spawn(async move {
             settle().await;
@@ -124,7 +144,7 @@ async fn ttl_expires_on_the_node_clock_and_stale_reads_see_it() {
 
 #[madsim::test]
 async fn rate_limit_applies_per_client_in_simulation() {
-    let server = SimServer::start(server_config(0));
+    let server = single().await;
     let client_node = client_node(0);
     let client = server.client();
     client_node
@@ -134,7 +154,7 @@ async fn rate_limit_applies_per_client_in_simulation() {
             // simulated milliseconds exceed it.
             let keys = vec![b"k".to_vec()];
             let calls = (0..150).map(|_| {
-                let mut client = client.clone();
+                let client = client.clone();
                 let keys = keys.clone();
                 async move { client.batch_get(&keys, false).await }
             });

@@ -48,6 +48,9 @@ pub struct Config {
     pub compaction_threshold_entries: u64,
     /// Bound on read-index requests pending at this node (their own and forwarded ones).
     pub pending_reads_max: usize,
+    /// Bound on entries a leader holds beyond its commit index: proposals beyond it are
+    /// rejected, so a leader that lost its followers cannot grow its log without limit.
+    pub uncommitted_entries_max: u64,
     /// Fault-injection knobs used by the mutation tests. Never enable them in production.
     #[doc(hidden)]
     pub mutations: Mutations,
@@ -79,6 +82,7 @@ impl Default for Config {
             append_bytes_max: 1 << 20,
             compaction_threshold_entries: 10_000,
             pending_reads_max: 4096,
+            uncommitted_entries_max: 10_000,
             mutations: Mutations::default(),
         }
     }
@@ -160,6 +164,9 @@ impl Config {
         }
         if self.compaction_threshold_entries == 0 {
             return invalid("compaction_threshold_entries", "must be ≥ 1".into());
+        }
+        if self.uncommitted_entries_max == 0 {
+            return invalid("uncommitted_entries_max", "must be ≥ 1".into());
         }
         if self.pending_reads_max == 0 {
             return invalid("pending_reads_max", "must be ≥ 1".into());

@@ -222,6 +222,20 @@ mod tests {
         assert_eq!(log.last_index_of_term(1), Some(2));
     }
 
+    /// Regression (found by the cluster harness): installing a leader's snapshot that conflicts
+    /// with a durable suffix must not leave `stable_index` pointing past the new log, or later
+    /// entries at those indices are never handed out for persistence.
+    #[test]
+    fn conflicting_snapshot_resets_stable_index() {
+        let mut log = RaftLog::new(0, 0, vec![e(1, 1), e(2, 1), e(3, 1), e(4, 1)]);
+        log.commit_to(1);
+        log.compact(2, 2);
+        assert_eq!(log.last_index(), 2);
+        assert_eq!(log.stable_index, 2);
+        log.merge(&[e(3, 2)]);
+        assert_eq!(log.unstable(), vec![e(3, 2)]);
+    }
+
     #[test]
     fn compact_keeps_suffix() {
         let mut log = RaftLog::new(0, 0, vec![e(1, 1), e(2, 1), e(3, 2)]);

@@ -110,6 +110,9 @@ pub enum ProposeError {
     /// The proposal holds no command.
     #[error("empty proposal")]
     Empty,
+    /// `Config::uncommitted_entries_max` entries are already waiting to commit.
+    #[error("too many uncommitted entries")]
+    TooManyUncommitted,
 }
 
 /// Errors of [`RaftNode::transfer_leader`] and [`RaftNode::step_down`].
@@ -784,6 +787,10 @@ impl RaftNode {
         }
         if commands.is_empty() {
             return Err(ProposeError::Empty);
+        }
+        let uncommitted = self.log.last_index() - self.log.commit + commands.len() as u64;
+        if uncommitted > self.config.uncommitted_entries_max {
+            return Err(ProposeError::TooManyUncommitted);
         }
         let first = self.log.last_index() + 1;
         for c in commands {

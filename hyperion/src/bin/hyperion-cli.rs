@@ -12,8 +12,8 @@ use hyperion::proto::{CacheStatus, GetResponse};
 #[derive(Parser)]
 #[command(name = "hyperion-cli", version)]
 struct Cli {
-    /// The node's gRPC address.
-    #[arg(long, env = "HYPERION_ADDR", default_value = "http://127.0.0.1:7000")]
+    /// The nodes' gRPC addresses, comma-separated (the client finds the leader).
+    #[arg(long, env = "HYPERION_ADDR", default_value = "127.0.0.1:7000")]
     addr: String,
     /// Per-call deadline in milliseconds.
     #[arg(long, default_value_t = 2000)]
@@ -90,7 +90,7 @@ fn render(response: &GetResponse) -> String {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let mut client = Client::new(&cli.addr)
+    let client = Client::new(&cli.addr)
         .map_err(|e| e.to_string())?
         .with_deadline(Duration::from_millis(cli.deadline_ms));
     let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());

@@ -69,7 +69,8 @@ pub enum ReplicaError {
     /// Leadership changed before the read was confirmed.
     #[error("leadership changed before the read was confirmed")]
     ReadAborted,
-    /// The write's fate was decided elsewhere (this node installed a snapshot past it).
+    /// The write's fate is unknown here (this node installed a snapshot past it, or stopped
+    /// after taking it).
     #[error("the write's outcome is unknown")]
     OutcomeUnknown,
     /// Too many requests are queued at this node.
@@ -253,7 +254,8 @@ impl Replica {
         }
         let (reply, answer) = oneshot::channel();
         self.send(Input::Write { request, reply })?;
-        answer.await.map_err(|_| ReplicaError::Stopped)?
+        // The loop dropped the reply: it stopped after taking the write, which may have applied.
+        answer.await.map_err(|_| ReplicaError::OutcomeUnknown)?
     }
 
     /// Waits until a read of the state machine is linearizable (leadership confirmed, read index
@@ -463,22 +465,26 @@ impl NodeLoop {
         loop {
             let sleep = runtime::sleep(self.shared.clock.runtime_duration(tick));
             tokio::pin!(sleep);
-            tokio::select! {
+            let first = tokio::select! {
                 biased;
-                input = self.inbox.recv() => {
-                    let Some(input) = input else { return };
-                    self.handle(input);
-                    // Take whatever else is queued, bounded so ticks are never starved.
-                    for _ in 0..INBOX_MAX {
-                        match self.inbox.try_recv() {
-                            Ok(input) => self.handle(input),
-                            Err(_) => break,
-                        }
+                input = self.inbox.recv() => match input {
+                    Some(input) => Some(input),
+                    None => return,
+                },
+                () = &mut sleep => None,
+            };
+            // The core reads the time of the latest tick in `step`: tick first.
+            self.tick();
+            if let Some(input) = first {
+                self.handle(input);
+                // Take whatever else is queued, bounded so ticks are never starved.
+                for _ in 0..INBOX_MAX {
+                    match self.inbox.try_recv() {
+                        Ok(input) => self.handle(input),
+                        Err(_) => break,
                     }
                 }
-                () = &mut sleep => {}
             }
-            self.tick();
             self.propose_batch();
             self.process_ready();
             self.publish_status();
@@ -622,6 +628,7 @@ impl NodeLoop {
                                 leader: self.shared.leader(),
                             }
                         }
+                        ProposeError::TooManyUncommitted => ReplicaError::Overloaded,
                         ProposeError::Empty => unreachable!("batches are never empty"),
                     };
                     for (_, reply) in replies {

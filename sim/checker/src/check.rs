@@ -4,13 +4,17 @@
 use std::collections::BTreeMap;
 
 use crate::history::{History, Op, OpId, OpResult, Operation, Outcome};
-use crate::report::{render_bytes, render_operation, CheckReport, Verdict, Violation, ViolationKind};
+use crate::report::{
+    render_bytes, render_operation, CheckReport, Verdict, Violation, ViolationKind,
+};
 use crate::search::{self, SearchOutcome};
 
 /// The default step budget of the bounded search, per key. One step tries to linearize one
-/// operation in one search state; 200,000 keeps a key's search well under a second while
-/// deciding every history of a few dozen concurrent operations.
-pub const SEARCH_STEPS_MAX: u64 = 200_000;
+/// operation in one search state. Reads are placed greedily, so a correct history usually needs
+/// about one step per operation; the budget leaves room for backtracking over unknown outcomes.
+/// It also bounds memory: at most one memoized state per step, each `ops / 8` bytes (100,000
+/// steps over a 2,000-operation key: 25 MB).
+pub const SEARCH_STEPS_MAX: u64 = 100_000;
 
 /// At most this many violations are reported per key: one root cause (a lost write) can make
 /// every later read wrong, and the first few say everything.
@@ -39,7 +43,11 @@ pub struct CheckerConfig {
 
 impl Default for CheckerConfig {
     fn default() -> Self {
-        CheckerConfig { allow_eviction: true, clock_skew_ms: 0, search_steps_max: SEARCH_STEPS_MAX }
+        CheckerConfig {
+            allow_eviction: true,
+            clock_skew_ms: 0,
+            search_steps_max: SEARCH_STEPS_MAX,
+        }
     }
 }
 
@@ -48,7 +56,10 @@ pub fn check(history: &History, config: &CheckerConfig) -> CheckReport {
     let mut by_key: BTreeMap<&[u8], Vec<&Operation>> = BTreeMap::new();
     for operation in history.ops() {
         if *operation.effective_outcome() != Outcome::Fail {
-            by_key.entry(operation.op.key()).or_default().push(operation);
+            by_key
+                .entry(operation.op.key())
+                .or_default()
+                .push(operation);
         }
     }
     let mut violations = Vec::new();
@@ -76,7 +87,11 @@ pub fn check(history: &History, config: &CheckerConfig) -> CheckReport {
     } else {
         Verdict::Ok
     };
-    CheckReport { verdict, keys_checked: by_key.len(), ops_checked }
+    CheckReport {
+        verdict,
+        keys_checked: by_key.len(),
+        ops_checked,
+    }
 }
 
 /// One operation of a key, normalized for checking.
@@ -97,46 +112,155 @@ impl KeyOp<'_> {
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Event<'h> {
-    Hit { value: &'h [u8], version: u64, is_stale: bool, allow_stale: bool },
-    Miss { allow_stale: bool },
+    Hit {
+        value: &'h [u8],
+        version: u64,
+        is_stale: bool,
+        allow_stale: bool,
+    },
+    Miss {
+        allow_stale: bool,
+    },
     GetUnknown,
-    Written { value: &'h [u8], version: u64, ttl_ms: u64, expected_version: u64 },
-    SetUnknown { value: &'h [u8], ttl_ms: u64, expected_version: u64 },
-    Deleted { existed: bool, version: u64, expected_version: u64 },
-    DeleteUnknown { expected_version: u64 },
-    CasFailed { current_version: u64, expected_version: u64 },
+    Written {
+        value: &'h [u8],
+        version: u64,
+        ttl_ms: u64,
+        expected_version: u64,
+    },
+    SetUnknown {
+        value: &'h [u8],
+        ttl_ms: u64,
+        expected_version: u64,
+    },
+    Deleted {
+        existed: bool,
+        version: u64,
+        expected_version: u64,
+    },
+    DeleteUnknown {
+        expected_version: u64,
+    },
+    CasFailed {
+        current_version: u64,
+        expected_version: u64,
+    },
 }
 
 impl<'h> KeyOp<'h> {
+    /// The version this operation saw live (a Hit, stale or not, a failed compare-and-set's
+    /// current version, the version a delete removed, a successful compare-and-set's expected
+    /// version), with the value when a Hit saw it.
+    fn observed(&self) -> Option<(u64, Option<&'h [u8]>)> {
+        let observed = match self.event {
+            Event::Hit { value, version, .. } => (version, Some(value)),
+            Event::CasFailed {
+                current_version, ..
+            } => (current_version, None),
+            Event::Deleted {
+                existed: true,
+                version,
+                ..
+            } => (version, None),
+            Event::Written {
+                expected_version, ..
+            } => (expected_version, None),
+            _ => return None,
+        };
+        (observed.0 != 0).then_some(observed)
+    }
+
     fn new(operation: &'h Operation) -> Self {
         let unknown = !matches!(operation.effective_outcome(), Outcome::Ok(_));
         let event = match (&operation.op, operation.effective_outcome()) {
-            (Op::Get { allow_stale, .. }, Outcome::Ok(OpResult::Hit { value, version, is_stale, .. })) => {
-                Event::Hit { value, version: *version, is_stale: *is_stale, allow_stale: *allow_stale }
-            }
-            (Op::Get { allow_stale, .. }, Outcome::Ok(OpResult::Miss)) => Event::Miss { allow_stale: *allow_stale },
-            (Op::Set { value, expected_version, .. }, Outcome::Ok(OpResult::Written { version, ttl_ms })) => {
-                Event::Written { value, version: *version, ttl_ms: *ttl_ms, expected_version: *expected_version }
-            }
-            (Op::Set { value, ttl_ms, expected_version, .. }, _) if unknown => {
-                Event::SetUnknown { value, ttl_ms: *ttl_ms, expected_version: *expected_version }
-            }
-            (Op::Delete { expected_version, .. }, Outcome::Ok(OpResult::Deleted { existed, version })) => {
-                Event::Deleted { existed: *existed, version: *version, expected_version: *expected_version }
-            }
-            (Op::Delete { expected_version, .. }, _) if unknown => {
-                Event::DeleteUnknown { expected_version: *expected_version }
-            }
             (
-                Op::Set { expected_version, .. } | Op::Delete { expected_version, .. },
+                Op::Get { allow_stale, .. },
+                Outcome::Ok(OpResult::Hit {
+                    value,
+                    version,
+                    is_stale,
+                    ..
+                }),
+            ) => Event::Hit {
+                value,
+                version: *version,
+                is_stale: *is_stale,
+                allow_stale: *allow_stale,
+            },
+            (Op::Get { allow_stale, .. }, Outcome::Ok(OpResult::Miss)) => Event::Miss {
+                allow_stale: *allow_stale,
+            },
+            (
+                Op::Set {
+                    value,
+                    expected_version,
+                    ..
+                },
+                Outcome::Ok(OpResult::Written { version, ttl_ms }),
+            ) => Event::Written {
+                value,
+                version: *version,
+                ttl_ms: *ttl_ms,
+                expected_version: *expected_version,
+            },
+            (
+                Op::Set {
+                    value,
+                    ttl_ms,
+                    expected_version,
+                    ..
+                },
+                _,
+            ) if unknown => Event::SetUnknown {
+                value,
+                ttl_ms: *ttl_ms,
+                expected_version: *expected_version,
+            },
+            (
+                Op::Delete {
+                    expected_version, ..
+                },
+                Outcome::Ok(OpResult::Deleted { existed, version }),
+            ) => Event::Deleted {
+                existed: *existed,
+                version: *version,
+                expected_version: *expected_version,
+            },
+            (
+                Op::Delete {
+                    expected_version, ..
+                },
+                _,
+            ) if unknown => Event::DeleteUnknown {
+                expected_version: *expected_version,
+            },
+            (
+                Op::Set {
+                    expected_version, ..
+                }
+                | Op::Delete {
+                    expected_version, ..
+                },
                 Outcome::Ok(OpResult::CasFailed { current_version }),
-            ) => Event::CasFailed { current_version: *current_version, expected_version: *expected_version },
+            ) => Event::CasFailed {
+                current_version: *current_version,
+                expected_version: *expected_version,
+            },
             // An unknown Get, or a result that does not answer the request (the recorder refuses
             // those, a hand-built history might not): neither constrains anything.
             _ => Event::GetUnknown,
         };
-        let return_ms = if unknown { NEVER } else { operation.return_ms.unwrap_or(NEVER) };
-        KeyOp { operation, invoke_ms: operation.invoke_ms, return_ms, event }
+        let return_ms = if unknown {
+            NEVER
+        } else {
+            operation.return_ms.unwrap_or(NEVER)
+        };
+        KeyOp {
+            operation,
+            invoke_ms: operation.invoke_ms,
+            return_ms,
+            event,
+        }
     }
 }
 
@@ -162,13 +286,28 @@ impl VersionSource<'_> {
     pub(crate) fn definitely_expired_at(&self, at_ms: u64, clock_skew_ms: u64) -> bool {
         self.acknowledged
             && self.ttl_ms > 0
-            && at_ms > self.return_ms.saturating_add(self.ttl_ms).saturating_add(clock_skew_ms)
+            && at_ms
+                > self
+                    .return_ms
+                    .saturating_add(self.ttl_ms)
+                    .saturating_add(clock_skew_ms)
     }
 
     /// The entry may be judged expired at some time ≤ `by_ms` (rule TTL-2).
     pub(crate) fn possibly_expired_by(&self, by_ms: u64, clock_skew_ms: u64) -> bool {
-        self.ttl_ms > 0 && by_ms.saturating_add(clock_skew_ms) > self.invoke_ms.saturating_add(self.ttl_ms)
+        self.ttl_ms > 0
+            && by_ms.saturating_add(clock_skew_ms) > self.invoke_ms.saturating_add(self.ttl_ms)
     }
+}
+
+/// An observed version that no acknowledged write produced.
+struct Unexplained<'h> {
+    version: u64,
+    /// The value it was read with, if a Hit observed it.
+    value: Option<&'h [u8]>,
+    /// The earliest return among its observers: its write must have been invoked by then.
+    deadline_ms: u64,
+    observers: Vec<usize>,
 }
 
 /// A position in the key's version order: (version, 0) the write installing it, (version, 1) an
@@ -200,8 +339,18 @@ struct KeyCheck<'h, 'c> {
 
 impl<'h, 'c> KeyCheck<'h, 'c> {
     fn new(key: &'h [u8], operations: &[&'h Operation], config: &'c CheckerConfig) -> Self {
-        let ops = operations.iter().map(|operation| KeyOp::new(operation)).collect();
-        KeyCheck { key, ops, config, versions: BTreeMap::new(), violations: Vec::new(), undecided: false }
+        let ops = operations
+            .iter()
+            .map(|operation| KeyOp::new(operation))
+            .collect();
+        KeyCheck {
+            key,
+            ops,
+            config,
+            versions: BTreeMap::new(),
+            violations: Vec::new(),
+            undecided: false,
+        }
     }
 
     fn run(&mut self) {
@@ -237,15 +386,29 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
         for index in 0..self.ops.len() {
             let message = match self.ops[index].event {
                 Event::Hit { version: 0, .. } => "a hit with version 0",
-                Event::Hit { is_stale: true, allow_stale: false, .. } => "is_stale on a read that did not allow it",
+                Event::Hit {
+                    is_stale: true,
+                    allow_stale: false,
+                    ..
+                } => "is_stale on a read that did not allow it",
                 Event::Written { version: 0, .. } => "a write acknowledged with version 0",
-                Event::Written { version, expected_version, .. } if expected_version != 0 && version <= expected_version => {
+                Event::Written {
+                    version,
+                    expected_version,
+                    ..
+                } if expected_version != 0 && version <= expected_version => {
                     "a compare-and-set produced a version not above the expected one"
                 }
-                Event::Deleted { existed: true, version: 0, .. } => "a delete removed an entry of version 0",
-                Event::Deleted { existed: false, version, .. } if version != 0 => {
-                    "a delete that removed nothing reports a version"
-                }
+                Event::Deleted {
+                    existed: true,
+                    version: 0,
+                    ..
+                } => "a delete removed an entry of version 0",
+                Event::Deleted {
+                    existed: false,
+                    version,
+                    ..
+                } if version != 0 => "a delete that removed nothing reports a version",
                 _ => continue,
             };
             self.report(ViolationKind::MalformedResult, &[index], message.to_owned());
@@ -256,7 +419,13 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
     fn collect_acknowledged_versions(&mut self) {
         for index in 0..self.ops.len() {
             let op = self.ops[index];
-            if let Event::Written { value, version, ttl_ms, .. } = op.event {
+            if let Event::Written {
+                value,
+                version,
+                ttl_ms,
+                ..
+            } = op.event
+            {
                 if version == 0 {
                     continue;
                 }
@@ -289,21 +458,12 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
     /// acknowledged write must be matched to a distinct unknown-outcome Set of the same value
     /// invoked before the first observation of it returned.
     fn match_unknown_versions(&mut self) {
-        // Observed versions no acknowledged write produced: version -> (value, deadline, observers).
-        let mut unexplained: BTreeMap<u64, (Option<&'h [u8]>, u64, Vec<usize>)> = BTreeMap::new();
+        let mut unexplained: BTreeMap<u64, Unexplained<'h>> = BTreeMap::new();
         for index in 0..self.ops.len() {
             let op = self.ops[index];
-            let (version, value) = match op.event {
-                Event::Hit { value, version, .. } => (version, Some(value)),
-                Event::CasFailed { current_version, .. } => (current_version, None),
-                Event::Deleted { existed: true, version, .. } => (version, None),
-                // A successful compare-and-set saw its expected version live.
-                Event::Written { expected_version, .. } => (expected_version, None),
-                _ => continue,
-            };
-            if version == 0 {
+            let Some((version, value)) = op.observed() else {
                 continue;
-            }
+            };
             if let Some(source) = self.versions.get(&version) {
                 if value.is_some_and(|value| value != source.value) {
                     let source_index = source.op_index;
@@ -315,10 +475,15 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
                 }
                 continue;
             }
-            let entry = unexplained.entry(version).or_insert((value, NEVER, Vec::new()));
-            if let (Some(seen), Some(value)) = (entry.0, value) {
+            let entry = unexplained.entry(version).or_insert(Unexplained {
+                version,
+                value,
+                deadline_ms: NEVER,
+                observers: Vec::new(),
+            });
+            if let (Some(seen), Some(value)) = (entry.value, value) {
                 if seen != value {
-                    let first = entry.2[0];
+                    let first = entry.observers[0];
                     self.report(
                         ViolationKind::PhantomValue,
                         &[index, first],
@@ -327,64 +492,72 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
                     continue;
                 }
             }
-            entry.0 = entry.0.or(value);
-            entry.1 = entry.1.min(op.return_ms);
-            entry.2.push(index);
+            entry.value = entry.value.or(value);
+            entry.deadline_ms = entry.deadline_ms.min(op.return_ms);
+            entry.observers.push(index);
         }
-        let mut by_deadline: Vec<(u64, u64, Option<&'h [u8]>, Vec<usize>)> = unexplained
-            .into_iter()
-            .map(|(version, (value, deadline, observers))| (deadline, version, value, observers))
+        let mut by_deadline: Vec<Unexplained<'h>> = unexplained.into_values().collect();
+        by_deadline.sort_by_key(|unexplained| (unexplained.deadline_ms, unexplained.version));
+        // Unknown Sets that may have produced each version, earliest invoked first.
+        let eligible: Vec<Vec<usize>> = by_deadline
+            .iter()
+            .map(|unexplained| {
+                let mut eligible: Vec<usize> = (0..self.ops.len())
+                    .filter(|&index| match self.ops[index].event {
+                        Event::SetUnknown { value: written, .. } => {
+                            self.ops[index].invoke_ms <= unexplained.deadline_ms
+                                && unexplained.value.is_none_or(|value| value == written)
+                        }
+                        _ => false,
+                    })
+                    .collect();
+                eligible.sort_by_key(|&index| (self.ops[index].invoke_ms, index));
+                eligible
+            })
             .collect();
-        by_deadline.sort_by_key(|(deadline, version, value, _)| (*deadline, value.is_none(), *version));
-        let mut taken = vec![false; self.ops.len()];
-        for (deadline, version, value, observers) in by_deadline {
-            // Unknown Sets that may have produced this version, earliest invoked first.
-            let mut eligible: Vec<usize> = (0..self.ops.len())
-                .filter(|&index| match self.ops[index].event {
-                    Event::SetUnknown { value: written, .. } => {
-                        self.ops[index].invoke_ms <= deadline && value.is_none_or(|value| value == written)
-                    }
-                    _ => false,
-                })
-                .collect();
-            eligible.sort_by_key(|&index| (self.ops[index].invoke_ms, index));
-            // For TTL-2, the most permissive bound over all of them: the shortest positive TTL.
-            let ttl_ms = eligible
-                .iter()
-                .filter_map(|&index| match self.ops[index].event {
-                    Event::SetUnknown { ttl_ms, .. } if ttl_ms > 0 => Some(ttl_ms),
-                    _ => None,
-                })
-                .min()
-                .unwrap_or(0);
-            match eligible.iter().copied().find(|&index| !taken[index]) {
-                Some(index) => {
-                    taken[index] = true;
-                    let op = self.ops[index];
-                    let Event::SetUnknown { value: written, .. } = op.event else {
-                        unreachable!("`eligible` only holds unknown Sets")
-                    };
-                    self.versions.insert(
-                        version,
-                        VersionSource {
-                            op_index: index,
-                            value: written,
-                            invoke_ms: self.ops[eligible[0]].invoke_ms,
-                            return_ms: NEVER,
-                            ttl_ms,
-                            acknowledged: false,
-                            value_observed: value.is_some(),
-                        },
-                    );
-                }
-                None => self.report(
+        let matched = match_versions_to_writes(&eligible, self.ops.len());
+        for (slot, unexplained) in by_deadline.into_iter().enumerate() {
+            let Unexplained {
+                version,
+                value,
+                observers,
+                ..
+            } = unexplained;
+            let Some(index) = matched[slot] else {
+                self.report(
                     ViolationKind::PhantomValue,
                     &observers,
                     format!(
                         "version {version} was observed but no write (acknowledged, or unknown with that value and invoked in time) produced it"
                     ),
-                ),
-            }
+                );
+                continue;
+            };
+            // For TTL-2, the most permissive bound over all candidates: the shortest positive TTL
+            // and the earliest invocation.
+            let ttl_ms = eligible[slot]
+                .iter()
+                .filter_map(|&candidate| match self.ops[candidate].event {
+                    Event::SetUnknown { ttl_ms, .. } if ttl_ms > 0 => Some(ttl_ms),
+                    _ => None,
+                })
+                .min()
+                .unwrap_or(0);
+            let Event::SetUnknown { value: written, .. } = self.ops[index].event else {
+                unreachable!("only unknown Sets are eligible")
+            };
+            self.versions.insert(
+                version,
+                VersionSource {
+                    op_index: index,
+                    value: written,
+                    invoke_ms: self.ops[eligible[slot][0]].invoke_ms,
+                    return_ms: NEVER,
+                    ttl_ms,
+                    acknowledged: false,
+                    value_observed: value.is_some(),
+                },
+            );
         }
     }
 
@@ -394,7 +567,11 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
         for index in 0..self.ops.len() {
             let op = self.ops[index];
             match op.event {
-                Event::Written { version, expected_version, .. } if expected_version != 0 && version > expected_version => {
+                Event::Written {
+                    version,
+                    expected_version,
+                    ..
+                } if expected_version != 0 && version > expected_version => {
                     if let Some((&between, source)) = self.versions.range(expected_version + 1..version).next() {
                         let between_index = source.op_index;
                         self.report(
@@ -414,7 +591,10 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
                         );
                     }
                 }
-                Event::CasFailed { current_version, expected_version } => {
+                Event::CasFailed {
+                    current_version,
+                    expected_version,
+                } => {
                     if expected_version == 0 {
                         self.report(
                             ViolationKind::CasViolation,
@@ -429,7 +609,11 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
                         );
                     }
                 }
-                Event::Deleted { existed, version, expected_version } => {
+                Event::Deleted {
+                    existed,
+                    version,
+                    expected_version,
+                } => {
                     if expected_version != 0 && (!existed || version != expected_version) {
                         self.report(
                             ViolationKind::CasViolation,
@@ -459,15 +643,13 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
         let skew = self.config.clock_skew_ms;
         for index in 0..self.ops.len() {
             let op = self.ops[index];
-            // The version the operation treats as live, and whether it is a stale hit.
-            let (version, stale) = match op.event {
-                Event::Hit { version, is_stale, .. } => (version, is_stale),
-                Event::CasFailed { current_version, .. } => (current_version, false),
-                Event::Deleted { existed: true, version, .. } => (version, false),
-                Event::Written { expected_version, .. } => (expected_version, false),
-                _ => continue,
+            let Some((version, _)) = op.observed() else {
+                continue;
             };
-            let Some(source) = self.versions.get(&version).copied() else { continue };
+            let stale = matches!(op.event, Event::Hit { is_stale: true, .. });
+            let Some(source) = self.versions.get(&version).copied() else {
+                continue;
+            };
             if !stale && source.definitely_expired_at(op.invoke_ms, skew) {
                 self.report(
                     ViolationKind::ExpiredServedFresh,
@@ -494,13 +676,12 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
     fn check_future_reads(&mut self) {
         for index in 0..self.ops.len() {
             let op = self.ops[index];
-            let version = match op.event {
-                Event::Hit { version, .. } => version,
-                Event::CasFailed { current_version, .. } => current_version,
-                Event::Deleted { existed: true, version, .. } => version,
-                _ => continue,
+            let Some((version, _)) = op.observed() else {
+                continue;
             };
-            let Some(source) = self.versions.get(&version).copied() else { continue };
+            let Some(source) = self.versions.get(&version).copied() else {
+                continue;
+            };
             if op.return_ms < source.invoke_ms {
                 self.report(
                     ViolationKind::FutureRead,
@@ -525,13 +706,29 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
         }
         for (index, op) in self.ops.iter().enumerate() {
             let position = match op.event {
-                Event::Hit { version, is_stale: false, allow_stale: false, .. } => (version, AT_OBSERVE),
-                Event::CasFailed { current_version, .. } if current_version != 0 => (current_version, AT_OBSERVE),
-                Event::Deleted { existed: true, version, .. } => (version, AT_DELETE),
+                Event::Hit {
+                    version,
+                    is_stale: false,
+                    allow_stale: false,
+                    ..
+                } => (version, AT_OBSERVE),
+                Event::CasFailed {
+                    current_version, ..
+                } if current_version != 0 => (current_version, AT_OBSERVE),
+                Event::Deleted {
+                    existed: true,
+                    version,
+                    ..
+                } => (version, AT_DELETE),
                 _ => continue,
             };
             if position.0 != 0 && self.versions.contains_key(&position.0) {
-                positioned.push(Positioned { op_index: index, position, invoke_ms: op.invoke_ms, return_ms: op.return_ms });
+                positioned.push(Positioned {
+                    op_index: index,
+                    position,
+                    invoke_ms: op.invoke_ms,
+                    return_ms: op.return_ms,
+                });
             }
         }
         positioned
@@ -586,12 +783,10 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
                 format!("version {high_version} was observed before the write of the smaller version {low_version} was invoked"),
             ),
             (_, AT_WRITE) => {
-                let observed_later = self.ops.iter().any(|op| match op.event {
-                    Event::Hit { version, .. } => version >= high_version,
-                    Event::CasFailed { current_version, .. } => current_version >= high_version,
-                    Event::Deleted { existed: true, version, .. } => version >= high_version,
-                    _ => false,
-                });
+                let observed_later = self
+                    .ops
+                    .iter()
+                    .any(|op| op.observed().is_some_and(|(version, _)| version >= high_version));
                 if observed_later {
                     (
                         ViolationKind::StaleRead,
@@ -652,19 +847,32 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
                 op.event,
                 Event::Miss { allow_stale: false }
                     | Event::Deleted { existed: false, .. }
-                    | Event::CasFailed { current_version: 0, .. }
+                    | Event::CasFailed {
+                        current_version: 0,
+                        ..
+                    }
             );
             if !is_absence {
                 continue;
             }
-            let completed_before = by_return.partition_point(|entry| entry.return_ms < op.invoke_ms);
-            let Some(floor) = completed_before.checked_sub(1).map(|at| floor_prefix[at]) else { continue };
+            let completed_before =
+                by_return.partition_point(|entry| entry.return_ms < op.invoke_ms);
+            let Some(floor) = completed_before.checked_sub(1).map(|at| floor_prefix[at]) else {
+                continue;
+            };
             let invoked_after = by_invoke.partition_point(|entry| entry.invoke_ms <= op.return_ms);
-            let ceiling = ceiling_suffix.get(invoked_after).map(|entry| entry.position);
-            let below_ceiling = |position: Position| ceiling.is_none_or(|ceiling| position <= ceiling);
+            let ceiling = ceiling_suffix
+                .get(invoked_after)
+                .map(|entry| entry.position);
+            let below_ceiling =
+                |position: Position| ceiling.is_none_or(|ceiling| position <= ceiling);
             let explained_by_delete = self.ops.iter().any(|other| match other.event {
                 Event::DeleteUnknown { .. } => other.invoke_ms <= op.return_ms,
-                Event::Deleted { existed: true, version, .. } => {
+                Event::Deleted {
+                    existed: true,
+                    version,
+                    ..
+                } => {
                     let position = (version, AT_DELETE);
                     other.invoke_ms <= op.return_ms
                         && floor.position <= position
@@ -683,7 +891,8 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
                 Event::SetUnknown { ttl_ms, .. } => {
                     ttl_ms > 0
                         && other.invoke_ms <= op.return_ms
-                        && op.return_ms.saturating_add(skew) > other.invoke_ms.saturating_add(ttl_ms)
+                        && op.return_ms.saturating_add(skew)
+                            > other.invoke_ms.saturating_add(ttl_ms)
                 }
                 _ => false,
             });
@@ -704,9 +913,17 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
     /// explains every absence; anything else also gets the bounded search.
     fn needs_search(&self) -> bool {
         self.ops.iter().any(|op| match op.event {
-            Event::SetUnknown { .. } | Event::DeleteUnknown { .. } | Event::CasFailed { .. } => true,
-            Event::Written { expected_version, .. } => expected_version != 0,
-            Event::Deleted { existed, expected_version, .. } => expected_version != 0 || !existed,
+            Event::SetUnknown { .. } | Event::DeleteUnknown { .. } | Event::CasFailed { .. } => {
+                true
+            }
+            Event::Written {
+                expected_version, ..
+            } => expected_version != 0,
+            Event::Deleted {
+                existed,
+                expected_version,
+                ..
+            } => expected_version != 0 || !existed,
             Event::Miss { allow_stale: false } => !self.config.allow_eviction,
             Event::Hit { .. } | Event::Miss { .. } | Event::GetUnknown => false,
         })
@@ -716,20 +933,36 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
         if self.violations.len() >= VIOLATIONS_PER_KEY_MAX {
             return;
         }
-        let op_ids = op_indexes.iter().map(|&index| self.ops[index].id()).collect();
+        let op_ids = op_indexes
+            .iter()
+            .map(|&index| self.ops[index].id())
+            .collect();
         let excerpt = self.excerpt(op_indexes);
-        self.violations.push(Violation { kind, key: self.key.to_vec(), op_ids, message, excerpt });
+        self.violations.push(Violation {
+            kind,
+            key: self.key.to_vec(),
+            op_ids,
+            message,
+            excerpt,
+        });
     }
 
     /// The key's operations whose windows meet the span of the involved ones; involved first in
     /// priority, then the rest in invocation order, at most [`EXCERPT_OPS_MAX`].
     fn excerpt(&self, op_indexes: &[usize]) -> String {
-        let span_start = op_indexes.iter().map(|&index| self.ops[index].invoke_ms).min().unwrap_or(0);
+        let span_start = op_indexes
+            .iter()
+            .map(|&index| self.ops[index].invoke_ms)
+            .min()
+            .unwrap_or(0);
         let span_end = op_indexes
             .iter()
             .map(|&index| {
                 let op = self.ops[index];
-                op.operation.return_ms.unwrap_or(op.invoke_ms).max(op.invoke_ms)
+                op.operation
+                    .return_ms
+                    .unwrap_or(op.invoke_ms)
+                    .max(op.invoke_ms)
             })
             .max()
             .unwrap_or(0);
@@ -738,7 +971,8 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
             if shown.len() >= EXCERPT_OPS_MAX {
                 break;
             }
-            let overlaps = op.invoke_ms <= span_end && op.operation.return_ms.unwrap_or(NEVER) >= span_start;
+            let overlaps =
+                op.invoke_ms <= span_end && op.operation.return_ms.unwrap_or(NEVER) >= span_start;
             if overlaps && !shown.contains(&index) {
                 shown.push(index);
             }
@@ -748,9 +982,56 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
         shown
             .iter()
             .map(|&index| {
-                let marker = if op_indexes.contains(&index) { "*" } else { " " };
-                format!("  {marker} {}\n", render_operation(self.ops[index].operation))
+                let marker = if op_indexes.contains(&index) {
+                    "*"
+                } else {
+                    " "
+                };
+                format!(
+                    "  {marker} {}\n",
+                    render_operation(self.ops[index].operation)
+                )
             })
             .collect()
     }
+}
+
+/// Assigns each version (slot) a distinct write from its eligible list where possible: maximum
+/// bipartite matching by augmenting paths (Kuhn). Deterministic: slots and candidates are tried
+/// in the given order. Returns, per slot, the write's op index.
+fn match_versions_to_writes(eligible: &[Vec<usize>], op_count: usize) -> Vec<Option<usize>> {
+    fn augment(
+        slot: usize,
+        eligible: &[Vec<usize>],
+        owner: &mut [Option<usize>],
+        visited: &mut [bool],
+    ) -> bool {
+        for &write in &eligible[slot] {
+            if visited[write] {
+                continue;
+            }
+            visited[write] = true;
+            let free = match owner[write] {
+                None => true,
+                Some(other) => augment(other, eligible, owner, visited),
+            };
+            if free {
+                owner[write] = Some(slot);
+                return true;
+            }
+        }
+        false
+    }
+    let mut owner: Vec<Option<usize>> = vec![None; op_count];
+    for slot in 0..eligible.len() {
+        let mut visited = vec![false; op_count];
+        augment(slot, eligible, &mut owner, &mut visited);
+    }
+    let mut matched = vec![None; eligible.len()];
+    for (write, slot) in owner.iter().enumerate() {
+        if let Some(slot) = slot {
+            matched[*slot] = Some(write);
+        }
+    }
+    matched
 }

@@ -27,7 +27,12 @@ pub enum Op {
     /// `Get`, or one key of a `BatchGet` (see [`HistoryRecorder::invoke_batch_get`]).
     Get { key: Vec<u8>, allow_stale: bool },
     /// `Set`; `expected_version == 0` is unconditional, otherwise compare-and-set.
-    Set { key: Vec<u8>, value: Vec<u8>, ttl_ms: u64, expected_version: u64 },
+    Set {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl_ms: u64,
+        expected_version: u64,
+    },
     /// `Delete`; `expected_version == 0` is unconditional, otherwise compare-and-set.
     Delete { key: Vec<u8>, expected_version: u64 },
 }
@@ -44,8 +49,14 @@ impl Op {
         matches!(
             (self, result),
             (Op::Get { .. }, OpResult::Hit { .. } | OpResult::Miss)
-                | (Op::Set { .. }, OpResult::Written { .. } | OpResult::CasFailed { .. })
-                | (Op::Delete { .. }, OpResult::Deleted { .. } | OpResult::CasFailed { .. })
+                | (
+                    Op::Set { .. },
+                    OpResult::Written { .. } | OpResult::CasFailed { .. }
+                )
+                | (
+                    Op::Delete { .. },
+                    OpResult::Deleted { .. } | OpResult::CasFailed { .. }
+                )
         )
     }
 }
@@ -54,7 +65,12 @@ impl Op {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpResult {
     /// `Get` status HIT. `ttl_remaining_ms` is the response's client-caching hint, if known.
-    Hit { value: Vec<u8>, version: u64, is_stale: bool, ttl_remaining_ms: Option<u64> },
+    Hit {
+        value: Vec<u8>,
+        version: u64,
+        is_stale: bool,
+        ttl_remaining_ms: Option<u64>,
+    },
     /// `Get` status MISS.
     Miss,
     /// `Set` succeeded: the assigned version and the TTL in effect (0 = never expires).
@@ -111,7 +127,9 @@ impl History {
 
     /// The operation with this id, if it exists.
     pub fn op(&self, id: OpId) -> Option<&Operation> {
-        usize::try_from(id.0).ok().and_then(|index| self.ops.get(index))
+        usize::try_from(id.0)
+            .ok()
+            .and_then(|index| self.ops.get(index))
     }
 
     /// Writes one JSON object per operation and line (the simulator's trace format).
@@ -127,14 +145,23 @@ impl History {
     pub fn read_jsonl(input: impl BufRead) -> Result<History, RecordError> {
         let mut ops = Vec::new();
         for (line_index, line) in input.lines().enumerate() {
-            let line = line.map_err(|error| RecordError::Parse { line: line_index + 1, message: error.to_string() })?;
+            let line = line.map_err(|error| RecordError::Parse {
+                line: line_index + 1,
+                message: error.to_string(),
+            })?;
             if line.trim().is_empty() {
                 continue;
             }
-            let op: Operation = serde_json::from_str(&line)
-                .map_err(|error| RecordError::Parse { line: line_index + 1, message: error.to_string() })?;
+            let op: Operation =
+                serde_json::from_str(&line).map_err(|error| RecordError::Parse {
+                    line: line_index + 1,
+                    message: error.to_string(),
+                })?;
             if op.id != OpId(ops.len() as u64) {
-                return Err(RecordError::Parse { line: line_index + 1, message: format!("expected op id {}", ops.len()) });
+                return Err(RecordError::Parse {
+                    line: line_index + 1,
+                    message: format!("expected op id {}", ops.len()),
+                });
             }
             ops.push(op);
         }
@@ -152,10 +179,20 @@ pub enum RecordError {
     UnknownOp(OpId),
     #[error("operation {0:?} was already completed")]
     AlreadyCompleted(OpId),
-    #[error("operation {id:?} returned at {return_ms} ms, before its invocation at {invoke_ms} ms")]
-    ReturnBeforeInvoke { id: OpId, invoke_ms: u64, return_ms: u64 },
+    #[error(
+        "operation {id:?} returned at {return_ms} ms, before its invocation at {invoke_ms} ms"
+    )]
+    ReturnBeforeInvoke {
+        id: OpId,
+        invoke_ms: u64,
+        return_ms: u64,
+    },
     #[error("operation {id:?}: result {result:?} does not answer {op:?}")]
-    OutcomeMismatch { id: OpId, op: Op, result: OpResult },
+    OutcomeMismatch {
+        id: OpId,
+        op: Box<Op>,
+        result: Box<OpResult>,
+    },
     #[error("trace line {line}: {message}")]
     Parse { line: usize, message: String },
 }
@@ -182,7 +219,11 @@ impl HistoryRecorder {
 
     /// A recorder that refuses to record more than `max_ops` operations.
     pub fn with_max_ops(max_ops: usize) -> Self {
-        HistoryRecorder { history: History::default(), max_ops, batches: 0 }
+        HistoryRecorder {
+            history: History::default(),
+            max_ops,
+            batches: 0,
+        }
     }
 
     /// Records that `client` sent `op` at `at_ms`.
@@ -190,9 +231,10 @@ impl HistoryRecorder {
         self.push(client, None, op, at_ms)
     }
 
-    /// Records a `BatchGet`: one Get per key, all sharing the invocation (and later the return)
-    /// time. Complete each id with its key's response; keys the stream never answered complete as
-    /// [`Outcome::Unknown`] (or `Fail` if the whole call was rejected up front).
+    /// Records a `BatchGet`: one Get per requested key, all sharing the invocation time and a
+    /// batch number. Complete each id when its key's response arrives (or all when the stream
+    /// ends); keys the stream never answered complete as [`Outcome::Unknown`] (or `Fail` if the
+    /// whole call was rejected up front). Refuses the whole batch if it does not fit.
     pub fn invoke_batch_get(
         &mut self,
         client: ClientId,
@@ -206,7 +248,17 @@ impl HistoryRecorder {
         let batch = self.batches;
         self.batches += 1;
         keys.iter()
-            .map(|key| self.push(client, Some(batch), Op::Get { key: key.clone(), allow_stale }, at_ms))
+            .map(|key| {
+                self.push(
+                    client,
+                    Some(batch),
+                    Op::Get {
+                        key: key.clone(),
+                        allow_stale,
+                    },
+                    at_ms,
+                )
+            })
             .collect()
     }
 
@@ -220,11 +272,19 @@ impl HistoryRecorder {
             return Err(RecordError::AlreadyCompleted(id));
         }
         if at_ms < operation.invoke_ms {
-            return Err(RecordError::ReturnBeforeInvoke { id, invoke_ms: operation.invoke_ms, return_ms: at_ms });
+            return Err(RecordError::ReturnBeforeInvoke {
+                id,
+                invoke_ms: operation.invoke_ms,
+                return_ms: at_ms,
+            });
         }
         if let Outcome::Ok(result) = &outcome {
             if !operation.op.accepts(result) {
-                return Err(RecordError::OutcomeMismatch { id, op: operation.op.clone(), result: result.clone() });
+                return Err(RecordError::OutcomeMismatch {
+                    id,
+                    op: Box::new(operation.op.clone()),
+                    result: Box::new(result.clone()),
+                });
             }
         }
         operation.return_ms = Some(at_ms);
@@ -252,12 +312,26 @@ impl HistoryRecorder {
         self.history
     }
 
-    fn push(&mut self, client: ClientId, batch: Option<u64>, op: Op, at_ms: u64) -> Result<OpId, RecordError> {
+    fn push(
+        &mut self,
+        client: ClientId,
+        batch: Option<u64>,
+        op: Op,
+        at_ms: u64,
+    ) -> Result<OpId, RecordError> {
         if self.history.ops.len() >= self.max_ops {
             return Err(RecordError::Full { max: self.max_ops });
         }
         let id = OpId(self.history.ops.len() as u64);
-        self.history.ops.push(Operation { id, client, batch, op, invoke_ms: at_ms, return_ms: None, outcome: None });
+        self.history.ops.push(Operation {
+            id,
+            client,
+            batch,
+            op,
+            invoke_ms: at_ms,
+            return_ms: None,
+            outcome: None,
+        });
         Ok(id)
     }
 }

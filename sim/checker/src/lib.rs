@@ -5,16 +5,25 @@
 //! milliseconds read from the simulation clock by the caller), and [`check`] judges the history
 //! afterwards against the cache's semantics (DESIGN §5, §8).
 //!
-//! # Recording
-//! - `invoke` when the request is sent, `complete` when the client has its answer or gives up.
-//!   A `BatchGet` is [`HistoryRecorder::invoke_batch_get`]: one Get per key sharing the window.
-//! - [`Outcome::Ok`] for a definite answer, a compare-and-set mismatch (`FAILED_PRECONDITION`)
-//!   included, as [`OpResult::CasFailed`]. [`Outcome::Fail`] only when the operation *definitely*
-//!   did not take effect (`INVALID_ARGUMENT`, `RESOURCE_EXHAUSTED`, `UNAVAILABLE` from a node that
-//!   did not propose it). [`Outcome::Unknown`] otherwise (deadline exceeded, connection lost after
-//!   sending, `UNAVAILABLE` after a leader stepped down mid-request): it may take effect at any
-//!   time after its invocation, even after the client gave up. Never-completed operations count
-//!   as `Unknown`. Reads with `Unknown`/`Fail` outcome, and `ERROR` reads, constrain nothing.
+//! # Recording (what a simulator workload does)
+//! - Record each RPC attempt as its own operation (a retry is a new `invoke`): a retried write
+//!   whose first attempt timed out may be applied twice, under two versions.
+//! - Get/Set/Delete: `invoke(client, op, now_ms)` just before sending, `complete(id, outcome,
+//!   now_ms)` when the answer (or the error) arrives. `BatchGet`: [`HistoryRecorder::invoke_batch_get`]
+//!   (one Get per requested key, duplicates included, one shared invocation time), then complete
+//!   each id when its key's response arrives; ids the stream never answered complete as `Unknown`
+//!   (or `Fail` if the call was rejected up front).
+//! - `OK` → [`Outcome::Ok`] with the decoded [`OpResult`]. `FAILED_PRECONDITION` on a
+//!   compare-and-set → `Ok(CasFailed{current})` from `x-hyperion-current-version`.
+//! - [`Outcome::Fail`] only when the operation *definitely* did not take effect:
+//!   `INVALID_ARGUMENT`, `RESOURCE_EXHAUSTED`, `UNAVAILABLE` from a non-leader that rejected it
+//!   before proposing, a connection refused before the request was sent; a Get answered `ERROR`
+//!   (integrity) carries no information and is `Fail` too.
+//! - [`Outcome::Unknown`] otherwise: `DEADLINE_EXCEEDED`, `CANCELLED`, a transport error after
+//!   sending, `UNAVAILABLE` or `INTERNAL` from a node that may have proposed (leader stepping down
+//!   mid-request). It may take effect at any time after its invocation, even after the client
+//!   gave up. Operations never completed count as `Unknown`. For reads `Fail` and `Unknown` are
+//!   equivalent: neither constrains anything.
 //!
 //! # Model
 //! Per key, the cache is a register: absent, or present with `(value, version, created_at,
@@ -39,10 +48,11 @@
 //!   without `allow_stale`, a CAS Set whose version is not above the expected one, ...).
 //! - **V-1** Two acknowledged Sets of one key with one version: `DuplicateVersion`.
 //! - **V-2** A Hit's value must be the value written with its version: else `PhantomValue`.
-//! - **U** A version observed (by a Hit, a `CasFailed`, a Delete) that no acknowledged Set produced
-//!   must be matched to a distinct `Unknown` Set of the key with the same value, invoked before
-//!   the first observation of it returned (earliest-deadline-first matching, earliest invocation
-//!   chosen); unmatched: `PhantomValue`.
+//! - **U** A version observed (by a Hit, a `CasFailed`, a Delete that removed it, a successful CAS
+//!   expecting it) that no acknowledged Set produced must be matched to a distinct `Unknown` Set
+//!   of the key — of the same value if a Hit saw it — invoked before the first observation of it
+//!   returned (maximum bipartite matching); unmatched: `PhantomValue`. A matched version is
+//!   given the most permissive TTL of its candidate writers (earliest invocation, shortest TTL).
 //! - **O-1/O-2/W-1** For positions `p(a) < p(b)`, b must not be before a in real time. Named from
 //!   the roles: write/write `WriteOrderViolation`; observation below a write `StaleRead`, or
 //!   `LostWrite` if no operation ever observes that write's version or a later one; observation
@@ -50,8 +60,8 @@
 //!   `NonMonotonicRead`. Together these say a read sees no older version than the newest write
 //!   or read that completed before it was invoked, and (O-3) no version whose write was invoked
 //!   after it returned (`FutureRead`, checked for every read).
-//! - **C-1** A successful CAS Set on `e` with version `v`: no known version lies in `(e, v)`, `e`
-//!   was not deleted, and some write produced `e` (or an unknown Set could have). **C-2** A
+//! - **C-1** A successful CAS Set on `e` with version `v`: no known version lies in `(e, v)` and
+//!   `e` was not deleted (that some write produced `e` is rule U). **C-2** A
 //!   `CasFailed{c}` needs `expected != 0` and `c != expected`. **C-3** A CAS Delete on `e` must
 //!   remove exactly `e`. **C-4** Two deletes removing one version: `DoubleDelete`. All but C-4 are
 //!   `CasViolation`.
@@ -71,14 +81,15 @@
 //! # Bounded search
 //! A key whose fast path found no violation but which has unknown-outcome writes or deletes,
 //! compare-and-sets, deletes of nothing, or (without eviction) Misses is also searched for a
-//! linearization ([`search`](crate::search) module docs) within
+//! linearization (Wing–Gong with memoization; see `src/search.rs`) within
 //! [`CheckerConfig::search_steps_max`] steps. None exists: `NotLinearizable`. Budget spent: the
 //! verdict is `Unknown` (unless another key has a violation).
 //!
 //! # Known approximations
 //! Each operation's TTL is judged against its own window, not the times chosen for the other
 //! operations; with eviction allowed, an absence does not end the entry (a local eviction does not
-//! remove it from other replicas). Both only make the checker more permissive, never stricter.
+//! remove it from other replicas); an unknown compare-and-set is allowed to apply on top of a
+//! version nobody observed. All three only make the checker more permissive, never stricter.
 
 mod check;
 mod history;
@@ -87,7 +98,8 @@ mod search;
 
 pub use check::{check, CheckerConfig, EXCERPT_OPS_MAX, SEARCH_STEPS_MAX, VIOLATIONS_PER_KEY_MAX};
 pub use history::{
-    ClientId, History, HistoryRecorder, Op, OpId, OpResult, Operation, Outcome, RecordError, HISTORY_OPS_MAX,
+    ClientId, History, HistoryRecorder, Op, OpId, OpResult, Operation, Outcome, RecordError,
+    HISTORY_OPS_MAX,
 };
 pub use report::{render_bytes, render_operation, CheckReport, Verdict, Violation, ViolationKind};
 

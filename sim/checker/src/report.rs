@@ -52,7 +52,13 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:?} on key {}: {}", self.kind, render_bytes(&self.key), self.message)?;
+        writeln!(
+            f,
+            "{:?} on key {}: {}",
+            self.kind,
+            render_bytes(&self.key),
+            self.message
+        )?;
         write!(f, "{}", self.excerpt)
     }
 }
@@ -95,7 +101,11 @@ impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.verdict {
             Verdict::Ok => {
-                write!(f, "linearizable: {} keys, {} operations checked", self.keys_checked, self.ops_checked)
+                write!(
+                    f,
+                    "linearizable: {} keys, {} operations checked",
+                    self.keys_checked, self.ops_checked
+                )
             }
             Verdict::Unknown { reason } => write!(
                 f,
@@ -121,7 +131,10 @@ impl fmt::Display for CheckReport {
 
 /// Bytes as a quoted string when printable ASCII, hex otherwise.
 pub fn render_bytes(bytes: &[u8]) -> String {
-    if bytes.iter().all(|byte| byte.is_ascii_graphic() || *byte == b' ') {
+    if bytes
+        .iter()
+        .all(|byte| byte.is_ascii_graphic() || *byte == b' ')
+    {
         format!("{:?}", String::from_utf8_lossy(bytes))
     } else {
         let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
@@ -137,24 +150,55 @@ pub fn render_operation(operation: &Operation) -> String {
     };
     let request = match &operation.op {
         Op::Get { allow_stale, .. } => {
-            let batch = operation.batch.map(|batch| format!(" batch={batch}")).unwrap_or_default();
+            let batch = operation
+                .batch
+                .map(|batch| format!(" batch={batch}"))
+                .unwrap_or_default();
             format!("Get allow_stale={allow_stale}{batch}")
         }
-        Op::Set { value, ttl_ms, expected_version, .. } => {
-            format!("Set {} ttl={ttl_ms} exp={expected_version}", render_bytes(value))
+        Op::Set {
+            value,
+            ttl_ms,
+            expected_version,
+            ..
+        } => {
+            format!(
+                "Set {} ttl={ttl_ms} exp={expected_version}",
+                render_bytes(value)
+            )
         }
-        Op::Delete { expected_version, .. } => format!("Delete exp={expected_version}"),
+        Op::Delete {
+            expected_version, ..
+        } => format!("Delete exp={expected_version}"),
     };
     let answer = match operation.effective_outcome() {
         Outcome::Fail => "Fail".to_owned(),
         Outcome::Unknown => "Unknown".to_owned(),
-        Outcome::Ok(OpResult::Hit { value, version, is_stale, .. }) => {
-            format!("Hit {} v={version}{}", render_bytes(value), if *is_stale { " stale" } else { "" })
+        Outcome::Ok(OpResult::Hit {
+            value,
+            version,
+            is_stale,
+            ..
+        }) => {
+            format!(
+                "Hit {} v={version}{}",
+                render_bytes(value),
+                if *is_stale { " stale" } else { "" }
+            )
         }
         Outcome::Ok(OpResult::Miss) => "Miss".to_owned(),
-        Outcome::Ok(OpResult::Written { version, ttl_ms }) => format!("Written v={version} ttl={ttl_ms}"),
-        Outcome::Ok(OpResult::Deleted { existed, version }) => format!("Deleted existed={existed} v={version}"),
-        Outcome::Ok(OpResult::CasFailed { current_version }) => format!("CasFailed current={current_version}"),
+        Outcome::Ok(OpResult::Written { version, ttl_ms }) => {
+            format!("Written v={version} ttl={ttl_ms}")
+        }
+        Outcome::Ok(OpResult::Deleted { existed, version }) => {
+            format!("Deleted existed={existed} v={version}")
+        }
+        Outcome::Ok(OpResult::CasFailed { current_version }) => {
+            format!("CasFailed current={current_version}")
+        }
     };
-    format!("op#{} c{} {window} {request} -> {answer}", operation.id.0, operation.client.0)
+    format!(
+        "op#{} c{} {window} {request} -> {answer}",
+        operation.id.0, operation.client.0
+    )
 }

@@ -23,7 +23,9 @@ pub(crate) enum SearchOutcome {
     Exhausted,
     /// No linearization exists; `stuck_op_index` (into the key's operations) is the pending
     /// acknowledged operation that the deepest partial linearization could not place.
-    NotLinearizable { stuck_op_index: usize },
+    NotLinearizable {
+        stuck_op_index: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -31,7 +33,10 @@ enum Register {
     Absent,
     /// `version == 0`: installed by an unknown-outcome write with a version nobody observed.
     /// `writer` indexes the key's operations (for the TTL of an unobserved version).
-    Present { version: u64, writer: usize },
+    Present {
+        version: u64,
+        writer: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,7 +72,12 @@ pub(crate) fn search(
         })
         .collect();
     order.sort_by_key(|&index| (ops[index].invoke_ms, index));
-    let search = Search { ops, versions, config, order };
+    let search = Search {
+        ops,
+        versions,
+        config,
+        order,
+    };
     search.run()
 }
 
@@ -76,7 +86,10 @@ impl Search<'_, '_> {
         let words = self.order.len().div_ceil(64);
         let start = Frame {
             linearized: vec![0; words],
-            state: State { register: Register::Absent, last_version: 0 },
+            state: State {
+                register: Register::Absent,
+                last_version: 0,
+            },
             successors: Vec::new(),
         };
         let mut steps = 0u64;
@@ -109,10 +122,18 @@ impl Search<'_, '_> {
                 continue;
             }
             let successors = self.successors(&linearized, state, &mut steps);
-            stack.push(Frame { linearized, state, successors });
+            stack.push(Frame {
+                linearized,
+                state,
+                successors,
+            });
         }
-        let stuck = deepest.1.or_else(|| self.first_pending_required(&vec![0; words]));
-        SearchOutcome::NotLinearizable { stuck_op_index: stuck.map_or(0, |position| self.order[position]) }
+        let stuck = deepest
+            .1
+            .or_else(|| self.first_pending_required(&vec![0; words]));
+        SearchOutcome::NotLinearizable {
+            stuck_op_index: stuck.map_or(0, |position| self.order[position]),
+        }
     }
 
     fn is_set(linearized: &[u64], position: usize) -> bool {
@@ -124,11 +145,14 @@ impl Search<'_, '_> {
     }
 
     fn all_required_done(&self, linearized: &[u64]) -> bool {
-        (0..self.order.len()).all(|position| !self.required(position) || Self::is_set(linearized, position))
+        (0..self.order.len())
+            .all(|position| !self.required(position) || Self::is_set(linearized, position))
     }
 
     fn linearized_required(&self, linearized: &[u64]) -> usize {
-        (0..self.order.len()).filter(|&position| self.required(position) && Self::is_set(linearized, position)).count()
+        (0..self.order.len())
+            .filter(|&position| self.required(position) && Self::is_set(linearized, position))
+            .count()
     }
 
     /// The pending acknowledged operation that returned first (the one blocking progress).
@@ -171,7 +195,10 @@ impl Search<'_, '_> {
     }
 
     fn preserves_state(op: KeyOp<'_>) -> bool {
-        matches!(op.event, Event::Hit { .. } | Event::Miss { .. } | Event::CasFailed { .. })
+        matches!(
+            op.event,
+            Event::Hit { .. } | Event::Miss { .. } | Event::CasFailed { .. }
+        )
     }
 
     /// The register may have expired (or been evicted) by the time `op` returned.
@@ -188,9 +215,10 @@ impl Search<'_, '_> {
                     }
                     _ => false,
                 },
-                Register::Present { version, .. } => {
-                    self.versions.get(&version).is_some_and(|source| source.possibly_expired_by(op.return_ms, skew))
-                }
+                Register::Present { version, .. } => self
+                    .versions
+                    .get(&version)
+                    .is_some_and(|source| source.possibly_expired_by(op.return_ms, skew)),
             }
     }
 
@@ -198,46 +226,84 @@ impl Search<'_, '_> {
         matches!(register, Register::Present { version, .. } if version == expected_version && version != 0)
     }
 
+    /// The precondition of an unknown-outcome compare-and-set: the expected version is current, or
+    /// the current version is one nobody observed (which may be the expected one).
+    fn may_hold(register: Register, expected_version: u64) -> bool {
+        expected_version == 0
+            || Self::holds(register, expected_version)
+            || matches!(register, Register::Present { version: 0, .. })
+    }
+
     /// The states `op` may lead to from `state` (empty: it cannot be linearized here).
     fn apply(&self, op_index: usize, state: State) -> Vec<State> {
         let op = self.ops[op_index];
         let register = state.register;
         let fits = |condition: bool| if condition { vec![state] } else { Vec::new() };
-        let absent = State { register: Register::Absent, ..state };
+        let absent = State {
+            register: Register::Absent,
+            ..state
+        };
         match op.event {
             Event::Hit { version, .. } => fits(Self::holds(register, version)),
-            Event::Miss { .. } => fits(register == Register::Absent || self.may_be_gone(register, op)),
-            Event::CasFailed { current_version: 0, .. } => {
+            Event::Miss { .. } => {
                 fits(register == Register::Absent || self.may_be_gone(register, op))
             }
-            Event::CasFailed { current_version, .. } => fits(Self::holds(register, current_version)),
-            Event::Written { version, expected_version, .. } => {
+            Event::CasFailed {
+                current_version: 0, ..
+            } => fits(register == Register::Absent || self.may_be_gone(register, op)),
+            Event::CasFailed {
+                current_version, ..
+            } => fits(Self::holds(register, current_version)),
+            Event::Written {
+                version,
+                expected_version,
+                ..
+            } => {
                 let precondition = expected_version == 0 || Self::holds(register, expected_version);
                 if precondition && version > state.last_version {
-                    let writer = self.versions.get(&version).map_or(0, |source| source.op_index);
-                    vec![State { register: Register::Present { version, writer }, last_version: version }]
+                    let writer = self
+                        .versions
+                        .get(&version)
+                        .map_or(0, |source| source.op_index);
+                    vec![State {
+                        register: Register::Present { version, writer },
+                        last_version: version,
+                    }]
                 } else {
                     Vec::new()
                 }
             }
-            Event::SetUnknown { value, expected_version, .. } => {
-                if expected_version != 0 && !Self::holds(register, expected_version) {
+            Event::SetUnknown {
+                value,
+                expected_version,
+                ..
+            } => {
+                if !Self::may_hold(register, expected_version) {
                     return Vec::new();
                 }
                 let writer = op_index;
                 let mut next: Vec<State> = self
                     .versions
                     .range(state.last_version + 1..)
-                    .filter(|(_, source)| !source.acknowledged && (!source.value_observed || source.value == value))
+                    .filter(|(_, source)| {
+                        !source.acknowledged && (!source.value_observed || source.value == value)
+                    })
                     .map(|(&version, _)| State {
                         register: Register::Present { version, writer },
                         last_version: version,
                     })
                     .collect();
-                next.push(State { register: Register::Present { version: 0, writer }, ..state });
+                next.push(State {
+                    register: Register::Present { version: 0, writer },
+                    ..state
+                });
                 next
             }
-            Event::Deleted { existed: true, version, .. } => {
+            Event::Deleted {
+                existed: true,
+                version,
+                ..
+            } => {
                 if Self::holds(register, version) {
                     vec![absent]
                 } else {
@@ -252,7 +318,7 @@ impl Search<'_, '_> {
                 }
             }
             Event::DeleteUnknown { expected_version } => {
-                if expected_version == 0 || Self::holds(register, expected_version) {
+                if Self::may_hold(register, expected_version) {
                     vec![absent]
                 } else {
                     Vec::new()

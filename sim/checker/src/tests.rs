@@ -1,8 +1,8 @@
 //! Unit tests: one or more per rule, each a small hand-written history.
 
 use crate::{
-    check, CheckReport, CheckerConfig, ClientId, History, HistoryRecorder, Op, OpId, OpResult, Outcome, RecordError,
-    Verdict, ViolationKind,
+    check, CheckReport, CheckerConfig, ClientId, History, HistoryRecorder, Op, OpId, OpResult,
+    Outcome, RecordError, Verdict, ViolationKind,
 };
 
 /// Builds histories op by op: each call invokes and (unless `return_ms` is `None`) completes.
@@ -14,13 +14,27 @@ const KEY: &[u8] = b"k";
 
 impl Builder {
     fn new() -> Self {
-        Builder { recorder: HistoryRecorder::new() }
+        Builder {
+            recorder: HistoryRecorder::new(),
+        }
     }
 
-    fn record(&mut self, client: u64, op: Op, invoke_ms: u64, return_ms: Option<u64>, outcome: Outcome) -> OpId {
-        let id = self.recorder.invoke(ClientId(client), op, invoke_ms).expect("recorder has room");
+    fn record(
+        &mut self,
+        client: u64,
+        op: Op,
+        invoke_ms: u64,
+        return_ms: Option<u64>,
+        outcome: Outcome,
+    ) -> OpId {
+        let id = self
+            .recorder
+            .invoke(ClientId(client), op, invoke_ms)
+            .expect("recorder has room");
         if let Some(return_ms) = return_ms {
-            self.recorder.complete(id, outcome, return_ms).expect("valid completion");
+            self.recorder
+                .complete(id, outcome, return_ms)
+                .expect("valid completion");
         }
         id
     }
@@ -29,21 +43,60 @@ impl Builder {
         self.set_cas(value, ttl_ms, 0, window, outcome)
     }
 
-    fn set_cas(&mut self, value: &str, ttl_ms: u64, expected_version: u64, window: (u64, u64), outcome: Outcome) -> OpId {
-        let op = Op::Set { key: KEY.to_vec(), value: value.as_bytes().to_vec(), ttl_ms, expected_version };
+    fn set_cas(
+        &mut self,
+        value: &str,
+        ttl_ms: u64,
+        expected_version: u64,
+        window: (u64, u64),
+        outcome: Outcome,
+    ) -> OpId {
+        let op = Op::Set {
+            key: KEY.to_vec(),
+            value: value.as_bytes().to_vec(),
+            ttl_ms,
+            expected_version,
+        };
         self.record(1, op, window.0, Some(window.1), outcome)
     }
 
     fn get(&mut self, window: (u64, u64), outcome: Outcome) -> OpId {
-        self.record(2, Op::Get { key: KEY.to_vec(), allow_stale: false }, window.0, Some(window.1), outcome)
+        self.record(
+            2,
+            Op::Get {
+                key: KEY.to_vec(),
+                allow_stale: false,
+            },
+            window.0,
+            Some(window.1),
+            outcome,
+        )
     }
 
     fn get_stale(&mut self, window: (u64, u64), outcome: Outcome) -> OpId {
-        self.record(3, Op::Get { key: KEY.to_vec(), allow_stale: true }, window.0, Some(window.1), outcome)
+        self.record(
+            3,
+            Op::Get {
+                key: KEY.to_vec(),
+                allow_stale: true,
+            },
+            window.0,
+            Some(window.1),
+            outcome,
+        )
     }
 
     fn delete(&mut self, expected_version: u64, window: (u64, u64), outcome: Outcome) -> OpId {
-        self.record(4, Op::Delete { key: KEY.to_vec(), expected_version }, window.0, Some(window.1), outcome)
+        self.record(
+            4,
+            Op::Delete {
+                key: KEY.to_vec(),
+                expected_version,
+            },
+            window.0,
+            Some(window.1),
+            outcome,
+        )
     }
 
     fn history(self) -> History {
@@ -56,11 +109,21 @@ fn written(version: u64, ttl_ms: u64) -> Outcome {
 }
 
 fn hit(value: &str, version: u64) -> Outcome {
-    Outcome::Ok(OpResult::Hit { value: value.as_bytes().to_vec(), version, is_stale: false, ttl_remaining_ms: None })
+    Outcome::Ok(OpResult::Hit {
+        value: value.as_bytes().to_vec(),
+        version,
+        is_stale: false,
+        ttl_remaining_ms: None,
+    })
 }
 
 fn stale_hit(value: &str, version: u64) -> Outcome {
-    Outcome::Ok(OpResult::Hit { value: value.as_bytes().to_vec(), version, is_stale: true, ttl_remaining_ms: None })
+    Outcome::Ok(OpResult::Hit {
+        value: value.as_bytes().to_vec(),
+        version,
+        is_stale: true,
+        ttl_remaining_ms: None,
+    })
 }
 
 fn miss() -> Outcome {
@@ -76,11 +139,18 @@ fn cas_failed(current_version: u64) -> Outcome {
 }
 
 fn no_eviction() -> CheckerConfig {
-    CheckerConfig { allow_eviction: false, ..CheckerConfig::default() }
+    CheckerConfig {
+        allow_eviction: false,
+        ..CheckerConfig::default()
+    }
 }
 
 fn kinds(report: &CheckReport) -> Vec<ViolationKind> {
-    report.violations().iter().map(|violation| violation.kind).collect()
+    report
+        .violations()
+        .iter()
+        .map(|violation| violation.kind)
+        .collect()
 }
 
 #[track_caller]
@@ -92,7 +162,10 @@ fn assert_ok(history: &History, config: &CheckerConfig) {
 #[track_caller]
 fn assert_rejected(history: &History, config: &CheckerConfig, kind: ViolationKind) -> CheckReport {
     let report = check(history, config);
-    assert!(kinds(&report).contains(&kind), "expected {kind:?}, got: {report}");
+    assert!(
+        kinds(&report).contains(&kind),
+        "expected {kind:?}, got: {report}"
+    );
     report
 }
 
@@ -132,10 +205,18 @@ fn stale_read_is_rejected() {
     history.set("b", 0, (2, 3), written(2, 0));
     history.get((4, 5), hit("b", 2));
     let stale = history.get((6, 7), hit("a", 1));
-    let report = assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::StaleRead);
+    let report = assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::StaleRead,
+    );
     let violation = &report.violations()[0];
     assert_eq!(violation.op_ids[0], stale);
-    assert!(violation.excerpt.contains("* op#3"), "{}", violation.excerpt);
+    assert!(
+        violation.excerpt.contains("* op#3"),
+        "{}",
+        violation.excerpt
+    );
 }
 
 #[test]
@@ -144,7 +225,11 @@ fn lost_write_read_as_older_version_is_rejected() {
     history.set("a", 0, (0, 1), written(1, 0));
     history.set("b", 0, (2, 3), written(2, 0));
     history.get((4, 5), hit("a", 1));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::LostWrite);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::LostWrite,
+    );
 }
 
 #[test]
@@ -162,7 +247,11 @@ fn duplicated_version_is_rejected() {
     let mut history = Builder::new();
     history.set("a", 0, (0, 1), written(1, 0));
     history.set("b", 0, (2, 3), written(1, 0));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::DuplicateVersion);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::DuplicateVersion,
+    );
 }
 
 #[test]
@@ -172,7 +261,11 @@ fn non_monotonic_reads_are_rejected() {
     history.set("b", 0, (0, 100), written(2, 0));
     history.get((10, 20), hit("b", 2));
     history.get((30, 40), hit("a", 1));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::NonMonotonicRead);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::NonMonotonicRead,
+    );
 }
 
 #[test]
@@ -180,11 +273,19 @@ fn phantom_values_and_versions_are_rejected() {
     let mut history = Builder::new();
     history.set("a", 0, (0, 1), written(1, 0));
     history.get((2, 3), hit("zzz", 1));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::PhantomValue);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::PhantomValue,
+    );
 
     let mut history = Builder::new();
     history.get((2, 3), hit("a", 7));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::PhantomValue);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::PhantomValue,
+    );
 }
 
 #[test]
@@ -201,14 +302,22 @@ fn unknown_write_may_explain_an_observed_version() {
     let mut history = Builder::new();
     history.get((0, 1), hit("u", 9));
     history.set("u", 0, (2, 3), Outcome::Unknown);
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::PhantomValue);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::PhantomValue,
+    );
 
     // One unknown write cannot produce two versions.
     let mut history = Builder::new();
     history.set("u", 0, (0, 1), Outcome::Unknown);
     history.get((2, 3), hit("u", 4));
     history.get((4, 5), hit("u", 5));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::PhantomValue);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::PhantomValue,
+    );
 }
 
 #[test]
@@ -224,12 +333,20 @@ fn reading_a_version_before_its_write_began_is_rejected() {
     let mut history = Builder::new();
     history.get((0, 1), hit("a", 1));
     history.set("a", 0, (2, 3), written(1, 0));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::FutureRead);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::FutureRead,
+    );
     // Stale-allowed reads too.
     let mut history = Builder::new();
     history.get_stale((0, 1), hit("a", 1));
     history.set("a", 0, (2, 3), written(1, 0));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::FutureRead);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::FutureRead,
+    );
 }
 
 #[test]
@@ -237,7 +354,11 @@ fn version_order_against_real_time_is_rejected() {
     let mut history = Builder::new();
     history.set("a", 0, (0, 10), written(2, 0));
     history.set("b", 0, (20, 30), written(1, 0));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::WriteOrderViolation);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::WriteOrderViolation,
+    );
 }
 
 #[test]
@@ -247,26 +368,42 @@ fn compare_and_set_rules() {
     history.set("a", 0, (0, 1), written(1, 0));
     history.set("b", 0, (2, 3), written(2, 0));
     history.set_cas("c", 0, 1, (4, 5), written(3, 0));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::CasViolation);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::CasViolation,
+    );
 
     // Failing although the current version is the expected one.
     let mut history = Builder::new();
     history.set("a", 0, (0, 1), written(1, 0));
     history.set_cas("c", 0, 1, (2, 3), cas_failed(1));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::CasViolation);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::CasViolation,
+    );
 
     // A CAS delete must remove exactly the expected version.
     let mut history = Builder::new();
     history.set("a", 0, (0, 1), written(1, 0));
     history.delete(5, (2, 3), deleted(true, 1));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::CasViolation);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::CasViolation,
+    );
 
     // Two CAS writes on the same version cannot both succeed (the fast path names it).
     let mut history = Builder::new();
     history.set("a", 0, (0, 1), written(1, 0));
     history.set_cas("b", 0, 1, (2, 10), written(2, 0));
     history.set_cas("c", 0, 1, (2, 10), written(3, 0));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::CasViolation);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::CasViolation,
+    );
 
     // A CAS that lost the race fails on the winner's version.
     let mut history = Builder::new();
@@ -283,14 +420,22 @@ fn deletes() {
     history.set("a", 0, (0, 1), written(1, 0));
     history.delete(0, (2, 3), deleted(true, 1));
     history.get((4, 5), hit("a", 1));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::StaleRead);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::StaleRead,
+    );
 
     // Two deletes of one version.
     let mut history = Builder::new();
     history.set("a", 0, (0, 1), written(1, 0));
     history.delete(0, (2, 3), deleted(true, 1));
     history.delete(0, (4, 5), deleted(true, 1));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::DoubleDelete);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::DoubleDelete,
+    );
 
     // A concurrent delete explains a Miss even without eviction.
     let mut history = Builder::new();
@@ -303,7 +448,11 @@ fn deletes() {
 
 #[test]
 fn ttl_rules_respect_clock_skew() {
-    let skewed = CheckerConfig { allow_eviction: false, clock_skew_ms: 5, ..CheckerConfig::default() };
+    let skewed = CheckerConfig {
+        allow_eviction: false,
+        clock_skew_ms: 5,
+        ..CheckerConfig::default()
+    };
     // Written by 10 with ttl 100: certainly expired after 10 + 100 + 5.
     let fresh_at = |invoke_ms: u64| {
         let mut history = Builder::new();
@@ -356,7 +505,11 @@ fn stale_allowed_reads_may_lag_but_not_invent() {
 fn malformed_results_are_rejected() {
     let mut history = Builder::new();
     history.get((0, 1), stale_hit("a", 1));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::MalformedResult);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::MalformedResult,
+    );
 }
 
 #[test]
@@ -378,7 +531,11 @@ fn search_rejects_what_only_a_global_order_shows() {
     history.set("b", 0, (2, 3), written(2, 0));
     history.set_cas("u", 0, 1, (4, 5), Outcome::Unknown);
     history.get((6, 7), hit("u", 3));
-    assert_rejected(&history.history(), &CheckerConfig::default(), ViolationKind::NotLinearizable);
+    assert_rejected(
+        &history.history(),
+        &CheckerConfig::default(),
+        ViolationKind::NotLinearizable,
+    );
 }
 
 #[test]
@@ -387,16 +544,27 @@ fn exhausted_search_budget_answers_unknown() {
     history.set("a", 0, (0, 1), written(1, 0));
     history.delete(0, (2, 3), Outcome::Unknown);
     history.get((4, 5), hit("a", 1));
-    let config = CheckerConfig { search_steps_max: 0, ..CheckerConfig::default() };
+    let config = CheckerConfig {
+        search_steps_max: 0,
+        ..CheckerConfig::default()
+    };
     let report = check(&history.history(), &config);
-    assert!(matches!(report.verdict, Verdict::Unknown { .. }), "{report}");
+    assert!(
+        matches!(report.verdict, Verdict::Unknown { .. }),
+        "{report}"
+    );
     assert!(report.is_violation_free());
 }
 
 #[test]
 fn incomplete_operations_count_as_unknown() {
     let mut history = Builder::new();
-    let op = Op::Set { key: KEY.to_vec(), value: b"u".to_vec(), ttl_ms: 0, expected_version: 0 };
+    let op = Op::Set {
+        key: KEY.to_vec(),
+        value: b"u".to_vec(),
+        ttl_ms: 0,
+        expected_version: 0,
+    };
     history.record(1, op, 0, None, Outcome::Unknown);
     history.get((5, 6), hit("u", 3));
     assert_ok(&history.history(), &no_eviction());
@@ -405,25 +573,48 @@ fn incomplete_operations_count_as_unknown() {
 #[test]
 fn recorder_is_bounded_and_validates() {
     let mut recorder = HistoryRecorder::with_max_ops(2);
-    let get = Op::Get { key: KEY.to_vec(), allow_stale: false };
+    let get = Op::Get {
+        key: KEY.to_vec(),
+        allow_stale: false,
+    };
     let first = recorder.invoke(ClientId(1), get.clone(), 10).expect("room");
     assert_eq!(
         recorder.complete(first, written(1, 0), 11),
-        Err(RecordError::OutcomeMismatch { id: first, op: get.clone(), result: OpResult::Written { version: 1, ttl_ms: 0 } })
+        Err(RecordError::OutcomeMismatch {
+            id: first,
+            op: Box::new(get.clone()),
+            result: Box::new(OpResult::Written {
+                version: 1,
+                ttl_ms: 0
+            })
+        })
     );
     assert_eq!(
         recorder.complete(first, miss(), 9),
-        Err(RecordError::ReturnBeforeInvoke { id: first, invoke_ms: 10, return_ms: 9 })
+        Err(RecordError::ReturnBeforeInvoke {
+            id: first,
+            invoke_ms: 10,
+            return_ms: 9
+        })
     );
     recorder.complete(first, miss(), 11).expect("valid");
-    assert_eq!(recorder.complete(first, miss(), 12), Err(RecordError::AlreadyCompleted(first)));
-    assert_eq!(recorder.complete(OpId(7), miss(), 12), Err(RecordError::UnknownOp(OpId(7))));
+    assert_eq!(
+        recorder.complete(first, miss(), 12),
+        Err(RecordError::AlreadyCompleted(first))
+    );
+    assert_eq!(
+        recorder.complete(OpId(7), miss(), 12),
+        Err(RecordError::UnknownOp(OpId(7)))
+    );
     assert_eq!(
         recorder.invoke_batch_get(ClientId(1), &[b"x".to_vec(), b"y".to_vec()], false, 20),
         Err(RecordError::Full { max: 2 })
     );
     recorder.invoke(ClientId(1), get.clone(), 20).expect("room");
-    assert_eq!(recorder.invoke(ClientId(1), get, 30), Err(RecordError::Full { max: 2 }));
+    assert_eq!(
+        recorder.invoke(ClientId(1), get, 30),
+        Err(RecordError::Full { max: 2 })
+    );
     assert_eq!(recorder.len(), 2);
 }
 
@@ -431,15 +622,28 @@ fn recorder_is_bounded_and_validates() {
 fn batch_get_shares_one_window_and_checks_per_key() {
     let mut recorder = HistoryRecorder::new();
     let set = recorder
-        .invoke(ClientId(1), Op::Set { key: b"x".to_vec(), value: b"1".to_vec(), ttl_ms: 0, expected_version: 0 }, 0)
+        .invoke(
+            ClientId(1),
+            Op::Set {
+                key: b"x".to_vec(),
+                value: b"1".to_vec(),
+                ttl_ms: 0,
+                expected_version: 0,
+            },
+            0,
+        )
         .expect("room");
     recorder.complete(set, written(1, 0), 1).expect("valid");
-    let ids = recorder.invoke_batch_get(ClientId(2), &[b"x".to_vec(), b"y".to_vec()], false, 5).expect("room");
+    let ids = recorder
+        .invoke_batch_get(ClientId(2), &[b"x".to_vec(), b"y".to_vec()], false, 5)
+        .expect("room");
     recorder.complete(ids[0], hit("1", 1), 6).expect("valid");
     recorder.complete(ids[1], miss(), 6).expect("valid");
     let history = recorder.into_history();
     let batch = &history.ops()[1..];
-    assert!(batch.iter().all(|op| op.batch == Some(0) && op.invoke_ms == 5 && op.return_ms == Some(6)));
+    assert!(batch
+        .iter()
+        .all(|op| op.batch == Some(0) && op.invoke_ms == 5 && op.return_ms == Some(6)));
     let report = check(&history, &no_eviction());
     assert_eq!(report.verdict, Verdict::Ok, "{report}");
     assert_eq!((report.keys_checked, report.ops_checked), (2, 3));
@@ -451,7 +655,16 @@ fn json_lines_round_trip() {
     history.set("a", 100, (0, 1), written(1, 105));
     history.get((2, 3), hit("a", 1));
     history.delete(0, (4, 5), Outcome::Unknown);
-    history.record(2, Op::Get { key: KEY.to_vec(), allow_stale: true }, 6, None, Outcome::Unknown);
+    history.record(
+        2,
+        Op::Get {
+            key: KEY.to_vec(),
+            allow_stale: true,
+        },
+        6,
+        None,
+        Outcome::Unknown,
+    );
     let history = history.history();
     let mut trace = Vec::new();
     history.write_jsonl(&mut trace).expect("in-memory write");
@@ -470,6 +683,12 @@ fn report_renders_readably() {
     let report = check(&history.history(), &CheckerConfig::default());
     let text = report.to_string();
     assert!(text.contains("LostWrite on key \"k\""), "{text}");
-    assert!(text.contains("* op#1 c1 [2..3] Set \"b\" ttl=0 exp=0 -> Written v=2 ttl=0"), "{text}");
-    assert!(text.contains("* op#2 c2 [4..5] Get allow_stale=false -> Hit \"a\" v=1"), "{text}");
+    assert!(
+        text.contains("* op#1 c1 [2..3] Set \"b\" ttl=0 exp=0 -> Written v=2 ttl=0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("* op#2 c2 [4..5] Get allow_stale=false -> Hit \"a\" v=1"),
+        "{text}"
+    );
 }
