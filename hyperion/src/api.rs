@@ -20,12 +20,12 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::limits::{Endpoint, RateLimiter, Throttled};
-use crate::replica::{Replica, ReplicaError, WriteOutcome, WriteRequest};
 use crate::proto::cache_service_server::CacheService;
 use crate::proto::{
     BatchGetRequest, DeleteRequest, DeleteResponse, GetRequest, GetResponse, SetRequest,
     SetResponse,
 };
+use crate::replica::{Replica, ReplicaError, WriteOutcome, WriteRequest};
 use crate::runtime;
 
 /// `timeout_ms` of 0 means this (the product's default).
@@ -271,7 +271,9 @@ impl CacheService for CacheApi {
             })
             .await?;
         match outcome {
-            WriteOutcome::Set { version, ttl_ms } => Ok(Response::new(SetResponse { version, ttl_ms })),
+            WriteOutcome::Set { version, ttl_ms } => {
+                Ok(Response::new(SetResponse { version, ttl_ms }))
+            }
             other => Err(Status::internal(format!("a Set applied as {other:?}"))),
         }
     }
@@ -380,7 +382,10 @@ mod tests {
             leader: Some((2, "127.0.0.1:7002".to_string())),
         });
         assert_eq!(status.code(), tonic::Code::Unavailable);
-        assert_eq!(status.metadata().get(LEADER_METADATA).unwrap(), "127.0.0.1:7002");
+        assert_eq!(
+            status.metadata().get(LEADER_METADATA).unwrap(),
+            "127.0.0.1:7002"
+        );
         assert_eq!(status.metadata().get(LEADER_ID_METADATA).unwrap(), "2");
         let election = replica_error_status(ReplicaError::NotLeader { leader: None });
         assert_eq!(election.code(), tonic::Code::Unavailable);

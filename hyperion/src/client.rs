@@ -28,9 +28,7 @@ use crate::proto::{
     BatchGetRequest, DeleteRequest, DeleteResponse, GetRequest, GetResponse, SetRequest,
     SetResponse,
 };
-use crate::resilience::{
-    retry_with_backoff, BreakerConfig, CircuitBreaker, Jitter, RetryPolicy,
-};
+use crate::resilience::{retry_with_backoff, BreakerConfig, CircuitBreaker, Jitter, RetryPolicy};
 use crate::runtime;
 
 /// Default per-attempt deadline.
@@ -234,7 +232,9 @@ impl Client {
         if let (Some(breaker), Some(ticket)) = (&self.shared.breaker, ticket) {
             let mut breaker = lock(breaker);
             match &result {
-                Err(status) if is_transient(status) => breaker.record_failure(ticket, runtime::now()),
+                Err(status) if is_transient(status) => {
+                    breaker.record_failure(ticket, runtime::now())
+                }
                 _ => breaker.record_success(ticket, runtime::now()),
             }
         }

@@ -421,7 +421,11 @@ impl Config {
             };
             return Err(ConfigError::new(variable, error.reason));
         }
-        let wal_sync = match vars.get("HYPERION_WAL_SYNC").map(str::to_ascii_lowercase).as_deref() {
+        let wal_sync = match vars
+            .get("HYPERION_WAL_SYNC")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("everysec") => WalSync::EverySec,
             Some("always") => WalSync::Always,
             Some(other) => {
@@ -592,7 +596,10 @@ fn parse_cluster_nodes(list: &str) -> Result<Vec<ClusterNode>, ConfigError> {
     for entry in entries {
         let (name, addr) = match entry.split_once('=') {
             Some((name, addr)) => (name.trim(), addr.trim()),
-            None => (entry.rsplit_once(':').map_or(entry, |(host, _)| host), entry),
+            None => (
+                entry.rsplit_once(':').map_or(entry, |(host, _)| host),
+                entry,
+            ),
         };
         let Some((host, port)) = addr.rsplit_once(':') else {
             return Err(ConfigError::new(
@@ -606,7 +613,11 @@ fn parse_cluster_nodes(list: &str) -> Result<Vec<ClusterNode>, ConfigError> {
                 format!("`{entry}` must be host:port with a port in 1..=65535"),
             ));
         }
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
             return Err(ConfigError::new(
                 NAME,
                 format!("`{entry}`: node name `{name}` must be [A-Za-z0-9._-]"),
@@ -628,7 +639,10 @@ fn parse_cluster_nodes(list: &str) -> Result<Vec<ClusterNode>, ConfigError> {
             ));
         }
         if nodes[..i].iter().any(|other| other.addr == node.addr) {
-            return Err(ConfigError::new(NAME, format!("lists address {} twice", node.addr)));
+            return Err(ConfigError::new(
+                NAME,
+                format!("lists address {} twice", node.addr),
+            ));
         }
     }
     Ok(nodes)
@@ -885,7 +899,10 @@ mod tests {
     #[test]
     fn cluster_members_are_named_and_ordered() {
         let config = Config::from_env(&env(&[
-            ("HYPERION_CLUSTER_NODES", "n1=127.0.0.1:7001, n2=127.0.0.1:7002,n3=127.0.0.1:7003"),
+            (
+                "HYPERION_CLUSTER_NODES",
+                "n1=127.0.0.1:7001, n2=127.0.0.1:7002,n3=127.0.0.1:7003",
+            ),
             ("HYPERION_NODE_ID", "n2"),
             ("HYPERION_LISTEN_ADDR", "127.0.0.1:7002"),
         ]))

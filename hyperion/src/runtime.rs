@@ -328,7 +328,11 @@ mod tests {
         model.reanchor(ms(200));
         model.anchor_node_ms -= 200.0;
         assert_eq!(model.now_ms(ms(200)), 1_050.0);
-        assert_eq!(model.monotonic_ms(ms(200)), 250.0, "jumps never step monotonic time");
+        assert_eq!(
+            model.monotonic_ms(ms(200)),
+            250.0,
+            "jumps never step monotonic time"
+        );
     }
 
     #[tokio::test]

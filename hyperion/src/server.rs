@@ -40,7 +40,8 @@ pub enum StartError {
 
 /// Store settings derived from the node configuration.
 pub fn store_config(config: &Config) -> StoreConfig {
-    let mut store = StoreConfig::with_defaults(IntegrityKey::new(config.hmac_key.expose().to_vec()));
+    let mut store =
+        StoreConfig::with_defaults(IntegrityKey::new(config.hmac_key.expose().to_vec()));
     store.capacity_bytes = config.cache_capacity_bytes();
     store.eviction_batch_size = config.eviction_batch_size;
     store.eviction = if config.flags.new_eviction_algorithm {
@@ -162,7 +163,12 @@ impl Server {
         tracing::info!(addr = %self.listener.local_addr(), "serving CacheService and RaftService");
         let served = self
             .listener
-            .serve(api, raft, CacheApi::max_message_bytes(self.max_value_bytes), shutdown)
+            .serve(
+                api,
+                raft,
+                CacheApi::max_message_bytes(self.max_value_bytes),
+                shutdown,
+            )
             .await;
         tracing::info!("stopped");
         Ok(served?)
@@ -201,12 +207,16 @@ mod tests {
 
     #[test]
     fn data_dir_is_claimed_once_and_guarded() {
-        let dir = std::env::temp_dir().join(format!("hyperion-datadir-test-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("hyperion-datadir-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         prepare_data_dir(&dir, "node1").unwrap();
         prepare_data_dir(&dir, "node1").unwrap();
         let error = prepare_data_dir(&dir, "node2").unwrap_err().to_string();
-        assert!(error.contains("belongs to node `node1`, not `node2`"), "{error}");
+        assert!(
+            error.contains("belongs to node `node1`, not `node2`"),
+            "{error}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -66,7 +66,11 @@ async fn start(config: Config, limits: RateLimits) -> Running {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(replica.status().role, Some(hyperion_raft::Role::Leader), "leader within 5 s");
+    assert_eq!(
+        replica.status().role,
+        Some(hyperion_raft::Role::Leader),
+        "leader within 5 s"
+    );
     Running {
         addr,
         replica,
@@ -95,7 +99,7 @@ async fn raw_client(addr: SocketAddr) -> CacheServiceClient<tonic::transport::Ch
 #[tokio::test]
 async fn every_rpc_round_trips_over_http2() {
     let server = start(loopback_config(), generous_limits()).await;
-    let mut client = Client::new(&server.addr.to_string()).unwrap();
+    let client = Client::new(&server.addr.to_string()).unwrap();
 
     let first = client.set(b"greeting", b"hello", 0, 0).await.unwrap();
     assert_eq!(first.ttl_ms, 0);
@@ -156,7 +160,7 @@ async fn every_rpc_round_trips_over_http2() {
 async fn bad_input_gets_clear_statuses_and_changes_nothing() {
     let server = start(loopback_config(), generous_limits()).await;
     let mut raw = raw_client(server.addr).await;
-    let mut client = Client::new(&server.addr.to_string()).unwrap();
+    let client = Client::new(&server.addr.to_string()).unwrap();
     let base = client.set(b"k", b"v", 0, 0).await.unwrap();
 
     let empty = client.set(b"", b"v", 0, 0).await.unwrap_err();
@@ -263,7 +267,7 @@ async fn bad_input_gets_clear_statuses_and_changes_nothing() {
 #[tokio::test]
 async fn corrupted_entries_are_never_served() {
     let server = start(loopback_config(), generous_limits()).await;
-    let mut client = Client::new(&server.addr.to_string()).unwrap();
+    let client = Client::new(&server.addr.to_string()).unwrap();
     client.set(b"account", b"balance=100", 0, 0).await.unwrap();
     assert!(server.replica.corrupt_for_test(b"account"));
     let poisoned = client.get(b"account", false).await.unwrap();

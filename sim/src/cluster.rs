@@ -72,7 +72,8 @@ impl SimServer {
         let disk = SimDisk::new(disk_seed);
         let replica = Arc::new(Mutex::new(None));
         let addr = config.listen_addr;
-        let (node_clock, node_disk, node_replica) = (clock.clone(), disk.clone(), Arc::clone(&replica));
+        let (node_clock, node_disk, node_replica) =
+            (clock.clone(), disk.clone(), Arc::clone(&replica));
         let handle = Handle::current()
             .create_node()
             .name(config.node_id.clone())

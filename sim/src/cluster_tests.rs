@@ -24,7 +24,10 @@ async fn three_nodes_replicate_and_fail_over_without_losing_acknowledged_writes(
                 let mut acknowledged = Vec::new();
                 for i in 0..20u32 {
                     let key = format!("k{i}");
-                    let written = client.set(key.as_bytes(), &i.to_le_bytes(), 0, 0).await.unwrap();
+                    let written = client
+                        .set(key.as_bytes(), &i.to_le_bytes(), 0, 0)
+                        .await
+                        .unwrap();
                     acknowledged.push((key, i, written.version));
                 }
                 acknowledged
@@ -36,7 +39,10 @@ async fn three_nodes_replicate_and_fail_over_without_losing_acknowledged_writes(
     madsim::time::sleep(Duration::from_millis(500)).await;
     for server in &cluster.servers {
         let status = server.status().expect("running");
-        assert!(status.applied_index >= acknowledged.last().unwrap().2, "{status:?}");
+        assert!(
+            status.applied_index >= acknowledged.last().unwrap().2,
+            "{status:?}"
+        );
     }
 
     cluster.kill(first);
@@ -64,7 +70,10 @@ async fn three_nodes_replicate_and_fail_over_without_losing_acknowledged_writes(
     let leader = cluster.leader().expect("still a leader");
     let recovered = cluster.servers[first].status().expect("restarted");
     let leader_status = cluster.servers[leader].status().unwrap();
-    assert_eq!(recovered.applied_index, leader_status.commit_index, "caught up");
+    assert_eq!(
+        recovered.applied_index, leader_status.commit_index,
+        "caught up"
+    );
 }
 
 #[madsim::test]
@@ -83,7 +92,10 @@ async fn a_follower_redirects_to_the_leader() {
         .spawn(async move {
             let refused = direct.set(b"k", b"v", 0, 0).await.unwrap_err();
             assert_eq!(refused.code(), tonic::Code::Unavailable);
-            let hint = refused.metadata().get(hyperion::api::LEADER_METADATA).unwrap();
+            let hint = refused
+                .metadata()
+                .get(hyperion::api::LEADER_METADATA)
+                .unwrap();
             assert_eq!(hint.to_str().unwrap(), leader_addr);
             // Stale reads are served locally by any node.
             let stale = direct.get(b"k", true).await.unwrap();

@@ -191,7 +191,10 @@ impl<D: Database> DbClient<D> {
     /// Builds the client without touching the database. Prefer [`DbClient::connect_and_warm`]
     /// for a serving node; this is for degraded starts and tests.
     pub fn new(db: D, config: DbClientConfig, rng: ChaCha8Rng) -> DbClient<D> {
-        assert!(config.max_concurrent_queries > 0, "a pool needs a connection");
+        assert!(
+            config.max_concurrent_queries > 0,
+            "a pool needs a connection"
+        );
         if let Err(problem) = config.retry.validate() {
             panic!("invalid retry policy: {problem}");
         }
@@ -261,9 +264,9 @@ impl<D: Database> DbClient<D> {
         let last = lock(&last_error).take();
         match warmed {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error @ (DbError::Config(_) | DbError::Rejected { .. } | DbError::Invalid(_)))) => {
-                Err(error)
-            }
+            Ok(Err(
+                error @ (DbError::Config(_) | DbError::Rejected { .. } | DbError::Invalid(_)),
+            )) => Err(error),
             Ok(Err(error)) => Err(DbError::Warmup {
                 elapsed_ms: millis(runtime::now().saturating_duration_since(started)),
                 last: Box::new(error),
@@ -352,7 +355,10 @@ impl<D: Database> DbClient<D> {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let (breaker_opened, breaker_state) = {
             let breaker = lock(&self.inner.breaker);
-            (breaker.times_opened(), breaker.state(runtime::now()).as_metric())
+            (
+                breaker.times_opened(),
+                breaker.state(runtime::now()).as_metric(),
+            )
         };
         DbMetrics {
             loads: read(&c.loads),
@@ -390,19 +396,27 @@ impl<D: Database> DbClient<D> {
     {
         let mut rng = self.call_rng();
         let mut first = true;
-        retry_with_backoff(&self.inner.config.retry, &mut rng, DbError::is_retriable, || {
-            if !std::mem::take(&mut first) {
-                bump(&self.inner.counters.retries);
-            }
-            // Futures are lazy: the query starts only if the breaker admits the attempt.
-            self.attempt(op())
-        })
+        retry_with_backoff(
+            &self.inner.config.retry,
+            &mut rng,
+            DbError::is_retriable,
+            || {
+                if !std::mem::take(&mut first) {
+                    bump(&self.inner.counters.retries);
+                }
+                // Futures are lazy: the query starts only if the breaker admits the attempt.
+                self.attempt(op())
+            },
+        )
         .await
     }
 
     /// One attempt: breaker, then permit and query under the per-query timeout. `query` is not
     /// polled unless the breaker admits the attempt.
-    async fn attempt<T>(&self, query: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
+    async fn attempt<T>(
+        &self,
+        query: impl Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
         let inner = &*self.inner;
         let ticket = match lock(&inner.breaker).try_acquire(runtime::now()) {
             Ok(ticket) => ticket,
@@ -529,7 +543,10 @@ mod tests {
         let elapsed = runtime::now() - start;
         assert!(elapsed <= ms(2000), "{elapsed:?}");
         assert!(matches!(error, DbError::Warmup { .. }), "{error}");
-        assert!(error.to_string().contains("unreachable at start"), "{error}");
+        assert!(
+            error.to_string().contains("unreachable at start"),
+            "{error}"
+        );
 
         db.set_availability(Availability::Refusing);
         let error = DbClient::connect_and_warm(db, config(), ChaCha8Rng::seed_from_u64(1))
@@ -552,7 +569,9 @@ mod tests {
         let before = db.stats().loads;
         let loads = (0..100).map(|_| client.load(b"hot"));
         let results = futures::future::join_all(loads).await;
-        assert!(results.iter().all(|r| r.as_ref().unwrap().as_ref().unwrap().version == 9));
+        assert!(results
+            .iter()
+            .all(|r| r.as_ref().unwrap().as_ref().unwrap().version == 9));
         assert_eq!(db.stats().loads - before, 1, "one query for 100 misses");
         assert_eq!(client.metrics().loads_coalesced, 99);
         // A later miss queries again (no stale flight left behind).
@@ -569,7 +588,11 @@ mod tests {
         let keys: Vec<Vec<u8>> = (0..50).map(|i| format!("k{i}").into_bytes()).collect();
         let results = futures::future::join_all(keys.iter().map(|k| client.load(k))).await;
         assert!(results.iter().all(Result::is_ok));
-        assert_eq!(db.stats().peak_concurrent, 4, "capped at max_concurrent_queries");
+        assert_eq!(
+            db.stats().peak_concurrent,
+            4,
+            "capped at max_concurrent_queries"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -628,7 +651,10 @@ mod tests {
         }
         let m = client.metrics();
         assert!(m.retries > 0, "{m:?}");
-        assert!(ok >= 35, "most writes succeed with 3 attempts at 30 % errors: {ok}");
+        assert!(
+            ok >= 35,
+            "most writes succeed with 3 attempts at 30 % errors: {ok}"
+        );
         let row: StoredRow = db.row(b"k").unwrap();
         assert!(row.version >= last_ok, "never regressed: {row:?}");
     }

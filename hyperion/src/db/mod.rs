@@ -231,10 +231,14 @@ pub trait Database: Send + Sync + 'static {
     fn migrate(&self) -> impl Future<Output = Result<(), DbError>> + Send;
     /// The live entry stored for `key`, if any (tombstones read as `None`). Expiry is the
     /// caller's to judge, from `created_at_ms + ttl_ms` in cluster time.
-    fn load(&self, key: &[u8]) -> impl Future<Output = Result<Option<StoredEntry>, DbError>> + Send;
+    fn load(&self, key: &[u8])
+        -> impl Future<Output = Result<Option<StoredEntry>, DbError>> + Send;
     /// Applies the mutations atomically by the versioned-write rule (see the module docs).
     /// At most [`WRITE_BATCH_MAX`] mutations.
-    fn write_batch(&self, mutations: &[Mutation]) -> impl Future<Output = Result<(), DbError>> + Send;
+    fn write_batch(
+        &self,
+        mutations: &[Mutation],
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
     /// Proves a working connection with a trivial round trip.
     fn ping(&self) -> impl Future<Output = Result<(), DbError>> + Send;
 }
@@ -271,12 +275,18 @@ mod tests {
         let mut rows = BTreeMap::new();
         assert!(apply_mutation(&mut rows, &upsert("k", 5, "five")));
         assert!(!apply_mutation(&mut rows, &upsert("k", 4, "four")), "older");
-        assert!(!apply_mutation(&mut rows, &upsert("k", 5, "again")), "replay");
+        assert!(
+            !apply_mutation(&mut rows, &upsert("k", 5, "again")),
+            "replay"
+        );
         assert_eq!(live(&rows, "k"), Some((5, "five".into())));
         assert!(!apply_mutation(&mut rows, &delete("k", 3)), "older delete");
         assert!(apply_mutation(&mut rows, &delete("k", 7)));
         assert_eq!(live(&rows, "k"), None);
-        assert!(!apply_mutation(&mut rows, &upsert("k", 6, "late")), "no resurrection");
+        assert!(
+            !apply_mutation(&mut rows, &upsert("k", 6, "late")),
+            "no resurrection"
+        );
         assert!(apply_mutation(&mut rows, &upsert("k", 8, "eight")));
         assert_eq!(live(&rows, "k"), Some((8, "eight".into())));
     }
@@ -289,7 +299,11 @@ mod tests {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
             let mut start = BTreeMap::new();
             for _ in 0..rng.random_range(0..4) {
-                let m = upsert(["a", "b", "c"][rng.random_range(0..3)], rng.random_range(1..10), "s");
+                let m = upsert(
+                    ["a", "b", "c"][rng.random_range(0..3)],
+                    rng.random_range(1..10),
+                    "s",
+                );
                 apply_mutation(&mut start, &m);
             }
             let batch: Vec<Mutation> = (0..rng.random_range(0..12))

@@ -109,9 +109,7 @@ pub struct PgSettings {
 
 /// Splits `sslmode` and `sslrootcert` (which tokio-postgres does not fully understand) out of a
 /// DSN and parses the rest. The DSN is a secret: errors never quote it.
-pub fn parse_dsn(
-    dsn: &str,
-) -> Result<(tokio_postgres::Config, TlsMode, Option<PathBuf>), DbError> {
+pub fn parse_dsn(dsn: &str) -> Result<(tokio_postgres::Config, TlsMode, Option<PathBuf>), DbError> {
     let (base, query) = dsn.split_once('?').unwrap_or((dsn, ""));
     let mut tls = TlsMode::Prefer;
     let mut root_cert = None;
@@ -143,7 +141,9 @@ pub fn parse_dsn(
         }
     }
     let mut config = tokio_postgres::Config::from_str(&kept).map_err(|e| {
-        DbError::Config(format!("COCKROACH_DSN is not a valid postgresql:// URL: {e}"))
+        DbError::Config(format!(
+            "COCKROACH_DSN is not a valid postgresql:// URL: {e}"
+        ))
     })?;
     config.ssl_mode(match tls {
         TlsMode::Disable => SslMode::Disable,
@@ -316,7 +316,8 @@ fn to_i64(value: u64, field: &str) -> Result<i64, DbError> {
 }
 
 fn to_u64(value: i64, field: &str) -> Result<u64, DbError> {
-    u64::try_from(value).map_err(|_| DbError::Invalid(format!("stored {field} {value} is negative")))
+    u64::try_from(value)
+        .map_err(|_| DbError::Invalid(format!("stored {field} {value} is negative")))
 }
 
 struct Statements {
@@ -355,7 +356,9 @@ struct Lease<'a> {
 
 impl Lease<'_> {
     fn conn(&mut self) -> &mut PgConn {
-        self.conn.as_mut().expect("a lease holds its connection until dropped")
+        self.conn
+            .as_mut()
+            .expect("a lease holds its connection until dropped")
     }
 
     /// The prepared statements of this connection, prepared on first use (after migration).
@@ -411,7 +414,10 @@ impl PgInner {
             Some(conn) => conn,
             None => self.open().await?,
         };
-        assert!(self.lock_idle().len() < self.pool_size, "more connections than the pool size");
+        assert!(
+            self.lock_idle().len() < self.pool_size,
+            "more connections than the pool size"
+        );
         Ok(Lease {
             pool: self,
             conn: Some(conn),
@@ -524,7 +530,9 @@ impl PgDatabase {
                 for statement in *statements {
                     client.execute(*statement, &[]).await?;
                 }
-                client.execute(RECORD_VERSION, &[version, description]).await?;
+                client
+                    .execute(RECORD_VERSION, &[version, description])
+                    .await?;
                 Ok::<_, tokio_postgres::Error>(())
             }
             .await;
@@ -685,7 +693,10 @@ mod tests {
         std::fs::write(&password, "s3cret\n").unwrap();
         assert_eq!(read_password(&password).unwrap().as_slice(), b"s3cret");
         std::fs::write(&password, "\n").unwrap();
-        assert!(read_password(&password).unwrap_err().to_string().contains("empty"));
+        assert!(read_password(&password)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -135,7 +135,10 @@ impl SimDatabase {
 
     fn state(&self) -> MutexGuard<'_, SimState> {
         // Plain data, updated in single statements: a panic elsewhere leaves it consistent.
-        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn set_config(&self, config: SimDbConfig) {
@@ -221,8 +224,9 @@ impl SimDatabase {
             );
             let config = state.config.clone();
             let unit: f64 = state.rng.random();
-            let latency = (config.latency_min + (config.latency_max - config.latency_min).mul_f64(unit))
-                .mul_f64(config.slowdown);
+            let latency = (config.latency_min
+                + (config.latency_max - config.latency_min).mul_f64(unit))
+            .mul_f64(config.slowdown);
             let fail = state.rng.random::<f64>() < config.error_rate;
             let lost_ack = state.rng.random_bool(0.5);
             (latency, fail, lost_ack)
@@ -244,9 +248,15 @@ impl SimDatabase {
 }
 
 fn validate(config: &SimDbConfig) {
-    assert!(config.latency_min <= config.latency_max, "latency range inverted");
+    assert!(
+        config.latency_min <= config.latency_max,
+        "latency range inverted"
+    );
     assert!(config.slowdown >= 1.0, "slowdown below 1");
-    assert!((0.0..=1.0).contains(&config.error_rate), "error rate outside [0, 1]");
+    assert!(
+        (0.0..=1.0).contains(&config.error_rate),
+        "error rate outside [0, 1]"
+    );
 }
 
 impl Database for SimDatabase {

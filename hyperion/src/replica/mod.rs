@@ -31,9 +31,7 @@ use hyperion_raft::storage::{Disk, DiskError, Storage, SyncPolicy};
 use hyperion_raft::{
     Entry, EntryKind, Message, NodeId, ProposeError, RaftNode, ReadError, Ready, Role,
 };
-use hyperion_store::{
-    stagger_ttl_ms, Lookup, Store, StoreConfig, StoreError, StoreStats,
-};
+use hyperion_store::{stagger_ttl_ms, Lookup, Store, StoreConfig, StoreError, StoreStats};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, oneshot};
 
@@ -385,7 +383,10 @@ struct NodeLoop {
     /// Confirmed reads waiting for the state machine to apply their index.
     reads_awaiting_apply: VecDeque<(u64, oneshot::Sender<Result<(), ReplicaError>>)>,
     /// Queued writes to propose as one group.
-    write_batch: Vec<(WriteRequest, oneshot::Sender<Result<WriteOutcome, ReplicaError>>)>,
+    write_batch: Vec<(
+        WriteRequest,
+        oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
+    )>,
     next_reap_ms: u64,
 }
 
@@ -618,7 +619,14 @@ impl NodeLoop {
                 Ok(indexes) => {
                     let term = self.raft.term();
                     for (index, (ttl_ms, reply)) in indexes.zip(replies) {
-                        self.pending_writes.insert(index, PendingWrite { term, ttl_ms, reply });
+                        self.pending_writes.insert(
+                            index,
+                            PendingWrite {
+                                term,
+                                ttl_ms,
+                                reply,
+                            },
+                        );
                     }
                 }
                 Err(error) => {
@@ -664,7 +672,8 @@ impl NodeLoop {
             self.handle_ready(ready);
         }
         self.release_applied_reads();
-        self.pending_writes.retain(|_, pending| !pending.reply.is_closed());
+        self.pending_writes
+            .retain(|_, pending| !pending.reply.is_closed());
     }
 
     fn handle_ready(&mut self, mut ready: Ready) {
@@ -717,7 +726,9 @@ impl NodeLoop {
             // continue consistently.
             panic!("cannot install the leader's snapshot: {error}");
         }
-        machine.applied_stamp_ms = machine.applied_stamp_ms.max(machine.store.max_created_at_ms());
+        machine.applied_stamp_ms = machine
+            .applied_stamp_ms
+            .max(machine.store.max_created_at_ms());
         drop(machine);
         // Writes waiting on entries covered by the snapshot learn their fate from it no more;
         // they were applied (or not) on the leader, so their outcome is unknown here.

@@ -154,7 +154,8 @@ impl RaftService for RaftApi {
         let me = self.replica.membership().id;
         let mut messages = Vec::with_capacity(batch.messages.len());
         for message in batch.messages {
-            let message = from_wire(message).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let message =
+                from_wire(message).map_err(|e| Status::invalid_argument(e.to_string()))?;
             if message.to != me {
                 return Err(Status::invalid_argument(format!(
                     "message for node {} delivered to node {me}",
@@ -164,7 +165,11 @@ impl RaftService for RaftApi {
             messages.push(message);
         }
         let count = messages.len() as u32;
-        let accepted = if self.replica.deliver(messages) { count } else { 0 };
+        let accepted = if self.replica.deliver(messages) {
+            count
+        } else {
+            0
+        };
         Ok(Response::new(pb::SendAck { accepted }))
     }
 

@@ -96,19 +96,17 @@ pub fn to_wire(message: &Message) -> pb::Message {
             leader_commit: *leader_commit,
             round: *round,
         }),
-        MessageBody::AppendResponse { result, round } => {
-            Body::AppendResponse(pb::AppendResponse {
-                round: *round,
-                result: Some(match result {
-                    Ok(match_index) => pb::append_response::Result::MatchIndex(*match_index),
-                    Err(reject) => pb::append_response::Result::Reject(pb::AppendReject {
-                        rejected_prev_index: reject.rejected_prev_index,
-                        conflict_term: reject.conflict_term,
-                        conflict_index: reject.conflict_index,
-                    }),
+        MessageBody::AppendResponse { result, round } => Body::AppendResponse(pb::AppendResponse {
+            round: *round,
+            result: Some(match result {
+                Ok(match_index) => pb::append_response::Result::MatchIndex(*match_index),
+                Err(reject) => pb::append_response::Result::Reject(pb::AppendReject {
+                    rejected_prev_index: reject.rejected_prev_index,
+                    conflict_term: reject.conflict_term,
+                    conflict_index: reject.conflict_index,
                 }),
-            })
-        }
+            }),
+        }),
         MessageBody::Heartbeat {
             leader_commit,
             round,
@@ -423,7 +421,10 @@ mod tests {
                 result: None,
             })),
         };
-        assert_eq!(from_wire(no_result), Err(WireError("append_response.result")));
+        assert_eq!(
+            from_wire(no_result),
+            Err(WireError("append_response.result"))
+        );
     }
 
     #[test]

@@ -1,0 +1,202 @@
+//! A real three-process cluster on loopback (tokio build): writes under load through the client
+//! library, `kill -9` of the leader, a new leader within seconds, and every acknowledged write
+//! readable afterwards. Bounded in time; loopback only.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hyperion::client::Client;
+use hyperion::proto::CacheStatus;
+use hyperion::raft_proto::raft_service_client::RaftServiceClient;
+use hyperion::raft_proto::StatusRequest;
+
+/// Kills the processes and removes their data when the test ends, however it ends.
+struct Cluster {
+    children: Vec<Option<Child>>,
+    addrs: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+fn start_cluster() -> Cluster {
+    let dir = std::env::temp_dir().join(format!("hyperion-processes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let members = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| format!("n{}={addr}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let children = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let child = Command::new(env!("CARGO_BIN_EXE_hyperion"))
+                .arg("serve")
+                .env_clear()
+                .env("HYPERION_CLUSTER_NODES", &members)
+                .env("HYPERION_NODE_ID", format!("n{}", i + 1))
+                .env("HYPERION_LISTEN_ADDR", addr)
+                .env("HYPERION_DATA_DIR", dir.join(format!("n{}", i + 1)))
+                // Faster elections than production (500 ms) keep the test short.
+                .env("HYPERION_RAFT_HEARTBEAT_MS", "50")
+                .env("LOG_LEVEL", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("hyperion starts");
+            Some(child)
+        })
+        .collect();
+    Cluster {
+        children,
+        addrs,
+        dir,
+    }
+}
+
+/// The leader's index according to the nodes' Status RPC, if a reachable node names one.
+async fn leader(cluster: &Cluster) -> Option<usize> {
+    let name = cluster
+        .addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| format!("{}={addr}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    for (i, addr) in cluster.addrs.iter().enumerate() {
+        if cluster.children[i].is_none() {
+            continue;
+        }
+        let Ok(mut raft) = RaftServiceClient::connect(format!("http://{addr}")).await else {
+            continue;
+        };
+        let Ok(status) = raft
+            .status(StatusRequest {
+                cluster: name.clone(),
+            })
+            .await
+        else {
+            continue;
+        };
+        let status = status.into_inner();
+        if status.leader_id == status.node_id {
+            return Some(i);
+        }
+    }
+    None
+}
+
+async fn wait_for_leader(cluster: &Cluster, within: Duration) -> Option<(usize, Duration)> {
+    let started = hyperion::runtime::now();
+    while started.elapsed() < within {
+        if let Some(leader) = leader(cluster).await {
+            return Some((leader, started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_loses_no_acknowledged_write() {
+    let mut cluster = start_cluster();
+    let (first, elected_after) = wait_for_leader(&cluster, Duration::from_secs(20))
+        .await
+        .expect("a leader within 20 s of start");
+    eprintln!("first leader: node {} after {elected_after:?}", first + 1);
+    let client = Client::cluster(&cluster.addrs).unwrap();
+
+    // Writes under load: 4 writers, bounded in count and time.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let client = client.clone();
+            hyperion::runtime::spawn(async move {
+                let mut acknowledged = Vec::new();
+                let mut failed = 0;
+                let started = hyperion::runtime::now();
+                for i in 0..150u32 {
+                    if started.elapsed() > Duration::from_secs(30) {
+                        break;
+                    }
+                    let key = format!("w{w}-{i}");
+                    match client.set(key.as_bytes(), key.as_bytes(), 0, 0).await {
+                        Ok(written) => acknowledged.push((key, written.version)),
+                        Err(_) => failed += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (acknowledged, failed)
+            })
+        })
+        .collect();
+
+    // Let the load run, then kill -9 the leader.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut victim = cluster.children[first].take().expect("leader process");
+    victim.kill().expect("kill -9 the leader");
+    victim.wait().expect("reaped");
+    let killed_at = hyperion::runtime::now();
+    let (second, _) = wait_for_leader(&cluster, Duration::from_secs(10))
+        .await
+        .expect("a new leader within 10 s of the kill");
+    let failover = killed_at.elapsed();
+    assert_ne!(second, first);
+    eprintln!(
+        "new leader: node {} {failover:?} after the kill",
+        second + 1
+    );
+
+    let mut acknowledged = Vec::new();
+    let mut failed = 0;
+    for writer in writers {
+        let (acks, fails) = writer.await.expect("writer finished");
+        acknowledged.extend(acks);
+        failed += fails;
+    }
+    eprintln!(
+        "{} writes acknowledged, {failed} failed",
+        acknowledged.len()
+    );
+    assert!(acknowledged.len() >= 300, "the cluster kept taking writes");
+
+    let mut lost = Vec::new();
+    for (key, version) in &acknowledged {
+        let read = client
+            .get(key.as_bytes(), false)
+            .await
+            .expect("linearizable read");
+        if read.status != CacheStatus::Hit as i32
+            || read.version != *version
+            || read.value != key.as_bytes()
+        {
+            lost.push(key.clone());
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {lost:?}",
+        lost.len()
+    );
+}
