@@ -224,6 +224,18 @@ pub enum WalSync {
     EverySec,
 }
 
+/// Deliberately broken behaviours for the simulator's negative controls (the incident's pre-fix
+/// settings, mutation tests). Never set from the environment; always off in production.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FaultInjection {
+    /// Raft core mutations (vote stickiness off, lease validation skipped, ...).
+    pub raft: hyperion_raft::Mutations,
+    /// Serve linearizable reads from whoever believes it leads, without lease or read-index
+    /// (the 2024-12-03 pre-fix behaviour).
+    pub unsafe_leader_reads: bool,
+}
+
 /// A node's whole configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -268,6 +280,11 @@ pub struct Config {
     /// How long an expired entry stays available to `allow_stale` reads before the reaper frees
     /// it (`HYPERION_STALE_GRACE_MS`).
     pub stale_grace_ms: u64,
+    /// The system-of-record client (`HYPERION_DB_*`; used when `COCKROACH_DSN` is set).
+    pub database: DatabaseConfig,
+    /// Simulator-only fault injection; see [`FaultInjection`].
+    #[doc(hidden)]
+    pub faults: FaultInjection,
 }
 
 impl Config {
@@ -495,6 +512,8 @@ impl Config {
                 .unwrap_or(DEFAULT_STALE_GRACE_MS),
         };
 
+        let database = DatabaseConfig::from_vars(&vars)?;
+
         Ok(Config {
             node_id,
             listen_addr,
@@ -515,6 +534,8 @@ impl Config {
             dev_mode,
             stagger_ttl,
             stale_grace_ms,
+            database,
+            faults: FaultInjection::default(),
         })
     }
 
@@ -684,6 +705,135 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
         .take(max)
         .read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// Default database pool size: connections per node, also the cap on its concurrent queries.
+pub const DEFAULT_DB_POOL_SIZE: usize = 16;
+/// Largest pool per node: every node's pool counts against the database's connection limit.
+pub const DB_POOL_SIZE_MAX: u64 = 1024;
+/// Default bound on one database call (waiting for a connection plus the query).
+pub const DEFAULT_DB_QUERY_TIMEOUT_MS: u64 = 2_000;
+/// Default bound on opening one connection (TCP, TLS, authentication).
+pub const DEFAULT_DB_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Default bound on the start-up warm-up (prove a connection, migrate the schema).
+pub const DEFAULT_DB_WARMUP_TIMEOUT_MS: u64 = 10_000;
+/// Upper bound for the database timeouts: ten minutes.
+const DB_TIMEOUT_MS_MAX: u64 = 600_000;
+
+/// The system-of-record client's settings (used when `COCKROACH_DSN` is set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// `HYPERION_DB_POOL_SIZE`: connections per node and cap on concurrent queries.
+    pub pool_size: usize,
+    /// `HYPERION_DB_PASSWORD_FILE`: the password, from a file (never from an env value).
+    pub password_file: Option<PathBuf>,
+    /// `HYPERION_DB_CA_FILE`: PEM CA certificates for `sslmode=verify-full`.
+    pub ca_file: Option<PathBuf>,
+    /// `HYPERION_DB_QUERY_TIMEOUT_MS`: bound on one call.
+    pub query_timeout_ms: u64,
+    /// `HYPERION_DB_CONNECT_TIMEOUT_MS`: bound on opening one connection.
+    pub connect_timeout_ms: u64,
+    /// `HYPERION_DB_WARMUP_TIMEOUT_MS`: bound on the start-up warm-up.
+    pub warmup_timeout_ms: u64,
+    /// `HYPERION_DB_START_MODE`: `require` (default: exit if the database is unreachable at
+    /// start) or `degraded` (serve cache-only, report it in health, keep trying).
+    pub start_mode: crate::db::DbStartMode,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            pool_size: DEFAULT_DB_POOL_SIZE,
+            password_file: None,
+            ca_file: None,
+            query_timeout_ms: DEFAULT_DB_QUERY_TIMEOUT_MS,
+            connect_timeout_ms: DEFAULT_DB_CONNECT_TIMEOUT_MS,
+            warmup_timeout_ms: DEFAULT_DB_WARMUP_TIMEOUT_MS,
+            start_mode: crate::db::DbStartMode::Require,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    fn from_vars(vars: &Vars<'_>) -> Result<DatabaseConfig, ConfigError> {
+        let defaults = DatabaseConfig::default();
+        let pool_size = vars
+            .positive("HYPERION_DB_POOL_SIZE", 1, DB_POOL_SIZE_MAX)?
+            .map_or(defaults.pool_size, |n| n as usize);
+        let readable_file = |name: &str| -> Result<Option<PathBuf>, ConfigError> {
+            let Some(path) = vars.get(name).map(PathBuf::from) else {
+                return Ok(None);
+            };
+            std::fs::File::open(&path).map_err(|e| {
+                ConfigError::new(name, format!("cannot read {}: {e}", path.display()))
+            })?;
+            Ok(Some(path))
+        };
+        let password_file = readable_file("HYPERION_DB_PASSWORD_FILE")?;
+        let ca_file = readable_file("HYPERION_DB_CA_FILE")?;
+        let query_timeout_ms = vars
+            .positive("HYPERION_DB_QUERY_TIMEOUT_MS", 1, DB_TIMEOUT_MS_MAX)?
+            .unwrap_or(defaults.query_timeout_ms);
+        let connect_timeout_ms = vars
+            .positive("HYPERION_DB_CONNECT_TIMEOUT_MS", 1, DB_TIMEOUT_MS_MAX)?
+            .unwrap_or(defaults.connect_timeout_ms);
+        let warmup_timeout_ms = vars
+            .positive("HYPERION_DB_WARMUP_TIMEOUT_MS", 1, DB_TIMEOUT_MS_MAX)?
+            .unwrap_or(defaults.warmup_timeout_ms.max(query_timeout_ms));
+        if warmup_timeout_ms < query_timeout_ms {
+            return Err(ConfigError::new(
+                "HYPERION_DB_WARMUP_TIMEOUT_MS",
+                format!(
+                    "{warmup_timeout_ms} ms is shorter than one query \
+                     (HYPERION_DB_QUERY_TIMEOUT_MS = {query_timeout_ms} ms)"
+                ),
+            ));
+        }
+        let start_mode = match vars
+            .get("HYPERION_DB_START_MODE")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("require") => crate::db::DbStartMode::Require,
+            Some("degraded") => crate::db::DbStartMode::Degraded,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "HYPERION_DB_START_MODE",
+                    format!("expected require or degraded, got `{other}`"),
+                ))
+            }
+        };
+        Ok(DatabaseConfig {
+            pool_size,
+            password_file,
+            ca_file,
+            query_timeout_ms,
+            connect_timeout_ms,
+            warmup_timeout_ms,
+            start_mode,
+        })
+    }
+
+    /// The client settings these values give (retry and breaker at the product's defaults).
+    pub fn client_config(&self) -> crate::db::DbClientConfig {
+        crate::db::DbClientConfig {
+            max_concurrent_queries: self.pool_size,
+            query_timeout: std::time::Duration::from_millis(self.query_timeout_ms),
+            warmup_timeout: std::time::Duration::from_millis(self.warmup_timeout_ms),
+            ..crate::db::DbClientConfig::default()
+        }
+    }
+
+    /// How to reach the database at `dsn` (`COCKROACH_DSN`).
+    pub fn pg_settings(&self, dsn: &Secret) -> crate::db::PgSettings {
+        crate::db::PgSettings {
+            dsn: dsn.clone(),
+            password_file: self.password_file.clone(),
+            ca_file: self.ca_file.clone(),
+            pool_size: self.pool_size,
+            connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -923,5 +1073,111 @@ mod tests {
     fn unset_and_empty_are_the_same() {
         let config = Config::from_env(&env(&[("HYPERION_CACHE_SIZE_MB", "  ")])).unwrap();
         assert_eq!(config.cache_size_mb, DEFAULT_CACHE_SIZE_MB);
+    }
+}
+
+#[cfg(test)]
+mod database_tests {
+    use super::*;
+    use crate::db::DbStartMode;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_env(&env)
+    }
+
+    #[test]
+    fn database_settings_default_and_parse() {
+        let defaults = config(&[]).unwrap().database;
+        assert_eq!(defaults, DatabaseConfig::default());
+        assert_eq!(defaults.start_mode, DbStartMode::Require);
+        let key = std::env::temp_dir().join(format!("hyperion-db-config-{}", std::process::id()));
+        std::fs::write(&key, "password\n").unwrap();
+        let path = key.to_str().unwrap();
+        let db = config(&[
+            (
+                "COCKROACH_DSN",
+                "postgresql://hyperion@roach:26257/hyperion?sslmode=verify-full",
+            ),
+            ("HYPERION_DB_POOL_SIZE", "8"),
+            ("HYPERION_DB_PASSWORD_FILE", path),
+            ("HYPERION_DB_CA_FILE", path),
+            ("HYPERION_DB_QUERY_TIMEOUT_MS", "250"),
+            ("HYPERION_DB_CONNECT_TIMEOUT_MS", "1000"),
+            ("HYPERION_DB_WARMUP_TIMEOUT_MS", "3000"),
+            ("HYPERION_DB_START_MODE", "Degraded"),
+        ])
+        .unwrap()
+        .database;
+        assert_eq!(db.pool_size, 8);
+        assert_eq!(db.password_file.as_deref(), Some(key.as_path()));
+        assert_eq!(db.start_mode, DbStartMode::Degraded);
+        let client = db.client_config();
+        assert_eq!(client.max_concurrent_queries, 8);
+        assert_eq!(client.query_timeout, std::time::Duration::from_millis(250));
+        let pg = db.pg_settings(&Secret::new(b"postgresql://x@y/z".to_vec()));
+        assert_eq!(pg.connect_timeout, std::time::Duration::from_millis(1000));
+        std::fs::remove_file(&key).unwrap();
+    }
+
+    #[test]
+    fn bad_database_settings_name_the_variable() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "HYPERION_DB_POOL_SIZE",
+                "0",
+                "HYPERION_DB_POOL_SIZE",
+                "1..=1024",
+            ),
+            (
+                "HYPERION_DB_POOL_SIZE",
+                "many",
+                "HYPERION_DB_POOL_SIZE",
+                "`many`",
+            ),
+            (
+                "HYPERION_DB_PASSWORD_FILE",
+                "/nonexistent/pw",
+                "HYPERION_DB_PASSWORD_FILE",
+                "cannot read",
+            ),
+            (
+                "HYPERION_DB_CA_FILE",
+                "/nonexistent/ca.pem",
+                "HYPERION_DB_CA_FILE",
+                "cannot read",
+            ),
+            (
+                "HYPERION_DB_QUERY_TIMEOUT_MS",
+                "0",
+                "HYPERION_DB_QUERY_TIMEOUT_MS",
+                "got 0",
+            ),
+            (
+                "HYPERION_DB_WARMUP_TIMEOUT_MS",
+                "10",
+                "HYPERION_DB_WARMUP_TIMEOUT_MS",
+                "shorter than one query",
+            ),
+            (
+                "HYPERION_DB_START_MODE",
+                "maybe",
+                "HYPERION_DB_START_MODE",
+                "require or degraded",
+            ),
+        ];
+        for (name, value, variable, fragment) in cases {
+            let error = config(&[(name, value)]).expect_err("must be rejected");
+            assert_eq!(&error.variable, variable, "{name}={value}");
+            assert!(error.problem.contains(fragment), "{name}={value}: {error}");
+        }
+        // A long query timeout raises the default warm-up budget with it.
+        let db = config(&[("HYPERION_DB_QUERY_TIMEOUT_MS", "20000")])
+            .unwrap()
+            .database;
+        assert_eq!(db.warmup_timeout_ms, 20_000);
     }
 }

@@ -67,7 +67,10 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
             id: config.node_index as u64 + 1,
             addresses,
         },
-        raft: config.raft.core_config(),
+        raft: hyperion_raft::Config {
+            mutations: config.faults.raft.clone(),
+            ..config.raft.core_config()
+        },
         sync_policy: match config.wal_sync {
             WalSync::Always => SyncPolicy::Always,
             WalSync::EverySec => SyncPolicy::EverySec,
@@ -77,6 +80,7 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
         stagger_ttl: config.stagger_ttl,
         client_caching: config.flags.enable_client_caching,
         stale_grace_ms: config.stale_grace_ms,
+        unsafe_leader_reads: config.faults.unsafe_leader_reads,
     }
 }
 

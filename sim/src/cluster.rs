@@ -108,6 +108,11 @@ impl SimServer {
         lock(&self.replica).as_ref().map(Replica::status)
     }
 
+    /// The replica's applied index and state digest, if the node is running.
+    pub fn state_digest(&self) -> Option<(u64, u64)> {
+        lock(&self.replica).as_ref().map(Replica::state_digest)
+    }
+
     /// A client talking to this node only.
     pub fn client(&self) -> Client {
         Client::new(&self.addr.to_string()).expect("a socket address is a valid endpoint")
@@ -155,12 +160,12 @@ impl SimCluster {
 
     /// Waits (in simulated time) until some node leads; returns its index.
     pub async fn wait_for_leader(&self, within: Duration) -> Option<usize> {
-        let deadline = madsim::time::Instant::now() + within;
+        let deadline = hyperion::runtime::now() + within;
         loop {
             if let Some(leader) = self.leader() {
                 return Some(leader);
             }
-            if madsim::time::Instant::now() >= deadline {
+            if hyperion::runtime::now() >= deadline {
                 return None;
             }
             madsim::time::sleep(Duration::from_millis(10)).await;

@@ -11,8 +11,14 @@
 #![cfg(madsim)]
 
 pub mod cluster;
+pub mod monitor;
+pub mod scenarios;
+pub mod sweep;
+pub mod workload;
 
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod scenario_tests;
 #[cfg(test)]
 mod tests;

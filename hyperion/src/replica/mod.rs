@@ -113,6 +113,9 @@ pub struct RaftStatus {
     pub commit_index: u64,
     pub applied_index: u64,
     pub last_index: u64,
+    /// While this node holds a leader lease: when it ends, in runtime time (the node's own lease
+    /// deadline converted at its clock rate). For the simulator's lease-safety check.
+    pub lease_expires_at: Option<runtime::Instant>,
 }
 
 /// Static description of the cluster, from the configuration.
@@ -151,6 +154,9 @@ pub struct ReplicaConfig {
     pub stagger_ttl: bool,
     pub client_caching: bool,
     pub stale_grace_ms: u64,
+    /// Fault injection: serve linearizable reads without confirming leadership.
+    #[doc(hidden)]
+    pub unsafe_leader_reads: bool,
 }
 
 /// The state machine and what readers need, shared by the loop and handlers.
@@ -158,6 +164,8 @@ struct Machine {
     store: Store,
     /// The largest stamp applied; cluster time never goes behind it.
     applied_stamp_ms: u64,
+    /// The log index of the last entry applied to `store`.
+    applied_index: u64,
 }
 
 struct Shared {
@@ -166,6 +174,7 @@ struct Shared {
     clock: NodeClock,
     membership: Membership,
     client_caching: bool,
+    unsafe_leader_reads: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -264,6 +273,10 @@ impl Replica {
                 leader: self.shared.leader(),
             });
         }
+        if self.shared.unsafe_leader_reads {
+            // Fault injection: believing to lead is taken as proof (the pre-fix bug).
+            return Ok(());
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Input::Read { reply })?;
         answer.await.map_err(|_| ReplicaError::Stopped)?
@@ -308,6 +321,18 @@ impl Replica {
     /// Counters and gauges of the store.
     pub fn stats(&self) -> StoreStats {
         lock(&self.shared.machine).store.stats()
+    }
+
+    /// The applied log index and a digest of the whole state machine at that index, read
+    /// together. Replicas at the same index must have the same digest (state-machine safety;
+    /// the simulator checks it).
+    pub fn state_digest(&self) -> (u64, u64) {
+        use std::hash::{Hash, Hasher};
+        let machine = lock(&self.shared.machine);
+        // SipHash with fixed keys: deterministic across processes and simulation runs.
+        let mut hasher = std::hash::DefaultHasher::new();
+        machine.store.export_snapshot().hash(&mut hasher);
+        (machine.applied_index, hasher.finish())
     }
 
     /// Test support: damages a stored value so the integrity path can be exercised end to end.
@@ -407,6 +432,7 @@ pub fn start(
         store.import_snapshot(&snapshot.data)?;
         applied_stamp_ms = machine_stamp_from_snapshot(&store);
     }
+    let recovered_snapshot_index = recovered.snapshot.as_ref().map_or(0, |s| s.meta.index);
     let membership = config.membership.clone();
     let raft = RaftNode::new(
         membership.id,
@@ -420,11 +446,13 @@ pub fn start(
         machine: Mutex::new(Machine {
             store,
             applied_stamp_ms,
+            applied_index: recovered_snapshot_index,
         }),
         status: Mutex::new(RaftStatus::default()),
         clock,
         membership: membership.clone(),
         client_caching: config.client_caching,
+        unsafe_leader_reads: config.unsafe_leader_reads,
     });
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
     let replica = Replica {
@@ -690,7 +718,7 @@ impl NodeLoop {
         // 4. Install a snapshot from the leader, then apply committed entries.
         if ready.snapshot_install {
             if let Some(snapshot) = &ready.snapshot {
-                self.install_snapshot(&snapshot.data);
+                self.install_snapshot(&snapshot.data, snapshot.meta.index);
             }
         }
         for entry in std::mem::take(&mut ready.committed_entries) {
@@ -719,13 +747,14 @@ impl NodeLoop {
         }
     }
 
-    fn install_snapshot(&mut self, data: &[u8]) {
+    fn install_snapshot(&mut self, data: &[u8], index: u64) {
         let mut machine = lock(&self.shared.machine);
         if let Err(error) = machine.store.import_snapshot(data) {
             // The leader's snapshot is its state machine; a replica that cannot load it cannot
             // continue consistently.
             panic!("cannot install the leader's snapshot: {error}");
         }
+        machine.applied_index = index;
         machine.applied_stamp_ms = machine
             .applied_stamp_ms
             .max(machine.store.max_created_at_ms());
@@ -743,6 +772,16 @@ impl NodeLoop {
     }
 
     fn apply(&mut self, entry: Entry) {
+        {
+            let mut machine = lock(&self.shared.machine);
+            assert!(
+                entry.index > machine.applied_index,
+                "entry {} applied after {}",
+                entry.index,
+                machine.applied_index
+            );
+            machine.applied_index = entry.index;
+        }
         let pending = self.pending_writes.remove(&entry.index);
         let result = match &entry.kind {
             EntryKind::NoOp => None,
@@ -827,6 +866,14 @@ impl NodeLoop {
     }
 
     fn publish_status(&self) {
+        let lease_expires_at = self
+            .raft
+            .lease_valid_until()
+            .filter(|&until| until > self.raft_now_ms)
+            .map(|until| {
+                let remaining = Duration::from_millis(until - self.raft_now_ms);
+                runtime::now() + self.shared.clock.runtime_duration(remaining)
+            });
         let status = RaftStatus {
             role: Some(self.raft.role()),
             term: self.raft.term(),
@@ -834,6 +881,7 @@ impl NodeLoop {
             commit_index: self.raft.commit_index(),
             applied_index: self.raft.applied_index(),
             last_index: self.raft.last_index(),
+            lease_expires_at,
         };
         *lock(&self.shared.status) = status;
     }

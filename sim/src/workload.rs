@@ -1,0 +1,309 @@
+//! Client workloads that record every operation into a [`HistoryRecorder`] for the
+//! linearizability checker.
+//!
+//! Each workload client runs on its own simulated client node. *Cluster* clients use the client
+//! library as applications do (leader discovery, retries of writes that certainly did not
+//! apply); *pinned* clients talk to one server only and never retry, so a node that wrongly
+//! believes it leads is asked directly (how the split-brain incident surfaced).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hyperion::api::{CURRENT_VERSION_METADATA, NOT_APPLIED_METADATA};
+use hyperion::client::{certainly_not_applied, default_retry_policy, Client};
+use hyperion::proto::CacheStatus;
+use hyperion::resilience::RetryPolicy;
+use hyperion::runtime::Instant;
+use hyperion_checker::{ClientId, History, HistoryRecorder, Op, OpId, OpResult, Outcome};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tonic::{Code, Status};
+
+use crate::cluster::{client_node, SimCluster};
+
+/// Most operations one workload records (bounds memory and checking time).
+pub const WORKLOAD_OPS_MAX: usize = 200_000;
+
+/// What the clients do.
+#[derive(Debug, Clone)]
+pub struct WorkloadSpec {
+    /// Clients using the cluster client (leader discovery, retries).
+    pub cluster_clients: usize,
+    /// Clients pinned to one server each (round-robin), without retries.
+    pub pinned_clients: usize,
+    /// Distinct keys: few keys mean contention, which is what finds bugs.
+    pub keys: usize,
+    /// How long clients keep issuing operations (simulated time).
+    pub duration: Duration,
+    /// Percent of operations that are writes (Set/Delete/CAS); the rest are reads.
+    pub write_percent: u32,
+    /// Percent of writes that are deletes.
+    pub delete_percent: u32,
+    /// Percent of writes that are compare-and-set.
+    pub cas_percent: u32,
+    /// Percent of reads that allow stale data.
+    pub stale_read_percent: u32,
+    /// Percent of Sets with a TTL, and its range in ms.
+    pub ttl_percent: u32,
+    pub ttl_ms: (u64, u64),
+    /// Think time between a client's operations, in ms.
+    pub think_ms: (u64, u64),
+    /// Per-attempt deadline of every client.
+    pub deadline: Duration,
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        WorkloadSpec {
+            cluster_clients: 3,
+            pinned_clients: 3,
+            keys: 6,
+            duration: Duration::from_secs(12),
+            write_percent: 40,
+            delete_percent: 10,
+            cas_percent: 20,
+            stale_read_percent: 10,
+            ttl_percent: 20,
+            ttl_ms: (300, 3_000),
+            think_ms: (5, 40),
+            deadline: Duration::from_millis(800),
+        }
+    }
+}
+
+/// Shared recorder plus the simulation's time origin.
+#[derive(Clone)]
+pub struct Recorder {
+    inner: Arc<Mutex<HistoryRecorder>>,
+    origin: Instant,
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        Recorder {
+            inner: Arc::new(Mutex::new(HistoryRecorder::with_max_ops(WORKLOAD_OPS_MAX))),
+            origin: hyperion::runtime::now(),
+        }
+    }
+
+    /// Simulated milliseconds since the workload started.
+    pub fn now_ms(&self) -> u64 {
+        hyperion::runtime::now()
+            .saturating_duration_since(self.origin)
+            .as_millis() as u64
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HistoryRecorder> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn invoke(&self, client: ClientId, op: Op) -> Option<OpId> {
+        let now = self.now_ms();
+        self.lock().invoke(client, op, now).ok()
+    }
+
+    fn complete(&self, id: OpId, outcome: Outcome) {
+        let now = self.now_ms();
+        self.lock()
+            .complete(id, outcome, now)
+            .expect("a recorded operation completes once, after it started");
+    }
+
+    /// The history so far.
+    pub fn history(&self) -> History {
+        self.lock().history().clone()
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new()
+    }
+}
+
+/// How a failed call is recorded: `Fail` if it certainly did not apply, else `Unknown`.
+fn failure_outcome(status: &Status) -> Outcome {
+    match status.code() {
+        Code::FailedPrecondition => {
+            let current = status
+                .metadata()
+                .get(CURRENT_VERSION_METADATA)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            match current {
+                Some(current_version) => Outcome::Ok(OpResult::CasFailed { current_version }),
+                None => Outcome::Unknown,
+            }
+        }
+        Code::InvalidArgument | Code::ResourceExhausted => Outcome::Fail,
+        Code::Unavailable
+            if status.metadata().get(NOT_APPLIED_METADATA).is_some()
+                || certainly_not_applied(status) =>
+        {
+            Outcome::Fail
+        }
+        _ => Outcome::Unknown,
+    }
+}
+
+struct WorkloadClient {
+    id: ClientId,
+    client: Client,
+    spec: WorkloadSpec,
+    recorder: Recorder,
+    rng: ChaCha8Rng,
+    /// Last version this client saw per key (the basis of its compare-and-sets).
+    seen: Vec<u64>,
+    seq: u64,
+}
+
+impl WorkloadClient {
+    fn key(&mut self) -> (usize, Vec<u8>) {
+        let index = self.rng.random_range(0..self.spec.keys);
+        (index, format!("key{index}").into_bytes())
+    }
+
+    async fn step(&mut self) {
+        let (index, key) = self.key();
+        if self.rng.random_range(0..100) < self.spec.write_percent {
+            self.write(index, key).await;
+        } else {
+            self.read(index, key).await;
+        }
+    }
+
+    async fn read(&mut self, index: usize, key: Vec<u8>) {
+        let allow_stale = self.rng.random_range(0..100) < self.spec.stale_read_percent;
+        let Some(id) = self.recorder.invoke(
+            self.id,
+            Op::Get {
+                key: key.clone(),
+                allow_stale,
+            },
+        ) else {
+            return;
+        };
+        let outcome = match self.client.get(&key, allow_stale).await {
+            Ok(response) => match CacheStatus::try_from(response.status) {
+                Ok(CacheStatus::Hit) => {
+                    if !allow_stale {
+                        self.seen[index] = response.version;
+                    }
+                    Outcome::Ok(OpResult::Hit {
+                        value: response.value,
+                        version: response.version,
+                        is_stale: response.is_stale,
+                        ttl_remaining_ms: Some(response.ttl_remaining_ms),
+                    })
+                }
+                Ok(CacheStatus::Miss) => Outcome::Ok(OpResult::Miss),
+                _ => Outcome::Fail,
+            },
+            Err(status) => failure_outcome(&status),
+        };
+        self.recorder.complete(id, outcome);
+    }
+
+    async fn write(&mut self, index: usize, key: Vec<u8>) {
+        self.seq += 1;
+        let roll = self.rng.random_range(0..100);
+        let expected_version = if self.rng.random_range(0..100) < self.spec.cas_percent {
+            self.seen[index]
+        } else {
+            0
+        };
+        if roll < self.spec.delete_percent {
+            let op = Op::Delete {
+                key: key.clone(),
+                expected_version,
+            };
+            let Some(id) = self.recorder.invoke(self.id, op) else {
+                return;
+            };
+            let outcome = match self.client.delete(&key, expected_version).await {
+                Ok(response) => Outcome::Ok(OpResult::Deleted {
+                    existed: response.existed,
+                    version: response.version,
+                }),
+                Err(status) => failure_outcome(&status),
+            };
+            self.recorder.complete(id, outcome);
+            return;
+        }
+        let value = format!("c{}-{}", self.id.0, self.seq).into_bytes();
+        let ttl_ms = if self.rng.random_range(0..100) < self.spec.ttl_percent {
+            self.rng
+                .random_range(self.spec.ttl_ms.0..=self.spec.ttl_ms.1)
+        } else {
+            0
+        };
+        let op = Op::Set {
+            key: key.clone(),
+            value: value.clone(),
+            ttl_ms,
+            expected_version,
+        };
+        let Some(id) = self.recorder.invoke(self.id, op) else {
+            return;
+        };
+        let outcome = match self
+            .client
+            .set(&key, &value, ttl_ms, expected_version)
+            .await
+        {
+            Ok(response) => {
+                self.seen[index] = response.version;
+                Outcome::Ok(OpResult::Written {
+                    version: response.version,
+                    ttl_ms: response.ttl_ms,
+                })
+            }
+            Err(status) => failure_outcome(&status),
+        };
+        self.recorder.complete(id, outcome);
+    }
+}
+
+/// Runs the workload against `cluster` and returns when every client has finished (each stops
+/// issuing after `spec.duration` and finishes its last call within its deadline and retries).
+pub async fn run(cluster: &SimCluster, spec: &WorkloadSpec, recorder: &Recorder, seed: u64) {
+    let total = spec.cluster_clients + spec.pinned_clients;
+    let mut tasks = Vec::with_capacity(total);
+    for c in 0..total {
+        let client = if c < spec.cluster_clients {
+            cluster.client()
+        } else {
+            let server = (c - spec.cluster_clients) % cluster.servers.len();
+            cluster.servers[server].client().with_retry(RetryPolicy {
+                max_attempts: 1,
+                ..default_retry_policy()
+            })
+        }
+        .with_deadline(spec.deadline);
+        let mut worker = WorkloadClient {
+            id: ClientId(c as u64 + 1),
+            client,
+            spec: spec.clone(),
+            recorder: recorder.clone(),
+            rng: ChaCha8Rng::seed_from_u64(
+                seed ^ (c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ),
+            seen: vec![0; spec.keys],
+            seq: 0,
+        };
+        let duration = spec.duration;
+        tasks.push(client_node(c).spawn(async move {
+            let started = hyperion::runtime::now();
+            while started.elapsed() < duration {
+                worker.step().await;
+                let think = worker
+                    .rng
+                    .random_range(worker.spec.think_ms.0..=worker.spec.think_ms.1);
+                madsim::time::sleep(Duration::from_millis(think)).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("workload client finished");
+    }
+}
