@@ -282,6 +282,10 @@ pub struct Config {
     pub stale_grace_ms: u64,
     /// The system-of-record client (`HYPERION_DB_*`; used when `COCKROACH_DSN` is set).
     pub database: DatabaseConfig,
+    /// `HYPERION_JOIN_EXISTING_CLUSTER`: allow a node with an empty data directory to join a
+    /// cluster that already has state (a replaced disk, or a node first started late). It then
+    /// abstains from votes until it has caught up with the leader.
+    pub join_existing_cluster: bool,
     /// Simulator-only fault injection; see [`FaultInjection`].
     #[doc(hidden)]
     pub faults: FaultInjection,
@@ -505,6 +509,9 @@ impl Config {
             ));
         }
         let stagger_ttl = vars.boolean("HYPERION_TTL_STAGGER")?.unwrap_or(false);
+        let join_existing_cluster = vars
+            .boolean("HYPERION_JOIN_EXISTING_CLUSTER")?
+            .unwrap_or(false);
         let stale_grace_ms = match vars.get("HYPERION_STALE_GRACE_MS") {
             Some("0") => 0,
             _ => vars
@@ -535,6 +542,7 @@ impl Config {
             stagger_ttl,
             stale_grace_ms,
             database,
+            join_existing_cluster,
             faults: FaultInjection::default(),
         })
     }

@@ -36,6 +36,88 @@ pub enum StartError {
     DataDir { path: String, problem: String },
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(
+        "HYPERION_DATA_DIR ({path}) holds no Raft state, but the cluster already has state (node \
+         {peer} is at term {term}): this node's data was lost, or it is a new node joining a \
+         running cluster. Starting it with an empty log as if nothing happened could lose \
+         committed writes. To rejoin safely set HYPERION_JOIN_EXISTING_CLUSTER=true: the node \
+         then votes only after it has caught up with the leader (README: Replacing a node)"
+    )]
+    DataLost {
+        path: String,
+        peer: String,
+        term: u64,
+    },
+    #[error("cannot read the Raft state in HYPERION_DATA_DIR: {0}")]
+    Recovery(#[from] hyperion_raft::storage::StorageError),
+}
+
+/// How long a node with an empty data directory asks its peers whether the cluster already has
+/// state, before assuming it is being bootstrapped.
+pub const ADMISSION_ATTEMPTS: u32 = 3;
+/// Deadline of one peer status query at startup.
+pub const ADMISSION_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What the peers say about a cluster this node is joining with an empty log.
+struct ClusterState {
+    /// Highest term any peer reported, and who reported it.
+    term: u64,
+    peer: String,
+    /// The leader's (or, without a known leader, the highest reported) last log index.
+    last_index: u64,
+}
+
+/// Asks every peer for its Raft status; `None` when no peer has any state (a cluster being
+/// bootstrapped) or none answered.
+async fn peer_state(config: &Config) -> Option<ClusterState> {
+    use crate::raft_proto::raft_service_client::RaftServiceClient;
+    use crate::raft_proto::StatusRequest;
+    let membership = replica_config(config).membership;
+    let cluster = membership.cluster_name();
+    let mut best: Option<ClusterState> = None;
+    for attempt in 0..ADMISSION_ATTEMPTS {
+        for (&id, addr) in &membership.addresses {
+            if id == membership.id {
+                continue;
+            }
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            else {
+                continue;
+            };
+            let mut client = RaftServiceClient::new(
+                endpoint
+                    .connect_timeout(ADMISSION_QUERY_TIMEOUT)
+                    .connect_lazy(),
+            );
+            let query = client.status(StatusRequest {
+                cluster: cluster.clone(),
+            });
+            let Ok(Ok(status)) = crate::runtime::timeout(ADMISSION_QUERY_TIMEOUT, query).await
+            else {
+                continue;
+            };
+            let status = status.into_inner();
+            let is_leader = status.leader_id == status.node_id && status.node_id != 0;
+            let better = match &best {
+                None => true,
+                Some(known) => status.term > known.term || is_leader,
+            };
+            if status.term > 0 && better {
+                best = Some(ClusterState {
+                    term: status.term,
+                    peer: addr.clone(),
+                    last_index: status.last_index,
+                });
+            }
+        }
+        if best.is_some() {
+            return best;
+        }
+        if attempt + 1 < ADMISSION_ATTEMPTS {
+            crate::runtime::sleep(ADMISSION_QUERY_TIMEOUT).await;
+        }
+    }
+    None
 }
 
 /// Store settings derived from the node configuration.
@@ -94,29 +176,55 @@ pub struct Server {
 
 impl Server {
     /// Production startup: claims the data directory and recovers the Raft state from it.
-    pub fn bind(config: &Config, clock: NodeClock) -> Result<Server, StartError> {
+    pub async fn bind(config: &Config, clock: NodeClock) -> Result<Server, StartError> {
         prepare_data_dir(&config.data_dir, &config.node_id)?;
         let raft_dir = config.data_dir.join(RAFT_DIR);
         let disk = FileDisk::open(&raft_dir).map_err(|e| StartError::DataDir {
             path: raft_dir.display().to_string(),
             problem: e.to_string(),
         })?;
-        Server::bind_with_disk(config, clock, Box::new(disk))
+        Server::bind_with_disk(config, clock, Box::new(disk)).await
     }
 
     /// Startup on a given disk (the simulator's crashable disk). Validates the configuration
     /// against this build, recovers the replica and binds the gRPC address (port 0 picks a free
     /// port; see [`Server::local_addr`]).
-    pub fn bind_with_disk(
+    ///
+    /// A node whose data directory is empty while its peers already have state (lost data, or a
+    /// node started late) refuses to start unless `join_existing_cluster` is set; then it
+    /// abstains from votes until it has caught up.
+    pub async fn bind_with_disk(
         config: &Config,
         clock: NodeClock,
-        disk: Box<dyn Disk + Send>,
+        mut disk: Box<dyn Disk + Send>,
     ) -> Result<Server, StartError> {
         if config.database_dsn.is_some() {
             return Err(StartError::DatabaseNotSupported);
         }
+        let recovered = hyperion_raft::storage::recover(&mut *disk)?;
+        let fresh = recovered.hard_state.term == 0
+            && recovered.snapshot.is_none()
+            && recovered.entries.is_empty();
+        let mut abstain_until = None;
+        if fresh && config.cluster_nodes.len() > 1 {
+            if let Some(state) = peer_state(config).await {
+                if !config.join_existing_cluster {
+                    return Err(StartError::DataLost {
+                        path: config.data_dir.display().to_string(),
+                        peer: state.peer,
+                        term: state.term,
+                    });
+                }
+                tracing::warn!(
+                    term = state.term,
+                    catch_up_to = state.last_index,
+                    "joining an existing cluster with an empty log; not voting until caught up"
+                );
+                abstain_until = Some(state.last_index);
+            }
+        }
         let listener = GrpcListener::bind(config.listen_addr)?;
-        let replica = replica::start(replica_config(config), clock, disk)?;
+        let replica = replica::start(replica_config(config), clock, disk, abstain_until)?;
         if config.dev_mode {
             tracing::warn!(
                 "DEVELOPMENT MODE: plaintext gRPC on loopback and a built-in integrity key; \

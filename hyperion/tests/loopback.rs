@@ -50,6 +50,7 @@ fn loopback_config() -> Config {
 async fn start(config: Config, limits: RateLimits) -> Running {
     let config_dir = config.data_dir.clone();
     let server = Server::bind(&config, NodeClock::system())
+        .await
         .expect("server binds")
         .with_rate_limits(limits);
     let addr = server.local_addr();

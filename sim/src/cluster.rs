@@ -61,7 +61,10 @@ pub struct SimServer {
     pub addr: SocketAddr,
     pub clock: NodeClock,
     pub disk: SimDisk,
+    /// The configuration the next (re)start uses.
+    pub config: Arc<Mutex<Config>>,
     replica: Arc<Mutex<Option<Replica>>>,
+    start_error: Arc<Mutex<Option<String>>>,
 }
 
 impl SimServer {
@@ -71,21 +74,37 @@ impl SimServer {
         let clock = NodeClock::starting_at_ms(SIM_EPOCH_MS);
         let disk = SimDisk::new(disk_seed);
         let replica = Arc::new(Mutex::new(None));
+        let start_error = Arc::new(Mutex::new(None));
         let addr = config.listen_addr;
-        let (node_clock, node_disk, node_replica) =
-            (clock.clone(), disk.clone(), Arc::clone(&replica));
+        let name = config.node_id.clone();
+        let config = Arc::new(Mutex::new(config));
+        let (node_clock, node_disk) = (clock.clone(), disk.clone());
+        let (node_replica, node_error, node_config) = (
+            Arc::clone(&replica),
+            Arc::clone(&start_error),
+            Arc::clone(&config),
+        );
         let handle = Handle::current()
             .create_node()
-            .name(config.node_id.clone())
+            .name(name)
             .ip(addr.ip())
             .init(move || {
-                let config = config.clone();
+                let config = lock(&node_config).clone();
                 let clock = node_clock.clone();
                 let disk = node_disk.clone();
                 let slot = Arc::clone(&node_replica);
+                let error_slot = Arc::clone(&node_error);
                 async move {
-                    let server = Server::bind_with_disk(&config, clock, Box::new(disk))
-                        .expect("simulated server starts");
+                    let server = match Server::bind_with_disk(&config, clock, Box::new(disk)).await
+                    {
+                        Ok(server) => server,
+                        Err(error) => {
+                            // As a real process would: report and stop (the node stays down).
+                            *lock(&error_slot) = Some(error.to_string());
+                            return;
+                        }
+                    };
+                    *lock(&error_slot) = None;
                     *lock(&slot) = Some(server.replica());
                     server
                         .serve(std::future::pending())
@@ -99,8 +118,15 @@ impl SimServer {
             addr,
             clock,
             disk,
+            config,
             replica,
+            start_error,
         }
+    }
+
+    /// Why the last start failed, if it did.
+    pub fn start_error(&self) -> Option<String> {
+        lock(&self.start_error).clone()
     }
 
     /// The replica's Raft status, if the node is running.

@@ -77,8 +77,14 @@ pub struct Snapshot {
     pub data: Vec<u8>,
 }
 
+/// `AppendReject::rejected_prev_index` of a follower whose log ends before what the leader
+/// believes it holds: its durable state was lost (an empty data directory after a disk loss, or
+/// a power loss under `EverySec`). Sent in answer to a heartbeat; the leader then forgets the
+/// follower's match index and replicates from `conflict_index` again.
+pub const LOG_LOST: u64 = u64::MAX;
+
 /// Why a follower rejected an AppendEntries, with the hint for fast back-off (§5.3, the
-/// "conflicting term" optimisation).
+/// "conflicting term" optimisation), or reported a lost log ([`LOG_LOST`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendReject {
     /// The `prev_log_index` of the rejected request (lets the leader discard stale rejects).

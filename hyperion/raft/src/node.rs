@@ -319,6 +319,9 @@ pub struct RaftNode {
     election_deadline_ms: u64,
     last_heard_leader_ms: Option<u64>,
     sticky_until_ms: u64,
+    /// Rejoin after data loss: neither vote nor campaign until the commit index reaches this
+    /// (see [`RaftNode::abstain_until`]).
+    abstain_until_commit: Option<u64>,
     votes: BTreeMap<NodeId, bool>,
 
     progress: BTreeMap<NodeId, Progress>,
@@ -412,6 +415,7 @@ impl RaftNode {
             applied: snap_index,
             snapshot,
             election_deadline_ms: 0,
+            abstain_until_commit: None,
             last_heard_leader_ms: None,
             sticky_until_ms: now_ms,
             votes: BTreeMap::new(),
@@ -589,9 +593,27 @@ impl RaftNode {
             if now_ms >= self.next_heartbeat_ms {
                 self.start_round();
             }
+        } else if self.abstaining() {
+            self.reset_election_deadline();
         } else if now_ms >= self.election_deadline_ms {
             self.start_pre_vote();
         }
+    }
+
+    /// A node that lost its durable state (an empty data directory) may have acknowledged
+    /// entries that are now held by fewer than a majority. Until its log is committed up to
+    /// `index` — the leader's last index when it rejoined, which covers everything it can have
+    /// acknowledged — it grants no vote and starts no election, so it cannot help elect a
+    /// leader that lacks those entries (§3.8 relies on durable acknowledgements). It still
+    /// replicates, so the majority holding them is restored.
+    pub fn abstain_until(&mut self, index: u64) {
+        self.abstain_until_commit = Some(index);
+    }
+
+    /// Whether the node is still abstaining (see [`RaftNode::abstain_until`]).
+    pub fn abstaining(&self) -> bool {
+        self.abstain_until_commit
+            .is_some_and(|index| self.log.commit < index)
     }
 
     /// Processes one message (using the time of the latest tick).
@@ -699,9 +721,25 @@ impl RaftNode {
                 round,
             } => {
                 self.follow(from);
-                let commit = leader_commit.min(self.log.last_index());
+                let last_index = self.log.last_index();
+                let commit = leader_commit.min(last_index);
                 self.log.commit_to(commit);
                 self.send(from, MessageBody::HeartbeatResponse { round });
+                if leader_commit > last_index {
+                    // The leader's hint is min(commit, our match index): we acknowledged
+                    // entries we no longer hold. Ask it to replicate them again.
+                    self.send(
+                        from,
+                        MessageBody::AppendResponse {
+                            result: Err(AppendReject {
+                                rejected_prev_index: crate::message::LOG_LOST,
+                                conflict_term: None,
+                                conflict_index: last_index + 1,
+                            }),
+                            round,
+                        },
+                    );
+                }
             }
             MessageBody::InstallSnapshot { snapshot, round } => {
                 self.follow(from);
@@ -1103,7 +1141,7 @@ impl RaftNode {
         // §5.4.1: the candidate's log must be at least as up to date as ours.
         let up_to_date =
             (last_log_term, last_log_index) >= (self.log.last_term(), self.log.last_index());
-        let granted = !sticky && can_vote && up_to_date;
+        let granted = !sticky && can_vote && up_to_date && !self.abstaining();
         if pre_vote {
             let reply_term = if granted { term } else { self.term };
             self.send_with_term(from, reply_term, MessageBody::PreVoteResponse { granted });
@@ -1407,6 +1445,14 @@ impl RaftNode {
                 self.maybe_commit();
                 self.maybe_send_timeout_now();
                 self.send_appends_to(from, false);
+            }
+            Err(reject) if reject.rejected_prev_index == crate::message::LOG_LOST => {
+                // The follower lost entries it had acknowledged: forget its match index (lower
+                // is always safe for commit counting) and replicate from where its log ends.
+                if reject.conflict_index <= p.match_index {
+                    p.match_index = reject.conflict_index - 1;
+                    self.reprobe(from, reject.conflict_index);
+                }
             }
             Err(reject) => {
                 let (match_index, next_index, state) = (p.match_index, p.next_index, p.state);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hyperion::config::Config;
 use hyperion::runtime::{self, NodeClock};
-use hyperion::server::{prepare_data_dir, Server};
+use hyperion::server::Server;
 
 /// Hyperion: a Raft-replicated, gRPC-fronted in-memory cache.
 ///
@@ -67,11 +67,7 @@ async fn main() -> ExitCode {
                 "starting hyperion {}",
                 env!("CARGO_PKG_VERSION")
             );
-            if let Err(error) = prepare_data_dir(&config.data_dir, &config.node_id) {
-                eprintln!("hyperion: {error}");
-                return ExitCode::from(2);
-            }
-            let server = match Server::bind(&config, NodeClock::system()) {
+            let server = match Server::bind(&config, NodeClock::system()).await {
                 Ok(server) => server,
                 Err(error) => {
                     eprintln!("hyperion: cannot start: {error}");

@@ -417,10 +417,14 @@ struct NodeLoop {
 
 /// Starts a replica: recovers its state from `disk`, and spawns the node loop and one sender
 /// task per peer. Returns the handle for request handlers.
+/// `abstain_until`: for a node rejoining with an empty data directory, the leader's last index;
+/// the node grants no votes until it has committed that far (see
+/// [`RaftNode::abstain_until`]).
 pub fn start(
     config: ReplicaConfig,
     clock: NodeClock,
     disk: Box<dyn Disk + Send>,
+    abstain_until: Option<u64>,
 ) -> Result<Replica, ReplicaStartError> {
     let now_ms = clock.monotonic_ms();
     let (storage, recovered) = Storage::open(BoxedDisk(disk), config.sync_policy, now_ms)?;
@@ -434,7 +438,7 @@ pub fn start(
     }
     let recovered_snapshot_index = recovered.snapshot.as_ref().map_or(0, |s| s.meta.index);
     let membership = config.membership.clone();
-    let raft = RaftNode::new(
+    let mut raft = RaftNode::new(
         membership.id,
         membership.voters(),
         config.raft.clone(),
@@ -442,6 +446,9 @@ pub fn start(
         recovered,
         now_ms,
     )?;
+    if let Some(index) = abstain_until {
+        raft.abstain_until(index);
+    }
     let shared = Arc::new(Shared {
         machine: Mutex::new(Machine {
             store,

@@ -226,6 +226,15 @@ impl SimDisk {
         }
     }
 
+    /// A lost or replaced disk: every file is gone (the node restarts with an empty data
+    /// directory).
+    pub fn wipe(&self) {
+        let mut st = self.lock();
+        st.files.clear();
+        st.names.clear();
+        st.durable_names.clear();
+    }
+
     /// Number of `sync` calls so far (for tests and cost accounting).
     pub fn sync_count(&self) -> u64 {
         self.lock().syncs
