@@ -76,7 +76,17 @@ pub struct RaftTiming {
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
     pub lease_duration_ms: u64,
+    /// Applied entries kept in the log before a snapshot compacts them
+    /// (`HYPERION_RAFT_SNAPSHOT_ENTRIES`).
+    pub snapshot_entries: u64,
 }
+
+/// Default log length between snapshots.
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
+/// Bounds of `HYPERION_RAFT_SNAPSHOT_ENTRIES`: snapshots copy the whole cache, so not too often;
+/// the log is kept in memory until compacted, so not too rarely.
+pub const SNAPSHOT_ENTRIES_MIN: u64 = 10;
+pub const SNAPSHOT_ENTRIES_MAX: u64 = 10_000_000;
 
 /// Raft's clock granularity: how often the node loop ticks the core. Bounded by the heartbeat.
 pub const RAFT_TICK_MS_MAX: u64 = 10;
@@ -89,6 +99,7 @@ impl RaftTiming {
             heartbeat_ms: self.heartbeat_ms,
             election_timeout_ms: self.election_timeout_ms,
             lease_duration_ms: self.lease_duration_ms,
+            compaction_threshold_entries: self.snapshot_entries,
             ..hyperion_raft::Config::default()
         }
     }
@@ -100,6 +111,7 @@ impl Default for RaftTiming {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             election_timeout_ms: DEFAULT_HEARTBEAT_MS * ELECTION_TIMEOUT_HEARTBEATS,
             lease_duration_ms: DEFAULT_LEASE_MS,
+            snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
         }
     }
 }
@@ -429,10 +441,18 @@ impl Config {
             ));
         }
 
+        let snapshot_entries = vars
+            .positive(
+                "HYPERION_RAFT_SNAPSHOT_ENTRIES",
+                SNAPSHOT_ENTRIES_MIN,
+                SNAPSHOT_ENTRIES_MAX,
+            )?
+            .unwrap_or(DEFAULT_SNAPSHOT_ENTRIES);
         let raft = RaftTiming {
             heartbeat_ms,
             election_timeout_ms,
             lease_duration_ms,
+            snapshot_entries,
         };
         if let Err(error) = raft.core_config().validate() {
             let variable = match error.field {

@@ -106,24 +106,29 @@ fn c_partition_as_long_as_the_election_timeout() {
     );
 }
 
-/// (d) Every node restarts in turn (a rolling restart), leader included.
+fn frequent_snapshots(config: &mut Config) {
+    // Compaction every 100 entries: restarted nodes recover from snapshots, and followers that
+    // fell behind receive InstallSnapshot.
+    config.raft.snapshot_entries = 100;
+}
+
+/// (d) Every node restarts in turn (a rolling restart), leader included, with frequent snapshots.
 #[test]
 fn d_restart_every_node_in_turn() {
     sweep(
         "scenario_tests::d_restart_every_node_in_turn",
         SEEDS,
         |seed| {
-            expect_clean(
-                scenario(faults(|cluster, seed| async move {
-                    for node in 0..cluster.servers.len() {
-                        sleep_ms(draw_ms(seed, node as u64, 1_000, 2_500)).await;
-                        cluster.kill(node);
-                        sleep_ms(draw_ms(seed, 10 + node as u64, 200, 1_500)).await;
-                        cluster.restart(node);
-                    }
-                })),
-                seed,
-            )
+            let mut scenario = scenario(faults(|cluster, seed| async move {
+                for node in 0..cluster.servers.len() {
+                    sleep_ms(draw_ms(seed, node as u64, 1_000, 2_500)).await;
+                    cluster.kill(node);
+                    sleep_ms(draw_ms(seed, 10 + node as u64, 200, 1_500)).await;
+                    cluster.restart(node);
+                }
+            }));
+            scenario.tweak = frequent_snapshots;
+            expect_clean(scenario, seed)
         },
     );
 }
