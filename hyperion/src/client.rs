@@ -67,13 +67,34 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+#[derive(Clone)]
 struct Node {
     addr: String,
     stub: CacheServiceClient<Channel>,
 }
 
+impl Node {
+    fn new(addr: &str) -> Result<Node, ClientError> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|source| ClientError::Address {
+                addr: addr.to_string(),
+                source,
+            })?
+            .connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        let stub = CacheServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        Ok(Node {
+            addr: addr.to_string(),
+            stub,
+        })
+    }
+}
+
 struct Shared {
-    nodes: Vec<Node>,
+    /// Known nodes: the configured ones, plus leaders learned from redirects (up to
+    /// [`NODES_MAX`]).
+    nodes: Mutex<Vec<Node>>,
     /// Index of the node believed to lead.
     leader: Mutex<usize>,
     breaker: Option<Mutex<CircuitBreaker>>,
@@ -91,7 +112,8 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let addrs: Vec<&str> = self.shared.nodes.iter().map(|n| n.addr.as_str()).collect();
+        let nodes = lock(&self.shared.nodes);
+        let addrs: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
         f.debug_struct("Client")
             .field("nodes", &addrs)
             .field("deadline", &self.deadline)
@@ -117,23 +139,13 @@ impl Client {
         if addrs.is_empty() || addrs.len() > NODES_MAX {
             return Err(ClientError::NodeCount(addrs.len()));
         }
-        let mut nodes = Vec::with_capacity(addrs.len());
-        for addr in addrs {
-            let addr = normalize(addr);
-            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|source| ClientError::Address {
-                    addr: addr.clone(),
-                    source,
-                })?
-                .connect_timeout(DEFAULT_CONNECT_TIMEOUT);
-            let stub = CacheServiceClient::new(endpoint.connect_lazy())
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX);
-            nodes.push(Node { addr, stub });
-        }
+        let nodes = addrs
+            .iter()
+            .map(|addr| Node::new(&normalize(addr)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Client {
             shared: Arc::new(Shared {
-                nodes,
+                nodes: Mutex::new(nodes),
                 leader: Mutex::new(0),
                 breaker: Some(Mutex::new(CircuitBreaker::new(BreakerConfig::product()))),
                 rng: Mutex::new(runtime::seeded_rng()),
@@ -159,15 +171,7 @@ impl Client {
     /// Replaces the circuit breaker (`None` disables it). Clones made before share the old one.
     pub fn with_breaker(mut self, breaker: Option<BreakerConfig>) -> Client {
         let shared = Shared {
-            nodes: self
-                .shared
-                .nodes
-                .iter()
-                .map(|n| Node {
-                    addr: n.addr.clone(),
-                    stub: n.stub.clone(),
-                })
-                .collect(),
+            nodes: Mutex::new(lock(&self.shared.nodes).clone()),
             leader: Mutex::new(*lock(&self.shared.leader)),
             breaker: breaker.map(|config| Mutex::new(CircuitBreaker::new(config))),
             rng: Mutex::new(runtime::seeded_rng()),
@@ -177,8 +181,10 @@ impl Client {
     }
 
     /// The address of the node the client currently believes leads.
-    pub fn leader_hint(&self) -> &str {
-        &self.shared.nodes[*lock(&self.shared.leader)].addr
+    pub fn leader_hint(&self) -> String {
+        lock(&self.shared.nodes)[*lock(&self.shared.leader)]
+            .addr
+            .clone()
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
@@ -187,15 +193,26 @@ impl Client {
         request
     }
 
-    /// Learns from a failure where to send the next attempt.
+    /// Learns from a failure where to send the next attempt: the hinted leader (added to the
+    /// known nodes if new), or the next known node.
     fn redirect(&self, tried: usize, status: &Status) {
+        let mut nodes = lock(&self.shared.nodes);
         let hinted = status
             .metadata()
             .get(LEADER_METADATA)
             .and_then(|value| value.to_str().ok())
             .map(normalize)
-            .and_then(|addr| self.shared.nodes.iter().position(|n| n.addr == addr));
-        let next = hinted.unwrap_or((tried + 1) % self.shared.nodes.len());
+            .and_then(|addr| match nodes.iter().position(|n| n.addr == addr) {
+                Some(known) => Some(known),
+                None if nodes.len() < NODES_MAX => {
+                    let node = Node::new(&addr).ok()?;
+                    nodes.push(node);
+                    Some(nodes.len() - 1)
+                }
+                None => None,
+            });
+        let next = hinted.unwrap_or((tried + 1) % nodes.len());
+        drop(nodes);
         let mut leader = lock(&self.shared.leader);
         if *leader == tried {
             *leader = next;
@@ -220,7 +237,7 @@ impl Client {
             },
             None => None,
         };
-        let stub = self.shared.nodes[node].stub.clone();
+        let stub = lock(&self.shared.nodes)[node].stub.clone();
         let result = runtime::timeout(self.deadline, call(stub))
             .await
             .unwrap_or_else(|_| {

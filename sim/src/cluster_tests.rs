@@ -88,8 +88,12 @@ async fn a_follower_redirects_to_the_leader() {
             ..hyperion::client::default_retry_policy()
         });
     let leader_addr = cluster.servers[leader].addr.to_string();
+    // A client that only knows the follower learns the leader from the redirect.
+    let learning = cluster.servers[follower].client();
     client_node(0)
         .spawn(async move {
+            learning.set(b"learned", b"v", 0, 0).await.unwrap();
+            assert_eq!(learning.leader_hint(), leader_addr);
             let refused = direct.set(b"k", b"v", 0, 0).await.unwrap_err();
             assert_eq!(refused.code(), tonic::Code::Unavailable);
             let hint = refused
