@@ -22,8 +22,8 @@ use tonic::{Request, Response, Status};
 use crate::limits::{Endpoint, RateLimiter, Throttled};
 use crate::proto::cache_service_server::CacheService;
 use crate::proto::{
-    BatchGetRequest, DeleteRequest, DeleteResponse, GetRequest, GetResponse, SetRequest,
-    SetResponse,
+    BatchGetRequest, CacheStatus, DeleteRequest, DeleteResponse, GetRequest, GetResponse,
+    SetRequest, SetResponse,
 };
 use crate::replica::{Replica, ReplicaError, WriteOutcome, WriteRequest};
 use crate::runtime;
@@ -168,6 +168,7 @@ fn replica_error_status(error: ReplicaError) -> Status {
             | ReplicaError::WriteDropped
             | ReplicaError::Overloaded
             | ReplicaError::Stopped
+            | ReplicaError::RecordBehind(_)
     );
     let mut status = replica_error_status_inner(error);
     if not_applied {
@@ -210,6 +211,7 @@ fn replica_error_status_inner(error: ReplicaError) -> Status {
             Status::unavailable("this node has too many queued requests; retry with backoff")
         }
         ReplicaError::Stopped => Status::unavailable("this node is shutting down"),
+        ReplicaError::RecordBehind(reason) => Status::unavailable(reason),
         ReplicaError::Store(error) => store_error_status(error),
     }
 }
@@ -246,10 +248,20 @@ impl CacheService for CacheApi {
         let request = request.into_inner();
         validate_key("key", &request.key)?;
         let timeout = read_timeout(request.timeout_ms)?;
+        let started = runtime::now();
         self.read_barrier(request.allow_stale, timeout).await?;
-        Ok(Response::new(
-            self.replica.read_local(&request.key, request.allow_stale),
-        ))
+        let response = self.replica.read_local(&request.key, request.allow_stale);
+        if request.allow_stale || response.status != CacheStatus::Miss as i32 {
+            return Ok(Response::new(response));
+        }
+        // A linearizable miss on the leader: read through to the system of record, within
+        // what is left of the read's time budget.
+        let left = timeout.saturating_sub(started.elapsed());
+        match runtime::timeout(left, self.replica.read_through(&request.key)).await {
+            Ok(Some(filled)) => Ok(Response::new(filled)),
+            Ok(None) => Ok(Response::new(response)),
+            Err(_) => Err(deadline_exceeded(timeout)),
+        }
     }
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {

@@ -249,6 +249,10 @@ impl Client {
         if let (Some(breaker), Some(ticket)) = (&self.shared.breaker, ticket) {
             let mut breaker = lock(breaker);
             match &result {
+                // A redirect is routing, not a failure: the node answered and named the leader.
+                Err(status) if status.metadata().get(LEADER_METADATA).is_some() => {
+                    breaker.record_abandoned(ticket)
+                }
                 Err(status) if is_transient(status) => {
                     breaker.record_failure(ticket, runtime::now())
                 }

@@ -766,7 +766,18 @@ pub struct DatabaseConfig {
     /// `HYPERION_DB_START_MODE`: `require` (default: exit if the database is unreachable at
     /// start) or `degraded` (serve cache-only, report it in health, keep trying).
     pub start_mode: crate::db::DbStartMode,
+    /// `HYPERION_DB_NEGATIVE_CACHE_MS`: how long the leader remembers that the database has no
+    /// row for a key, so repeated misses do not query it again (0 = never remember).
+    pub negative_cache_ms: u64,
+    /// `HYPERION_DB_BACKLOG_MB`: most unwritten mutations (keys + values) the cluster holds for
+    /// the database; beyond it writes are refused until the database catches up.
+    pub backlog_mb: u64,
 }
+
+/// Default negative-cache lifetime.
+pub const DEFAULT_DB_NEGATIVE_CACHE_MS: u64 = 1_000;
+/// Default write-behind backlog bound.
+pub const DEFAULT_DB_BACKLOG_MB: u64 = 256;
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
@@ -778,6 +789,8 @@ impl Default for DatabaseConfig {
             connect_timeout_ms: DEFAULT_DB_CONNECT_TIMEOUT_MS,
             warmup_timeout_ms: DEFAULT_DB_WARMUP_TIMEOUT_MS,
             start_mode: crate::db::DbStartMode::Require,
+            negative_cache_ms: DEFAULT_DB_NEGATIVE_CACHE_MS,
+            backlog_mb: DEFAULT_DB_BACKLOG_MB,
         }
     }
 }
@@ -831,6 +844,15 @@ impl DatabaseConfig {
                 ))
             }
         };
+        let negative_cache_ms = match vars.get("HYPERION_DB_NEGATIVE_CACHE_MS") {
+            Some("0") => 0,
+            _ => vars
+                .positive("HYPERION_DB_NEGATIVE_CACHE_MS", 1, DB_TIMEOUT_MS_MAX)?
+                .unwrap_or(defaults.negative_cache_ms),
+        };
+        let backlog_mb = vars
+            .positive("HYPERION_DB_BACKLOG_MB", 1, 1 << 20)?
+            .unwrap_or(defaults.backlog_mb);
         Ok(DatabaseConfig {
             pool_size,
             password_file,
@@ -839,6 +861,8 @@ impl DatabaseConfig {
             connect_timeout_ms,
             warmup_timeout_ms,
             start_mode,
+            negative_cache_ms,
+            backlog_mb,
         })
     }
 

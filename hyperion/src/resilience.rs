@@ -634,9 +634,9 @@ mod tests {
         )
         .await;
         assert_eq!((result, calls), (Err("slow"), 3));
+        // Slept 100 + 200 and stopped before 400 (simulated timers may fire a hair late).
         let elapsed = runtime::now() - start;
-        assert!(elapsed <= ms(500), "{elapsed:?}");
-        assert_eq!(elapsed, ms(300), "slept 100 + 200 and stopped before 400");
+        assert!(ms(300) <= elapsed && elapsed < ms(305), "{elapsed:?}");
     }
 
     fn breaker_config() -> BreakerConfig {

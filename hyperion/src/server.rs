@@ -16,6 +16,7 @@ use hyperion_store::{EvictionPolicy, IntegrityKey, StoreConfig};
 use crate::api::CacheApi;
 use crate::config::{Config, WalSync};
 use crate::limits::{RateLimiter, RateLimits};
+use crate::replica::record::SystemOfRecord;
 use crate::replica::transport::RaftApi;
 use crate::replica::{self, Membership, Replica, ReplicaConfig, ReplicaStartError};
 use crate::runtime::{GrpcListener, NodeClock, ServeError};
@@ -28,8 +29,8 @@ pub const RAFT_DIR: &str = "raft";
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("COCKROACH_DSN: this build has no database client yet; unset it to run cache-only")]
-    DatabaseNotSupported,
+    #[error("COCKROACH_DSN: {0}")]
+    Database(#[from] crate::db::DbError),
     #[error(transparent)]
     Replica(#[from] ReplicaStartError),
     #[error("HYPERION_DATA_DIR ({path}): {problem}")]
@@ -163,6 +164,9 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
         client_caching: config.flags.enable_client_caching,
         stale_grace_ms: config.stale_grace_ms,
         unsafe_leader_reads: config.faults.unsafe_leader_reads,
+        record: None,
+        negative_cache_ms: config.database.negative_cache_ms,
+        backlog_bytes_max: config.database.backlog_mb * 1024 * 1024,
     }
 }
 
@@ -183,7 +187,17 @@ impl Server {
             path: raft_dir.display().to_string(),
             problem: e.to_string(),
         })?;
-        Server::bind_with_disk(config, clock, Box::new(disk)).await
+        let record = connect_database(config).await?;
+        Server::start(config, clock, Box::new(disk), record).await
+    }
+
+    /// Startup on a given disk without a system of record (the simulator's cache-only nodes).
+    pub async fn bind_with_disk(
+        config: &Config,
+        clock: NodeClock,
+        disk: Box<dyn Disk + Send>,
+    ) -> Result<Server, StartError> {
+        Server::start(config, clock, disk, None).await
     }
 
     /// Startup on a given disk (the simulator's crashable disk). Validates the configuration
@@ -193,14 +207,12 @@ impl Server {
     /// A node whose data directory is empty while its peers already have state (lost data, or a
     /// node started late) refuses to start unless `join_existing_cluster` is set; then it
     /// abstains from votes until it has caught up.
-    pub async fn bind_with_disk(
+    pub async fn start(
         config: &Config,
         clock: NodeClock,
         mut disk: Box<dyn Disk + Send>,
+        record: Option<SystemOfRecord>,
     ) -> Result<Server, StartError> {
-        if config.database_dsn.is_some() {
-            return Err(StartError::DatabaseNotSupported);
-        }
         let recovered = hyperion_raft::storage::recover(&mut *disk)?;
         let fresh = recovered.hard_state.term == 0
             && recovered.snapshot.is_none()
@@ -224,7 +236,9 @@ impl Server {
             }
         }
         let listener = GrpcListener::bind(config.listen_addr)?;
-        let replica = replica::start(replica_config(config), clock, disk, abstain_until)?;
+        let mut replica_config = replica_config(config);
+        replica_config.record = record;
+        let replica = replica::start(replica_config, clock, disk, abstain_until)?;
         if config.dev_mode {
             tracing::warn!(
                 "DEVELOPMENT MODE: plaintext gRPC on loopback and a built-in integrity key; \
@@ -284,6 +298,48 @@ impl Server {
             .await;
         tracing::info!("stopped");
         Ok(served?)
+    }
+}
+
+/// Connects to the system of record named by `COCKROACH_DSN`, if any, and warms the pool up
+/// before the node serves (the 2025-01-08 lesson). Unreachable at start: a clear error, or with
+/// `HYPERION_DB_START_MODE=degraded` a node that serves cache-only and keeps trying.
+pub async fn connect_database(config: &Config) -> Result<Option<SystemOfRecord>, StartError> {
+    use crate::db::{DbClient, DbStartMode, PgDatabase};
+    let Some(dsn) = &config.database_dsn else {
+        return Ok(None);
+    };
+    let database = PgDatabase::new(&config.database.pg_settings(dsn))?;
+    let client_config = config.database.client_config();
+    match DbClient::connect_and_warm(
+        database.clone(),
+        client_config.clone(),
+        crate::runtime::seeded_rng(),
+    )
+    .await
+    {
+        Ok(client) => {
+            tracing::info!("system of record reachable; pool warmed up");
+            Ok(Some(SystemOfRecord::Postgres(client)))
+        }
+        Err(error) if config.database.start_mode == DbStartMode::Degraded => {
+            tracing::error!(
+                %error,
+                "system of record unreachable at start; serving degraded (misses are not read \
+                 through, writes wait for it) and retrying"
+            );
+            let client = DbClient::new(database, client_config, crate::runtime::seeded_rng());
+            let warming = client.clone();
+            crate::runtime::spawn(async move {
+                while let Err(error) = warming.warm_up().await {
+                    tracing::warn!(%error, "system of record still unreachable");
+                    crate::runtime::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                tracing::info!("system of record reachable again");
+            });
+            Ok(Some(SystemOfRecord::Postgres(client)))
+        }
+        Err(error) => Err(StartError::Database(error)),
     }
 }
 

@@ -338,13 +338,31 @@ async fn product_limits_are_the_default() {
 }
 
 #[tokio::test]
-async fn configured_database_is_refused_until_supported() {
+async fn an_unreachable_database_at_start_is_a_clear_error_within_the_warmup_budget() {
+    // The 2025-01-08 lesson: the pool is proven before serving, within a bounded time.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut config = loopback_config();
     config.database_dsn = Some(hyperion::config::Secret::new(
-        b"postgresql://db/hyperion".to_vec(),
+        format!("postgresql://hyperion@127.0.0.1:{closed_port}/hyperion").into_bytes(),
     ));
+    config.database.connect_timeout_ms = 200;
+    config.database.query_timeout_ms = 300;
+    config.database.warmup_timeout_ms = 1_000;
+    let started = hyperion::runtime::now();
     let error = Server::bind(&config, NodeClock::system())
+        .await
         .err()
         .expect("refused");
-    assert!(error.to_string().starts_with("COCKROACH_DSN:"), "{error}");
+    let message = error.to_string();
+    assert!(message.starts_with("COCKROACH_DSN:"), "{message}");
+    assert!(message.contains("unreachable at start"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by the warm-up budget"
+    );
+    let _ = std::fs::remove_dir_all(&config.data_dir);
 }

@@ -431,6 +431,13 @@ async fn tls_verify_full_accepts_the_test_ca_and_refuses_another() {
         .await
         .unwrap();
     }
+    // sslmode=require without a CA: encrypted, certificate not verified (libpq's meaning).
+    let require_url = url.replace("sslmode=disable", "sslmode=require");
+    PgDatabase::new(&settings(&require_url))
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
     let mut bad = settings(&tls_url);
     bad.ca_file = Some(wrong_ca);
     let error = PgDatabase::new(&bad).unwrap().ping().await.unwrap_err();
@@ -438,6 +445,39 @@ async fn tls_verify_full_accepts_the_test_ca_and_refuses_another() {
     assert!(
         error.to_string().to_lowercase().contains("certificate"),
         "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_clear_error_and_not_retried() {
+    let Some(url) = database_url("a_wrong_password_is_a_clear_error_and_not_retried") else {
+        return;
+    };
+    let file = std::env::temp_dir().join(format!("hyperion-wrong-password-{}", std::process::id()));
+    std::fs::write(&file, "not-the-password\n").unwrap();
+    let mut wrong = settings(&url);
+    wrong.password_file = Some(file.clone());
+    let started = runtime::now();
+    let error = DbClient::connect_and_warm(
+        PgDatabase::new(&wrong).unwrap(),
+        client_config(),
+        ChaCha8Rng::seed_from_u64(4),
+    )
+    .await
+    .err()
+    .expect("authentication must fail");
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        matches!(&error, DbError::Rejected { code, .. } if code == "28P01"),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("password authentication failed"),
+        "{error}"
+    );
+    assert!(
+        runtime::now() - started < Duration::from_secs(1),
+        "not retried"
     );
 }
 

@@ -4,16 +4,20 @@
 //! clock skew).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyperion::client::Client;
 use hyperion::config::{ClusterNode, Config};
+use hyperion::db::{DbClient, SimDatabase};
+use hyperion::replica::record::SystemOfRecord;
 use hyperion::replica::{RaftStatus, Replica};
 use hyperion::runtime::NodeClock;
 use hyperion::server::Server;
 use hyperion_raft::storage::SimDisk;
 use hyperion_raft::Role;
+use hyperion_store::StoreStats;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 
@@ -65,16 +69,27 @@ pub struct SimServer {
     pub config: Arc<Mutex<Config>>,
     replica: Arc<Mutex<Option<Replica>>>,
     start_error: Arc<Mutex<Option<String>>>,
+    /// Fault injection applied at every (re)start: the read path leaks clones of values read
+    /// (the 2024-11-22 memory growth; see [`Replica::retain_read_values_for_test`]). Set it
+    /// before the simulation next yields (the node's start reads it after binding).
+    pub retain_read_values: Arc<AtomicBool>,
 }
 
 impl SimServer {
     /// Starts a server node; on restart madsim runs the same startup again, on the same disk and
     /// clock. `disk_seed` drives the disk's power-loss tearing.
     pub fn start(config: Config, disk_seed: u64) -> SimServer {
+        SimServer::start_with(config, disk_seed, None)
+    }
+
+    /// Like [`SimServer::start`], with the shared simulated database as system of record: every
+    /// (re)start builds a fresh client (pool, breaker) against it and warms it up first.
+    pub fn start_with(config: Config, disk_seed: u64, database: Option<SimDatabase>) -> SimServer {
         let clock = NodeClock::starting_at_ms(SIM_EPOCH_MS);
         let disk = SimDisk::new(disk_seed);
         let replica = Arc::new(Mutex::new(None));
         let start_error = Arc::new(Mutex::new(None));
+        let retain_read_values = Arc::new(AtomicBool::new(false));
         let addr = config.listen_addr;
         let name = config.node_id.clone();
         let config = Arc::new(Mutex::new(config));
@@ -84,6 +99,7 @@ impl SimServer {
             Arc::clone(&start_error),
             Arc::clone(&config),
         );
+        let node_retain = Arc::clone(&retain_read_values);
         let handle = Handle::current()
             .create_node()
             .name(name)
@@ -94,9 +110,28 @@ impl SimServer {
                 let disk = node_disk.clone();
                 let slot = Arc::clone(&node_replica);
                 let error_slot = Arc::clone(&node_error);
+                let retain = Arc::clone(&node_retain);
+                let database = database.clone();
                 async move {
-                    let server = match Server::bind_with_disk(&config, clock, Box::new(disk)).await
-                    {
+                    let record = match database {
+                        None => None,
+                        Some(database) => {
+                            let client = DbClient::connect_and_warm(
+                                database,
+                                config.database.client_config(),
+                                hyperion::runtime::seeded_rng(),
+                            )
+                            .await;
+                            match client {
+                                Ok(client) => Some(SystemOfRecord::Simulated(client)),
+                                Err(error) => {
+                                    *lock(&error_slot) = Some(error.to_string());
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    let server = match Server::start(&config, clock, Box::new(disk), record).await {
                         Ok(server) => server,
                         Err(error) => {
                             // As a real process would: report and stop (the node stays down).
@@ -105,6 +140,9 @@ impl SimServer {
                         }
                     };
                     *lock(&error_slot) = None;
+                    if retain.load(Ordering::Relaxed) {
+                        server.replica().retain_read_values_for_test();
+                    }
                     *lock(&slot) = Some(server.replica());
                     server
                         .serve(std::future::pending())
@@ -121,12 +159,27 @@ impl SimServer {
             config,
             replica,
             start_error,
+            retain_read_values,
         }
     }
 
     /// Why the last start failed, if it did.
     pub fn start_error(&self) -> Option<String> {
         lock(&self.start_error).clone()
+    }
+
+    /// Pending write-behind mutations and bytes, if the node is running.
+    pub fn write_behind_backlog(&self) -> Option<(usize, u64)> {
+        lock(&self.replica)
+            .as_ref()
+            .map(Replica::write_behind_backlog)
+    }
+
+    /// The node's database breaker state (0 closed, 1 open, 2 half-open), if it has one.
+    pub fn database_breaker_state(&self) -> Option<u8> {
+        lock(&self.replica)
+            .as_ref()
+            .and_then(|replica| replica.record().map(|r| r.breaker_state().as_metric()))
     }
 
     /// The replica's Raft status, if the node is running.
@@ -139,6 +192,18 @@ impl SimServer {
         lock(&self.replica).as_ref().map(Replica::state_digest)
     }
 
+    /// The store's counters and gauges, if the node is running.
+    pub fn stats(&self) -> Option<StoreStats> {
+        lock(&self.replica).as_ref().map(Replica::stats)
+    }
+
+    /// Bytes the replica holds outside its store (only the read-path leak fault injection).
+    pub fn retained_read_bytes(&self) -> Option<u64> {
+        lock(&self.replica)
+            .as_ref()
+            .map(Replica::retained_read_bytes)
+    }
+
     /// A client talking to this node only.
     pub fn client(&self) -> Client {
         Client::new(&self.addr.to_string()).expect("a socket address is a valid endpoint")
@@ -148,19 +213,30 @@ impl SimServer {
 /// A simulated cluster of N servers.
 pub struct SimCluster {
     pub servers: Vec<SimServer>,
+    /// The system of record every node writes behind to and reads through, if any.
+    pub database: Option<SimDatabase>,
 }
 
 impl SimCluster {
     /// Starts `n` servers; `tweak` adjusts each one's configuration (timings, flags).
     pub fn start(n: usize, tweak: impl Fn(&mut Config)) -> SimCluster {
+        SimCluster::start_with(n, tweak, None)
+    }
+
+    /// Starts `n` servers over a shared simulated database (the system of record).
+    pub fn start_with(
+        n: usize,
+        tweak: impl Fn(&mut Config),
+        database: Option<SimDatabase>,
+    ) -> SimCluster {
         let servers = (0..n)
             .map(|i| {
                 let mut config = server_config(i, n);
                 tweak(&mut config);
-                SimServer::start(config, madsim::rand::random::<u64>())
+                SimServer::start_with(config, madsim::rand::random::<u64>(), database.clone())
             })
             .collect();
-        SimCluster { servers }
+        SimCluster { servers, database }
     }
 
     /// Every node's address.
@@ -198,6 +274,28 @@ impl SimCluster {
         }
     }
 
+    /// Waits until a leader exists and every running node knows it; returns its index.
+    pub async fn wait_for_settled_leader(&self, within: Duration) -> Option<usize> {
+        let deadline = hyperion::runtime::now() + within;
+        loop {
+            if let Some(leader) = self.leader() {
+                let leader_id = leader as u64 + 1;
+                let settled = self
+                    .servers
+                    .iter()
+                    .filter_map(SimServer::status)
+                    .all(|status| status.leader_id == Some(leader_id));
+                if settled {
+                    return Some(leader);
+                }
+            }
+            if hyperion::runtime::now() >= deadline {
+                return None;
+            }
+            madsim::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Cuts both directions between every node of `a` and every node of `b`.
     pub fn partition(&self, a: &[usize], b: &[usize]) {
         let net = NetSim::current();
@@ -209,9 +307,26 @@ impl SimCluster {
         }
     }
 
+    /// Restores both directions between every node of `a` and every node of `b` (undoes
+    /// [`SimCluster::partition`] for these nodes only).
+    pub fn unpartition(&self, a: &[usize], b: &[usize]) {
+        let net = NetSim::current();
+        for &x in a {
+            for &y in b {
+                net.unclog_link(self.servers[x].handle.id(), self.servers[y].handle.id());
+                net.unclog_link(self.servers[y].handle.id(), self.servers[x].handle.id());
+            }
+        }
+    }
+
     /// Cuts one direction: messages from `from` to `to` are lost.
     pub fn cut_one_way(&self, from: usize, to: usize) {
         NetSim::current().clog_link(self.servers[from].handle.id(), self.servers[to].handle.id());
+    }
+
+    /// Undoes [`SimCluster::cut_one_way`].
+    pub fn heal_one_way(&self, from: usize, to: usize) {
+        NetSim::current().unclog_link(self.servers[from].handle.id(), self.servers[to].handle.id());
     }
 
     /// Isolates `node` from every other server (clients can still reach it).

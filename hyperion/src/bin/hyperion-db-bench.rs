@@ -1,6 +1,6 @@
 //! A small, bounded benchmark of the database layer against a real PostgreSQL/CockroachDB:
 //! read-through load latency (through `DbClient`: breaker, cap, single-flight, retries) and
-//! `write_batch` throughput, each next to a baseline from the same run — the `SELECT 1` round
+//! `write_batch` throughput, each next to a baseline from the same run — a prepared `SELECT 1` round
 //! trip — so numbers can be compared across machines as ratios.
 //!
 //! ```sh
@@ -54,7 +54,7 @@ fn report(name: &str, mut samples: Vec<Duration>, baseline_p50: Option<Duration>
     let ratio = baseline_p50
         .map(|b| {
             format!(
-                "  ({:.2}x SELECT 1 p50)",
+                "  ({:.2}x baseline p50)",
                 p50.as_secs_f64() / b.as_secs_f64()
             )
         })
@@ -66,6 +66,22 @@ fn report(name: &str, mut samples: Vec<Duration>, baseline_p50: Option<Duration>
         p99.as_secs_f64() * 1e6
     );
     p50
+}
+
+/// One plain tokio-postgres connection, outside the pool and the client.
+async fn raw_client(
+    url: &str,
+    password_file: Option<&std::path::Path>,
+) -> Result<tokio_postgres::Client, Box<dyn std::error::Error + Send + Sync>> {
+    let (mut config, _, _) = hyperion::db::parse_dsn(url)?;
+    if let Some(path) = password_file {
+        config.password(std::fs::read(path)?.trim_ascii_end());
+    }
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    runtime::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -83,7 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let url = std::env::var("HYPERION_TEST_DATABASE_URL")
         .map_err(|_| "HYPERION_TEST_DATABASE_URL is unset (eval \"$(ci/postgres start)\")")?;
     let settings = PgSettings {
-        dsn: Secret::new(url.into_bytes()),
+        dsn: Secret::new(url.clone().into_bytes()),
         password_file: std::env::var_os("HYPERION_TEST_DATABASE_PASSWORD_FILE").map(Into::into),
         ca_file: None,
         pool_size: args.writers.max(4),
@@ -112,7 +128,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         db.ping().await?;
         pings.push(runtime::now() - started);
     }
-    let baseline = report("baseline SELECT 1 (pool)", pings, None);
+    let simple = report("SELECT 1 (pool, simple protocol)", pings, None);
+
+    // The floor: a prepared `SELECT 1` on one raw tokio-postgres connection (plaintext DSNs only).
+    let baseline = match raw_client(&url, settings.password_file.as_deref()).await {
+        Ok(raw) => {
+            let select_1 = raw.prepare("SELECT 1").await?;
+            let mut samples = Vec::with_capacity(args.samples);
+            for _ in 0..args.samples {
+                let started = runtime::now();
+                raw.query_one(&select_1, &[]).await?;
+                samples.push(runtime::now() - started);
+            }
+            report("baseline SELECT 1 (raw, prepared)", samples, None)
+        }
+        Err(error) => {
+            println!(
+                "baseline SELECT 1 (raw, prepared): skipped ({error}); ratios use the simple one"
+            );
+            simple
+        }
+    };
 
     // Data for the loads: one batch of keys with 100-byte values.
     let keys: Vec<Vec<u8>> = (0..1_000)
@@ -199,7 +235,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             Some(baseline),
         );
         println!(
-            "{:<34} {rows_per_s:>10.0} rows/s  ({:.0} rows per SELECT-1 round trip; batch p50 {:.1} ms)",
+            "{:<34} {rows_per_s:>10.0} rows/s  ({:.1} rows per baseline round trip; batch p50 {:.1} ms)",
             "",
             rows_per_s * baseline.as_secs_f64(),
             p50.as_secs_f64() * 1e3

@@ -241,6 +241,10 @@ pub trait Database: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), DbError>> + Send;
     /// Proves a working connection with a trivial round trip.
     fn ping(&self) -> impl Future<Output = Result<(), DbError>> + Send;
+    /// The highest version stored (tombstones included; 0 when empty). A cluster bootstrapping
+    /// with empty state starts its versions above it, so its writes are never older than rows
+    /// a previous cluster wrote.
+    fn max_version(&self) -> impl Future<Output = Result<u64, DbError>> + Send;
 }
 
 #[cfg(test)]

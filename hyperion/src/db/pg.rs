@@ -648,7 +648,18 @@ impl Database for PgDatabase {
         let outcome = lease.conn().client.simple_query("SELECT 1").await;
         lease.finish(outcome).map(|_| ())
     }
+
+    async fn max_version(&self) -> Result<u64, DbError> {
+        let mut lease = self.inner.lease().await?;
+        let outcome = lease.conn().client.query_one(MAX_VERSION_SQL, &[]).await;
+        let row = lease.finish(outcome)?;
+        let read = |e: tokio_postgres::Error| DbError::Invalid(format!("max version: {e}"));
+        to_u64(row.try_get(0).map_err(read)?, "version")
+    }
 }
+
+/// The highest version of any row (tombstones included).
+const MAX_VERSION_SQL: &str = "SELECT COALESCE(MAX(version), 0)::INT8 FROM hyperion_entries";
 
 #[cfg(test)]
 mod tests {

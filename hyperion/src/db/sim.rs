@@ -300,6 +300,21 @@ impl Database for SimDatabase {
     async fn ping(&self) -> Result<(), DbError> {
         self.query(|_| (), false).await
     }
+
+    async fn max_version(&self) -> Result<u64, DbError> {
+        self.query(
+            |state| {
+                state
+                    .rows
+                    .values()
+                    .map(|row| row.version)
+                    .max()
+                    .unwrap_or(0)
+            },
+            false,
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -20,23 +20,28 @@
 //! - Non-leaders refuse writes and linearizable reads with [`ReplicaError::NotLeader`] naming the
 //!   leader when known; `allow_stale` reads are served by any node from local state.
 
+pub mod record;
 pub mod transport;
 pub mod wire;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use futures::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 use hyperion_raft::storage::{Disk, DiskError, Storage, SyncPolicy};
 use hyperion_raft::{
     Entry, EntryKind, Message, NodeId, ProposeError, RaftNode, ReadError, Ready, Role,
 };
 use hyperion_store::{stagger_ttl_ms, Lookup, Store, StoreConfig, StoreError, StoreStats};
+use prost::Message as _;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::db::{Mutation, StoredEntry};
 use crate::proto::{CacheStatus, GetResponse};
 use crate::runtime::{self, NodeClock};
+use record::{NegativeCache, SystemOfRecord, WriteBehind};
 use wire::Command;
 
 /// Capacity of the node loop's inbox. A full inbox answers writes and reads with
@@ -80,6 +85,10 @@ pub enum ReplicaError {
     /// The engine refused the write (CAS mismatch, limits).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Writes wait for the system of record (its version floor is not known yet, or the
+    /// write-behind backlog is full); nothing was applied.
+    #[error("{0}")]
+    RecordBehind(String),
 }
 
 /// A write request, as handlers pass it in.
@@ -95,13 +104,46 @@ pub enum WriteRequest {
         key: Vec<u8>,
         expected_version: u64,
     },
+    /// Internal: a read-through fill (see [`record`]).
+    Fill {
+        entry: StoredEntry,
+        read_at_index: u64,
+    },
+    /// Internal: the leader stored these pending mutations.
+    Flushed {
+        written: Vec<(Vec<u8>, u64)>,
+        fill_horizon: u64,
+    },
+    /// Internal: versions start above this one.
+    VersionFloor {
+        version: u64,
+    },
+}
+
+impl WriteRequest {
+    /// Client writes (as opposed to the node's own bookkeeping).
+    fn is_client_write(&self) -> bool {
+        matches!(self, WriteRequest::Set { .. } | WriteRequest::Delete { .. })
+    }
 }
 
 /// The applied result of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
-    Set { version: u64, ttl_ms: u64 },
-    Deleted { existed: bool, version: u64 },
+    Set {
+        version: u64,
+        ttl_ms: u64,
+    },
+    Deleted {
+        existed: bool,
+        version: u64,
+    },
+    /// A fill was applied, or refused because something newer about the key is known.
+    Filled {
+        stored: bool,
+    },
+    /// Bookkeeping applied.
+    Done,
 }
 
 /// What handlers and operators can see of the core, refreshed by the loop every turn.
@@ -144,7 +186,7 @@ impl Membership {
 }
 
 /// Settings of one replica.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReplicaConfig {
     pub membership: Membership,
     pub raft: hyperion_raft::Config,
@@ -157,6 +199,13 @@ pub struct ReplicaConfig {
     /// Fault injection: serve linearizable reads without confirming leadership.
     #[doc(hidden)]
     pub unsafe_leader_reads: bool,
+    /// The system of record, if configured. Every replica of a cluster must agree on whether
+    /// there is one (write-behind state is replicated).
+    pub record: Option<SystemOfRecord>,
+    /// How long the leader remembers that the database has no row for a key.
+    pub negative_cache_ms: u64,
+    /// Most bytes of unwritten mutations before client writes are refused.
+    pub backlog_bytes_max: u64,
 }
 
 /// The state machine and what readers need, shared by the loop and handlers.
@@ -166,6 +215,47 @@ struct Machine {
     applied_stamp_ms: u64,
     /// The log index of the last entry applied to `store`.
     applied_index: u64,
+    /// Replicated write-behind state (maintained only with a system of record).
+    write_behind: WriteBehind,
+    write_behind_enabled: bool,
+}
+
+impl Machine {
+    /// The next version: the log index, or higher when fills or the version floor raised the
+    /// counter (versions only grow).
+    fn next_version(&self, index: u64) -> u64 {
+        index.max(self.store.last_version() + 1)
+    }
+
+    /// The replica's snapshot: the store's bytes plus the write-behind state.
+    fn export(&self) -> Vec<u8> {
+        crate::raft_proto::MachineSnapshot {
+            store: self.store.export_snapshot().to_vec(),
+            write_behind: self.write_behind.encode(),
+        }
+        .encode_to_vec()
+    }
+
+    fn import(&mut self, data: &[u8]) -> Result<(), String> {
+        let snapshot =
+            crate::raft_proto::MachineSnapshot::decode(data).map_err(|e| e.to_string())?;
+        let write_behind = WriteBehind::decode(&snapshot.write_behind)?;
+        self.store
+            .import_snapshot(&snapshot.store)
+            .map_err(|e| e.to_string())?;
+        self.write_behind = write_behind;
+        self.applied_stamp_ms = self.applied_stamp_ms.max(self.store.max_created_at_ms());
+        Ok(())
+    }
+}
+
+type SharedReadThrough = SharedFuture<BoxFuture<'static, Option<GetResponse>>>;
+
+#[derive(Clone)]
+struct ReadThroughFlight {
+    id: u64,
+    read_at_index: u64,
+    answer: SharedReadThrough,
 }
 
 struct Shared {
@@ -175,6 +265,21 @@ struct Shared {
     membership: Membership,
     client_caching: bool,
     unsafe_leader_reads: bool,
+    /// Fault injection for the simulator (the 2024-11-22 memory growth, deliberately broken):
+    /// while set, the read path keeps a clone of every value it serves in `retained_reads`, a
+    /// per-node leak that is never freed. Off unless [`Replica::retain_read_values_for_test`].
+    retain_reads: std::sync::atomic::AtomicBool,
+    retained_reads: Mutex<Vec<Vec<u8>>>,
+    record: Option<SystemOfRecord>,
+    negative: Mutex<NegativeCache>,
+    negative_cache_ms: u64,
+    /// Read points of this node's fills in flight (id → read index), for the fill horizon.
+    fills_in_flight: Mutex<BTreeMap<u64, u64>>,
+    /// Read-throughs in flight per key: concurrent misses of one key share one load, and its
+    /// answer until the fill is applied. A miss joins a flight only if the flight's read point
+    /// is not older than its own (so no write acknowledged before the miss can be missed).
+    read_throughs: Mutex<HashMap<Vec<u8>, ReadThroughFlight>>,
+    next_fill_id: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,6 +319,10 @@ impl Shared {
             } => {
                 response.status = CacheStatus::Hit as i32;
                 response.value = value.into_owned();
+                if self.retain_reads.load(std::sync::atomic::Ordering::Relaxed) {
+                    // The pre-fix `.cloned()` on the hot read path, kept alive (fault injection).
+                    lock(&self.retained_reads).push(response.value.clone());
+                }
                 response.version = version;
                 response.is_stale = is_stale;
                 if self.client_caching && !is_stale {
@@ -287,6 +396,162 @@ impl Replica {
         self.shared.read(key, allow_stale)
     }
 
+    /// After a linearizable miss on the leader: loads `key` from the system of record and fills
+    /// it through the log (see [`record`]). Returns the answer to give, or `None` to keep the
+    /// miss. The caller bounds the time.
+    pub async fn read_through(&self, key: &[u8]) -> Option<GetResponse> {
+        let record = self.shared.record.clone()?;
+        let read_at_index = {
+            let machine = lock(&self.shared.machine);
+            if machine.write_behind.is_pending(key) || machine.store.expires_at_ms(key).is_some() {
+                // The database is behind for this key, or an (expired) entry exists: the
+                // cache's answer stands.
+                return None;
+            }
+            machine.applied_index
+        };
+        let flight = {
+            let mut flights = lock(&self.shared.read_throughs);
+            match flights.get(key) {
+                Some(flight) if flight.read_at_index >= read_at_index => flight.answer.clone(),
+                _ => {
+                    let id = self
+                        .shared
+                        .next_fill_id
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let replica = self.clone();
+                    let owned_key = key.to_vec();
+                    let answer = async move {
+                        replica
+                            .load_and_fill(record, owned_key, read_at_index, id)
+                            .await
+                    }
+                    .boxed()
+                    .shared();
+                    flights.insert(
+                        key.to_vec(),
+                        ReadThroughFlight {
+                            id,
+                            read_at_index,
+                            answer: answer.clone(),
+                        },
+                    );
+                    answer
+                }
+            }
+        };
+        flight.await
+    }
+
+    /// Ends read-through flight `id` of `key` (a later flight of the key stays).
+    fn land(&self, key: &[u8], id: u64) {
+        let mut flights = lock(&self.shared.read_throughs);
+        if flights.get(key).is_some_and(|flight| flight.id == id) {
+            flights.remove(key);
+        }
+        lock(&self.shared.fills_in_flight).remove(&id);
+    }
+
+    async fn load_and_fill(
+        &self,
+        record: SystemOfRecord,
+        key: Vec<u8>,
+        read_at_index: u64,
+        id: u64,
+    ) -> Option<GetResponse> {
+        if lock(&self.shared.negative).remembers(&key, runtime::now()) {
+            self.land(&key, id);
+            return None;
+        }
+        // Registered until the fill is applied, so the fill horizon cannot pass its read point.
+        lock(&self.shared.fills_in_flight).insert(id, read_at_index);
+        match record.load(&key).await {
+            Ok(Some(entry)) => {
+                let (now_ms, expired) = {
+                    let machine = lock(&self.shared.machine);
+                    let now_ms = self.shared.cluster_now_ms(&machine);
+                    let expired = entry.ttl_ms != 0
+                        && now_ms > entry.created_at_ms.saturating_add(entry.ttl_ms);
+                    (now_ms, expired)
+                };
+                if expired {
+                    self.land(&key, id);
+                    return None;
+                }
+                // The database held this key's state as of some point after `read_at_index`
+                // (nothing about the key was pending then, and flushes only move forward), which
+                // lies within every joined read: answering it is linearizable. The fill into the
+                // cache proceeds on its own, checked at apply against anything newer.
+                let mut response = GetResponse {
+                    key: key.clone(),
+                    value: entry.value.clone(),
+                    version: entry.version,
+                    status: CacheStatus::Hit as i32,
+                    ..GetResponse::default()
+                };
+                if self.shared.client_caching && entry.ttl_ms != 0 {
+                    response.ttl_remaining_ms = entry
+                        .created_at_ms
+                        .saturating_add(entry.ttl_ms)
+                        .saturating_sub(now_ms);
+                }
+                let replica = self.clone();
+                runtime::spawn(async move {
+                    let _ = replica
+                        .write(WriteRequest::Fill {
+                            entry,
+                            read_at_index,
+                        })
+                        .await;
+                    replica.land(&key, id);
+                });
+                Some(response)
+            }
+            Ok(None) => {
+                self.land(&key, id);
+                if self.shared.negative_cache_ms > 0 {
+                    let until =
+                        runtime::now() + Duration::from_millis(self.shared.negative_cache_ms);
+                    lock(&self.shared.negative).remember(&key, until);
+                }
+                None
+            }
+            Err(error) => {
+                self.land(&key, id);
+                tracing::debug!(%error, "read-through failed; answering MISS");
+                let mut response = self.read_local(&key, false);
+                response.error_message = format!("system of record not consulted: {error}");
+                Some(response)
+            }
+        }
+    }
+
+    /// The system of record's client, if configured (metrics, breaker state).
+    pub fn record(&self) -> Option<&SystemOfRecord> {
+        self.shared.record.as_ref()
+    }
+
+    /// Pending write-behind mutations and their bytes.
+    pub fn write_behind_backlog(&self) -> (usize, u64) {
+        let machine = lock(&self.shared.machine);
+        (
+            machine.write_behind.pending_count(),
+            machine.write_behind.pending_bytes(),
+        )
+    }
+
+    /// The fill horizon this leader may propose: no fill of its own that is still in flight
+    /// read below it, and nothing is above the applied index.
+    fn fill_horizon(&self) -> u64 {
+        let applied = lock(&self.shared.machine).applied_index;
+        lock(&self.shared.fills_in_flight)
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(applied)
+            .min(applied)
+    }
+
     fn send(&self, input: Input) -> Result<(), ReplicaError> {
         self.inbox.try_send(input).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => ReplicaError::Overloaded,
@@ -331,8 +596,26 @@ impl Replica {
         let machine = lock(&self.shared.machine);
         // SipHash with fixed keys: deterministic across processes and simulation runs.
         let mut hasher = std::hash::DefaultHasher::new();
-        machine.store.export_snapshot().hash(&mut hasher);
+        machine.export().hash(&mut hasher);
         (machine.applied_index, hasher.finish())
+    }
+
+    /// Fault injection (simulator only): from now on the read path leaks a clone of every value
+    /// it serves, as the 2024-11-22 `.cloned()` bug did. Never turned off.
+    #[doc(hidden)]
+    pub fn retain_read_values_for_test(&self) {
+        self.shared
+            .retain_reads
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes held outside the store by [`Replica::retain_read_values_for_test`] (0 otherwise).
+    #[doc(hidden)]
+    pub fn retained_read_bytes(&self) -> u64 {
+        lock(&self.shared.retained_reads)
+            .iter()
+            .map(|value| value.len() as u64)
+            .sum()
     }
 
     /// Test support: damages a stored value so the integrity path can be exercised end to end.
@@ -380,7 +663,7 @@ pub enum ReplicaStartError {
     #[error("invalid store configuration: {0}")]
     Store(#[from] hyperion_store::ConfigError),
     #[error("the recovered snapshot does not load: {0}")]
-    Snapshot(#[from] hyperion_store::SnapshotError),
+    Snapshot(String),
 }
 
 struct PendingWrite {
@@ -428,15 +711,22 @@ pub fn start(
 ) -> Result<Replica, ReplicaStartError> {
     let now_ms = clock.monotonic_ms();
     let (storage, recovered) = Storage::open(BoxedDisk(disk), config.sync_policy, now_ms)?;
+    let config_record = config.record.clone();
     let mut store_config = config.store.clone();
     store_config.reads_update_recency = false;
-    let mut store = Store::new(store_config)?;
-    let mut applied_stamp_ms = 0;
+    let mut machine = Machine {
+        store: Store::new(store_config)?,
+        applied_stamp_ms: 0,
+        applied_index: 0,
+        write_behind: WriteBehind::default(),
+        write_behind_enabled: config.record.is_some(),
+    };
     if let Some(snapshot) = &recovered.snapshot {
-        store.import_snapshot(&snapshot.data)?;
-        applied_stamp_ms = machine_stamp_from_snapshot(&store);
+        machine
+            .import(&snapshot.data)
+            .map_err(ReplicaStartError::Snapshot)?;
+        machine.applied_index = snapshot.meta.index;
     }
-    let recovered_snapshot_index = recovered.snapshot.as_ref().map_or(0, |s| s.meta.index);
     let membership = config.membership.clone();
     let mut raft = RaftNode::new(
         membership.id,
@@ -450,16 +740,20 @@ pub fn start(
         raft.abstain_until(index);
     }
     let shared = Arc::new(Shared {
-        machine: Mutex::new(Machine {
-            store,
-            applied_stamp_ms,
-            applied_index: recovered_snapshot_index,
-        }),
+        machine: Mutex::new(machine),
         status: Mutex::new(RaftStatus::default()),
         clock,
         membership: membership.clone(),
         client_caching: config.client_caching,
         unsafe_leader_reads: config.unsafe_leader_reads,
+        retain_reads: std::sync::atomic::AtomicBool::new(false),
+        retained_reads: Mutex::new(Vec::new()),
+        record: config.record.clone(),
+        negative: Mutex::new(NegativeCache::default()),
+        negative_cache_ms: config.negative_cache_ms,
+        fills_in_flight: Mutex::new(BTreeMap::new()),
+        read_throughs: Mutex::new(HashMap::new()),
+        next_fill_id: std::sync::atomic::AtomicU64::new(1),
     });
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
     let replica = Replica {
@@ -486,13 +780,60 @@ pub fn start(
     };
     node_loop.publish_status();
     runtime::spawn(node_loop.run());
+    if let Some(record) = config_record {
+        runtime::spawn(flush_loop(replica.clone(), record));
+    }
     Ok(replica)
 }
 
-/// After loading a snapshot, cluster time must not go behind any stamp inside it; the entries'
-/// creation times bound it from below.
-fn machine_stamp_from_snapshot(store: &Store) -> u64 {
-    store.max_created_at_ms()
+/// The leader's write-behind: stores the oldest pending mutations in batches and proposes what
+/// was stored; first learns the version floor of a cluster that started empty.
+async fn flush_loop(replica: Replica, record: SystemOfRecord) {
+    loop {
+        runtime::sleep(record::FLUSH_INTERVAL).await;
+        if replica.status().role != Some(Role::Leader) {
+            continue;
+        }
+        let (floor_known, batch) = {
+            let machine = lock(&replica.shared.machine);
+            (
+                machine.write_behind.version_floor_known(),
+                machine.write_behind.oldest(crate::db::WRITE_BATCH_MAX),
+            )
+        };
+        if !floor_known {
+            match record.max_version().await {
+                Ok(version) => {
+                    let _ = replica.write(WriteRequest::VersionFloor { version }).await;
+                }
+                Err(error) => tracing::warn!(%error, "cannot read the database's version floor"),
+            }
+            continue;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let mutations: Vec<Mutation> = batch.iter().map(|(_, m)| m.clone()).collect();
+        match record.write_batch(&mutations).await {
+            Ok(()) => {
+                let written = batch
+                    .into_iter()
+                    .map(|(index, mutation)| (mutation.key().to_vec(), index))
+                    .collect();
+                let fill_horizon = replica.fill_horizon();
+                let _ = replica
+                    .write(WriteRequest::Flushed {
+                        written,
+                        fill_horizon,
+                    })
+                    .await;
+            }
+            Err(error) => {
+                // The client already retried and the breaker counts it; try again next round.
+                tracing::debug!(%error, "write-behind batch failed");
+            }
+        }
+    }
 }
 
 impl NodeLoop {
@@ -611,6 +952,12 @@ impl NodeLoop {
                 && bytes < WRITE_BATCH_BYTES_MAX)
                 .then(|| self.write_batch.remove(0))
             {
+                if request.is_client_write() {
+                    if let Some(refusal) = self.record_refusal() {
+                        let _ = reply.send(Err(refusal));
+                        continue;
+                    }
+                }
                 let stamp = self.next_stamp_ms();
                 let (command, ttl_ms) = match request {
                     WriteRequest::Set {
@@ -644,11 +991,38 @@ impl NodeLoop {
                         },
                         0,
                     ),
+                    WriteRequest::Fill {
+                        entry,
+                        read_at_index,
+                    } => (
+                        Command::Fill {
+                            entry,
+                            read_at_index,
+                        },
+                        0,
+                    ),
+                    WriteRequest::Flushed {
+                        written,
+                        fill_horizon,
+                    } => (
+                        Command::Flushed {
+                            written,
+                            fill_horizon,
+                        },
+                        0,
+                    ),
+                    WriteRequest::VersionFloor { version } => {
+                        (Command::VersionFloor { version }, 0)
+                    }
                 };
                 let encoded = command.encode();
                 bytes += encoded.len();
                 commands.push(encoded);
                 replies.push((ttl_ms, reply));
+            }
+            if commands.is_empty() {
+                // Every write of this round was refused before proposing.
+                continue;
             }
             match self.raft.propose(commands) {
                 Ok(indexes) => {
@@ -680,6 +1054,27 @@ impl NodeLoop {
                 }
             }
         }
+    }
+
+    /// Why client writes must wait for the system of record, if they must.
+    fn record_refusal(&self) -> Option<ReplicaError> {
+        let machine = lock(&self.shared.machine);
+        if !machine.write_behind_enabled {
+            return None;
+        }
+        if !machine.write_behind.version_floor_known() {
+            return Some(ReplicaError::RecordBehind(
+                "the cluster is learning the database's version floor; retry shortly".to_string(),
+            ));
+        }
+        let bytes = machine.write_behind.pending_bytes();
+        (bytes > self.config.backlog_bytes_max).then(|| {
+            ReplicaError::RecordBehind(format!(
+                "the database is behind by {bytes} bytes of writes (limit {}); writes wait until \
+                 it catches up",
+                self.config.backlog_bytes_max
+            ))
+        })
     }
 
     /// The leader's reaper: proposes the removal of entries expired longer than the stale grace.
@@ -747,8 +1142,8 @@ impl NodeLoop {
         // 7. Advance.
         self.raft.advance(durable);
         if let Some(index) = snapshot_request {
-            let data = lock(&self.shared.machine).store.export_snapshot();
-            if let Err(error) = self.raft.snapshot_taken(index, data.to_vec()) {
+            let data = lock(&self.shared.machine).export();
+            if let Err(error) = self.raft.snapshot_taken(index, data) {
                 tracing::warn!(%error, "snapshot not taken");
             }
         }
@@ -756,15 +1151,12 @@ impl NodeLoop {
 
     fn install_snapshot(&mut self, data: &[u8], index: u64) {
         let mut machine = lock(&self.shared.machine);
-        if let Err(error) = machine.store.import_snapshot(data) {
+        if let Err(error) = machine.import(data) {
             // The leader's snapshot is its state machine; a replica that cannot load it cannot
             // continue consistently.
             panic!("cannot install the leader's snapshot: {error}");
         }
         machine.applied_index = index;
-        machine.applied_stamp_ms = machine
-            .applied_stamp_ms
-            .max(machine.store.max_created_at_ms());
         drop(machine);
         // Writes waiting on entries covered by the snapshot learn their fate from it no more;
         // they were applied (or not) on the leader, so their outcome is unknown here.
@@ -818,6 +1210,7 @@ impl NodeLoop {
 
     fn apply_command(&mut self, index: u64, command: Command) -> Result<WriteOutcome, StoreError> {
         let mut machine = lock(&self.shared.machine);
+        let machine = &mut *machine;
         machine.applied_stamp_ms = machine.applied_stamp_ms.max(command.stamp_ms());
         match command {
             Command::Set {
@@ -826,32 +1219,95 @@ impl NodeLoop {
                 ttl_ms,
                 expected_version,
                 created_at_ms,
-            } => machine
-                .store
-                .apply_set(&key, &value, ttl_ms, expected_version, index, created_at_ms)
-                .map(|outcome| WriteOutcome::Set {
+            } => {
+                let version = machine.next_version(index);
+                let outcome = machine.store.apply_set(
+                    &key,
+                    &value,
+                    ttl_ms,
+                    expected_version,
+                    version,
+                    created_at_ms,
+                )?;
+                if machine.write_behind_enabled {
+                    machine.write_behind.record(
+                        index,
+                        Mutation::Upsert(StoredEntry {
+                            key,
+                            value,
+                            version,
+                            ttl_ms,
+                            created_at_ms,
+                        }),
+                    );
+                }
+                Ok(WriteOutcome::Set {
                     version: outcome.version,
                     ttl_ms,
-                }),
+                })
+            }
             Command::Delete {
                 key,
                 expected_version,
                 created_at_ms,
-            } => machine
-                .store
-                .apply_delete(&key, expected_version, index, created_at_ms)
-                .map(|outcome| WriteOutcome::Deleted {
-                    existed: outcome.existed,
-                    version: outcome.version,
-                }),
-            Command::Expire { now_ms, keys } => {
-                for (key, version) in keys {
-                    machine.store.remove_expired(&key, version, now_ms);
+            } => {
+                let version = machine.next_version(index);
+                let outcome =
+                    machine
+                        .store
+                        .apply_delete(&key, expected_version, version, created_at_ms)?;
+                if machine.write_behind_enabled {
+                    machine
+                        .write_behind
+                        .record(index, Mutation::Delete { key, version });
                 }
                 Ok(WriteOutcome::Deleted {
-                    existed: false,
-                    version: 0,
+                    existed: outcome.existed,
+                    version: outcome.version,
                 })
+            }
+            Command::Expire { now_ms, keys } => {
+                // The database's rows must die too: one tombstone version for the batch, above
+                // every version that exists now.
+                let version = machine.next_version(index);
+                machine.store.raise_version_floor(version);
+                for (key, entry_version) in keys {
+                    if machine.store.remove_expired(&key, entry_version, now_ms)
+                        && machine.write_behind_enabled
+                    {
+                        machine
+                            .write_behind
+                            .record(index, Mutation::Delete { key, version });
+                    }
+                }
+                Ok(WriteOutcome::Done)
+            }
+            Command::Fill {
+                entry,
+                read_at_index,
+            } => {
+                let stored = machine.write_behind.fill_allowed(&entry.key, read_at_index)
+                    && machine.store.apply_fill(
+                        &entry.key,
+                        &entry.value,
+                        entry.ttl_ms,
+                        entry.version,
+                        entry.created_at_ms,
+                    )?;
+                Ok(WriteOutcome::Filled { stored })
+            }
+            Command::Flushed {
+                written,
+                fill_horizon,
+            } => {
+                machine.write_behind.flushed(&written);
+                machine.write_behind.advance_fill_horizon(fill_horizon);
+                Ok(WriteOutcome::Done)
+            }
+            Command::VersionFloor { version } => {
+                machine.store.raise_version_floor(version);
+                machine.write_behind.set_version_floor_known();
+                Ok(WriteOutcome::Done)
             }
         }
     }

@@ -223,6 +223,18 @@ pub enum Command {
         now_ms: u64,
         keys: Vec<(Vec<u8>, u64)>,
     },
+    /// A read-through fill from the system of record, loaded at `read_at_index`.
+    Fill {
+        entry: crate::db::StoredEntry,
+        read_at_index: u64,
+    },
+    /// Pending mutations the leader stored: (key, log index); and the new fill horizon.
+    Flushed {
+        written: Vec<(Vec<u8>, u64)>,
+        fill_horizon: u64,
+    },
+    /// Versions start above this one.
+    VersionFloor { version: u64 },
 }
 
 impl Command {
@@ -261,6 +273,31 @@ impl Command {
                     })
                     .collect(),
             }),
+            Command::Fill {
+                entry,
+                read_at_index,
+            } => pb::command::Kind::Fill(pb::FillCommand {
+                entry: Some(super::record::mutation_to_wire(
+                    &crate::db::Mutation::Upsert(entry.clone()),
+                )),
+                read_at_index: *read_at_index,
+            }),
+            Command::Flushed {
+                written,
+                fill_horizon,
+            } => pb::command::Kind::Flushed(pb::FlushedCommand {
+                written: written
+                    .iter()
+                    .map(|(key, index)| pb::Removed {
+                        key: key.clone(),
+                        index: *index,
+                    })
+                    .collect(),
+                fill_horizon: *fill_horizon,
+            }),
+            Command::VersionFloor { version } => {
+                pb::command::Kind::VersionFloor(pb::VersionFloorCommand { version: *version })
+            }
         };
         pb::Command { kind: Some(kind) }.encode_to_vec()
     }
@@ -290,16 +327,38 @@ impl Command {
                     .map(|k| (k.key, k.version))
                     .collect(),
             },
+            pb::command::Kind::Fill(fill) => {
+                let entry = fill.entry.ok_or(WireError("fill.entry"))?;
+                match super::record::mutation_from_wire(entry) {
+                    Ok(crate::db::Mutation::Upsert(entry)) => Command::Fill {
+                        entry,
+                        read_at_index: fill.read_at_index,
+                    },
+                    _ => return Err(WireError("fill.entry")),
+                }
+            }
+            pb::command::Kind::Flushed(flushed) => Command::Flushed {
+                written: flushed
+                    .written
+                    .into_iter()
+                    .map(|w| (w.key, w.index))
+                    .collect(),
+                fill_horizon: flushed.fill_horizon,
+            },
+            pb::command::Kind::VersionFloor(floor) => Command::VersionFloor {
+                version: floor.version,
+            },
         })
     }
 
-    /// The command's cluster-time stamp.
+    /// The command's cluster-time stamp (0: it carries none).
     pub fn stamp_ms(&self) -> u64 {
         match self {
             Command::Set { created_at_ms, .. } | Command::Delete { created_at_ms, .. } => {
                 *created_at_ms
             }
             Command::Expire { now_ms, .. } => *now_ms,
+            Command::Fill { .. } | Command::Flushed { .. } | Command::VersionFloor { .. } => 0,
         }
     }
 }
@@ -446,6 +505,21 @@ mod tests {
                 now_ms: 99,
                 keys: vec![(b"a".to_vec(), 3), (b"b".to_vec(), 4)],
             },
+            Command::Fill {
+                entry: crate::db::StoredEntry {
+                    key: b"k".to_vec(),
+                    value: b"from the database".to_vec(),
+                    version: 40,
+                    ttl_ms: 1000,
+                    created_at_ms: 5,
+                },
+                read_at_index: 12,
+            },
+            Command::Flushed {
+                written: vec![(b"a".to_vec(), 3), (b"b".to_vec(), 9)],
+                fill_horizon: 8,
+            },
+            Command::VersionFloor { version: 1_000 },
         ];
         for command in commands {
             assert_eq!(Command::decode(&command.encode()).unwrap(), command);

@@ -281,6 +281,58 @@ impl Store {
         self.check_expected_version(existing, expected_version, now_ms)?;
 
         // From here on the write cannot fail.
+        let outcome = self.install(key, value, ttl_ms, version, now_ms, existing);
+        self.last_version = version;
+        self.assert_accounting();
+        Ok(outcome)
+    }
+
+    /// Stores an entry loaded from the system of record (a read-through fill) under the version
+    /// it has there, if the key is absent; returns whether it was stored. Unlike
+    /// [`Store::apply_set`] the version may be below `last_version()` (it is an old write);
+    /// `last_version` rises to it if it is higher, so later writes get higher versions.
+    pub fn apply_fill(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        ttl_ms: u64,
+        version: u64,
+        created_at: u64,
+    ) -> Result<bool, StoreError> {
+        self.validate_key(key)?;
+        if value.len() > self.config.max_value_bytes {
+            return Err(StoreError::ValueTooLarge {
+                len: value.len(),
+                max: self.config.max_value_bytes,
+            });
+        }
+        assert!(version > 0, "a filled entry has a version");
+        if self.find(key).is_some() {
+            return Ok(false);
+        }
+        self.install(key, value, ttl_ms, version, created_at, None);
+        self.last_version = self.last_version.max(version);
+        self.assert_accounting();
+        Ok(true)
+    }
+
+    /// Raises the version counter: every later write gets a version above `floor` (a cluster
+    /// starting empty over a system of record that holds versions up to `floor`).
+    pub fn raise_version_floor(&mut self, floor: u64) {
+        self.last_version = self.last_version.max(floor);
+    }
+
+    /// Encodes, tags and inserts a validated entry, replacing `existing` (keeping its access
+    /// history) and evicting whole batches until it fits. Cannot fail.
+    fn install(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        ttl_ms: u64,
+        version: u64,
+        now_ms: u64,
+        existing: Option<usize>,
+    ) -> SetOutcome {
         let (stored, flags) = self.encode_value(value);
         let size = entry_bytes(key.len(), stored.len());
         // `StoreConfig::validate` guarantees one largest entry fits, and encoding never grows a
@@ -317,13 +369,11 @@ impl Store {
         // Not yet in the recency order (its history may be carried over): record and link.
         self.record_access(idx);
         self.link_recency(idx);
-        self.last_version = version;
-        self.assert_accounting();
-        Ok(SetOutcome {
+        SetOutcome {
             version,
             evicted: evicted_keys.len(),
             evicted_keys,
-        })
+        }
     }
 
     /// Removes `key`, with the same compare-and-set rule as [`Store::apply_set`]. An expired

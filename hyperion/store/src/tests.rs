@@ -842,3 +842,36 @@ mod snapshots {
         );
     }
 }
+
+mod fills {
+    use crate::{IntegrityKey, Lookup, Store, StoreConfig};
+
+    #[test]
+    fn a_fill_installs_an_old_version_only_into_an_absent_key() {
+        let mut store =
+            Store::new(StoreConfig::with_defaults(IntegrityKey::new(vec![5; 32]))).unwrap();
+        store.apply_set(b"present", b"new", 0, 0, 10, 0).unwrap();
+        assert!(
+            !store.apply_fill(b"present", b"old", 0, 3, 0).unwrap(),
+            "never over a live entry"
+        );
+        assert!(store.apply_fill(b"absent", b"from-db", 0, 4, 0).unwrap());
+        match store.get(b"absent", 0, false) {
+            Lookup::Hit { value, version, .. } => {
+                assert_eq!((&*value, version), (&b"from-db"[..], 4))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            store.last_version(),
+            10,
+            "an older fill does not lower the counter"
+        );
+        assert!(store.apply_fill(b"later", b"x", 0, 50, 0).unwrap());
+        assert_eq!(store.last_version(), 50, "a newer fill raises it");
+        store.raise_version_floor(70);
+        assert_eq!(store.last_version(), 70);
+        store.raise_version_floor(60);
+        assert_eq!(store.last_version(), 70);
+    }
+}
