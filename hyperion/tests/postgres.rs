@@ -544,3 +544,114 @@ async fn warm_up_fails_clearly_and_in_bounded_time_when_unreachable() {
     .await;
     held.abort();
 }
+
+/// The whole node against real PostgreSQL: writes go behind to the database, the node's data
+/// directory is lost, and a fresh node reads every entry back through the database with its
+/// version, then writes above the database's highest version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_behind_then_an_empty_node_reads_everything_back() {
+    use hyperion::client::Client;
+    use hyperion::proto::CacheStatus;
+    use hyperion::server::Server;
+
+    let Some(url) = database_url("write_behind_then_an_empty_node_reads_everything_back") else {
+        return;
+    };
+    let data_dir = std::env::temp_dir().join(format!("hyperion-pg-node-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut config = hyperion::config::Config::development();
+    config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = data_dir.clone();
+    config.database_dsn = Some(Secret::new(url.into_bytes()));
+    config.database.password_file = env_path("HYPERION_TEST_DATABASE_PASSWORD_FILE");
+    let keys: Vec<String> = (0..50)
+        .map(|i| format!("{}-k{i}", prefix("node")))
+        .collect();
+
+    async fn start(
+        config: &hyperion::config::Config,
+    ) -> (
+        Client,
+        tokio::sync::oneshot::Sender<()>,
+        hyperion::replica::Replica,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let server = Server::bind(config, hyperion::runtime::NodeClock::system())
+            .await
+            .expect("node starts with its database");
+        let addr = server.local_addr();
+        let replica = server.replica();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = runtime::spawn(async move {
+            server
+                .serve(async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("serves");
+        });
+        let client = Client::new(&addr.to_string()).unwrap();
+        // A single node elects itself (then learns the database's version floor; the client
+        // retries writes refused meanwhile).
+        for _ in 0..400 {
+            if replica.status().role == Some(hyperion_raft::Role::Leader) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        (client, stop, replica, served)
+    }
+
+    let (client, stop, replica, served) = start(&config).await;
+    let mut versions = BTreeMap::new();
+    for key in &keys {
+        let written = client
+            .set(key.as_bytes(), key.as_bytes(), 0, 0)
+            .await
+            .expect("write");
+        versions.insert(key.clone(), written.version);
+    }
+    client.delete(keys[0].as_bytes(), 0).await.expect("delete");
+    for _ in 0..400 {
+        if replica.write_behind_backlog().0 == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        replica.write_behind_backlog().0,
+        0,
+        "everything written behind"
+    );
+    let _ = stop.send(());
+    served.await.unwrap();
+
+    // The node's disk is lost; a new node with an empty data directory starts.
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    let (client, stop, _replica, served) = start(&config).await;
+    let deleted = client.get(keys[0].as_bytes(), false).await.unwrap();
+    assert_eq!(
+        deleted.status,
+        CacheStatus::Miss as i32,
+        "the delete was written behind too"
+    );
+    for key in &keys[1..] {
+        let read = client.get(key.as_bytes(), false).await.unwrap();
+        assert_eq!(read.status, CacheStatus::Hit as i32, "{key} read through");
+        assert_eq!(read.value, key.as_bytes());
+        assert_eq!(read.version, versions[key], "{key} keeps its version");
+    }
+    let highest = versions.values().copied().max().unwrap();
+    let newer = client
+        .set(keys[1].as_bytes(), b"newer", 0, 0)
+        .await
+        .unwrap();
+    assert!(
+        newer.version > highest,
+        "versions never regress: {} <= {highest}",
+        newer.version
+    );
+    let _ = stop.send(());
+    served.await.unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
