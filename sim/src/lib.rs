@@ -8,17 +8,30 @@
 //!
 //! Every test prints its seed on failure (madsim's test harness); rerun one with
 //! `MADSIM_TEST_SEED=<seed> ci/sim test <name>`.
+//!
+//! Scenario files (`scenarios/*.toml`, `regressions/*.toml`) are parsed by [`spec`], run by
+//! [`runner`] and driven by the `hyperion-sim` CLI ([`cli`]; `ci/sim run|sweep|replay|...`).
 #![cfg(madsim)]
 
+pub mod cli;
 pub mod cluster;
 pub mod monitor;
+pub mod runner;
 pub mod scenarios;
+pub mod spec;
 pub mod sweep;
+pub mod trace;
 pub mod workload;
 
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
+mod database_tests;
+#[cfg(test)]
+mod file_tests;
+#[cfg(test)]
 mod scenario_tests;
+#[cfg(test)]
+mod spec_tests;
 #[cfg(test)]
 mod tests;

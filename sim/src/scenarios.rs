@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyperion::config::Config;
-use hyperion_checker::{check, CheckerConfig, Verdict};
+use hyperion_checker::{check, CheckerConfig, History, Verdict};
 
 use crate::cluster::{client_node, SimCluster};
 use crate::monitor::{check_state_machines, Monitor};
@@ -38,12 +38,17 @@ pub struct Findings {
     pub linearizability: Vec<String>,
     pub raft: Vec<String>,
     pub liveness: Vec<String>,
+    /// Memory bound exceeded (scenario files with `memory_max_bytes`).
+    pub memory: Vec<String>,
     pub ops: usize,
 }
 
 impl Findings {
     pub fn is_clean(&self) -> bool {
-        self.linearizability.is_empty() && self.raft.is_empty() && self.liveness.is_empty()
+        self.linearizability.is_empty()
+            && self.raft.is_empty()
+            && self.liveness.is_empty()
+            && self.memory.is_empty()
     }
 
     pub fn render(&self) -> String {
@@ -52,6 +57,7 @@ impl Findings {
             ("linearizability", &self.linearizability),
             ("raft invariants", &self.raft),
             ("liveness", &self.liveness),
+            ("memory", &self.memory),
         ] {
             for item in items {
                 text.push_str(&format!("[{title}] {item}\n"));
@@ -86,14 +92,34 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Findings {
     workload::run(&cluster, &scenario.workload, &recorder, seed).await;
     let _ = faults.await;
 
-    // Heal everything, then liveness: a leader and a served write within the bound.
+    heal_and_check(
+        &cluster,
+        monitor,
+        monitor_task,
+        ELECTION_TIMEOUT,
+        &mut findings,
+    )
+    .await;
+
+    let history = recorder.history();
+    findings.ops = history.ops().len();
+    findings.linearizability = check_history(&history, scenario.clock_skew_ms);
+    findings
+}
+
+/// Heals every fault (links, killed nodes), then checks liveness: a leader and a served write
+/// within [`LIVENESS_ELECTION_TIMEOUTS`] election timeouts. Returns the failure, if any.
+pub async fn heal_and_check_liveness(
+    cluster: &SimCluster,
+    election_timeout: Duration,
+) -> Option<String> {
     cluster.heal();
     for (i, server) in cluster.servers.iter().enumerate() {
         if server.status().is_none() {
             cluster.restart(i);
         }
     }
-    let bound = ELECTION_TIMEOUT * LIVENESS_ELECTION_TIMEOUTS;
+    let bound = election_timeout * LIVENESS_ELECTION_TIMEOUTS;
     let healed_at = hyperion::runtime::now();
     let probe = cluster.client().with_deadline(Duration::from_millis(500));
     let served = client_node(100)
@@ -111,39 +137,51 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Findings {
         .await
         .unwrap_or(false);
     if !served || healed_at.elapsed() > bound {
-        findings.liveness.push(format!(
-            "no write served within {} election timeouts after heal",
-            LIVENESS_ELECTION_TIMEOUTS
+        return Some(format!(
+            "no write served within {LIVENESS_ELECTION_TIMEOUTS} election timeouts after heal"
         ));
     }
+    None
+}
+
+/// After the faults: heals and checks liveness, lets followers catch up, stops the Raft monitor
+/// and compares the state machines; records what it finds in `findings`.
+pub async fn heal_and_check(
+    cluster: &SimCluster,
+    monitor: Monitor,
+    monitor_task: madsim::task::JoinHandle<()>,
+    election_timeout: Duration,
+    findings: &mut Findings,
+) {
+    if let Some(failure) = heal_and_check_liveness(cluster, election_timeout).await {
+        findings.liveness.push(failure);
+    }
     // Let followers catch up, then compare state machines.
-    madsim::time::sleep(ELECTION_TIMEOUT).await;
+    madsim::time::sleep(election_timeout).await;
     findings.raft.extend(monitor.stop());
     let _ = monitor_task.await;
-    findings.raft.extend(check_state_machines(&cluster));
+    findings.raft.extend(check_state_machines(cluster));
+}
 
-    let history = recorder.history();
-    findings.ops = history.ops().len();
+/// Runs the linearizability checker over `history` (no eviction, TTL tolerance ε =
+/// `clock_skew_ms`); returns one rendered violation (with its history excerpt) per finding.
+pub fn check_history(history: &History, clock_skew_ms: u64) -> Vec<String> {
     let report = check(
-        &history,
+        history,
         &CheckerConfig {
             allow_eviction: false,
-            clock_skew_ms: scenario.clock_skew_ms,
+            clock_skew_ms,
             ..CheckerConfig::default()
         },
     );
     match &report.verdict {
-        Verdict::Ok => {}
-        Verdict::Violation(violations) => {
-            findings
-                .linearizability
-                .extend(violations.iter().map(|v| v.to_string()));
-        }
+        Verdict::Ok => Vec::new(),
+        Verdict::Violation(violations) => violations.iter().map(|v| v.to_string()).collect(),
         Verdict::Unknown { reason } => {
             tracing::warn!(%reason, "checker could not decide");
+            Vec::new()
         }
     }
-    findings
 }
 
 /// Runs a scenario for one seed and turns findings into a test result.

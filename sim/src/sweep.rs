@@ -47,15 +47,17 @@ where
     runtime.set_time_limit(SEED_TIME_LIMIT);
     match catch_unwind(AssertUnwindSafe(|| runtime.block_on(scenario(seed)))) {
         Ok(result) => result,
-        Err(panic) => {
-            let text = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".to_string());
-            Err(format!("panicked: {text}"))
-        }
+        Err(panic) => Err(format!("panicked: {}", panic_text(panic.as_ref()))),
     }
+}
+
+/// The message of a caught panic.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".to_string())
 }
 
 /// Runs `scenario` for every seed of [`seeds`]; on the first failure prints the seed and the

@@ -50,6 +50,12 @@ pub struct WorkloadSpec {
     pub think_ms: (u64, u64),
     /// Per-attempt deadline of every client.
     pub deadline: Duration,
+    /// Retry policy of the cluster clients; `None` = the client library's default. Pinned
+    /// clients never retry.
+    pub retry: Option<RetryPolicy>,
+    /// Size range of written values in bytes (a unique prefix padded to a drawn length; a size
+    /// below the prefix's length leaves the prefix alone).
+    pub value_bytes: (usize, usize),
 }
 
 impl Default for WorkloadSpec {
@@ -67,6 +73,8 @@ impl Default for WorkloadSpec {
             ttl_ms: (300, 3_000),
             think_ms: (5, 40),
             deadline: Duration::from_millis(800),
+            retry: None,
+            value_bytes: (0, 0),
         }
     }
 }
@@ -230,7 +238,14 @@ impl WorkloadClient {
             self.recorder.complete(id, outcome);
             return;
         }
-        let value = format!("c{}-{}", self.id.0, self.seq).into_bytes();
+        let mut value = format!("c{}-{}", self.id.0, self.seq).into_bytes();
+        let (min_bytes, max_bytes) = self.spec.value_bytes;
+        if max_bytes > value.len() {
+            let size = self
+                .rng
+                .random_range(min_bytes.max(value.len())..=max_bytes);
+            value.resize(size, b'.');
+        }
         let ttl_ms = if self.rng.random_range(0..100) < self.spec.ttl_percent {
             self.rng
                 .random_range(self.spec.ttl_ms.0..=self.spec.ttl_ms.1)
@@ -271,7 +286,10 @@ pub async fn run(cluster: &SimCluster, spec: &WorkloadSpec, recorder: &Recorder,
     let mut tasks = Vec::with_capacity(total);
     for c in 0..total {
         let client = if c < spec.cluster_clients {
-            cluster.client()
+            match spec.retry {
+                Some(policy) => cluster.client().with_retry(policy),
+                None => cluster.client(),
+            }
         } else {
             let server = (c - spec.cluster_clients) % cluster.servers.len();
             cluster.servers[server].client().with_retry(RetryPolicy {
