@@ -246,6 +246,9 @@ pub struct FaultInjection {
     /// Serve linearizable reads from whoever believes it leads, without lease or read-index
     /// (the 2024-12-03 pre-fix behaviour).
     pub unsafe_leader_reads: bool,
+    /// Every read-through miss queries the database itself, no single-flight (the 2024-10-15
+    /// pre-fix behaviour).
+    pub no_read_through_single_flight: bool,
 }
 
 /// A node's whole configuration.

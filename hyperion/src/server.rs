@@ -167,6 +167,7 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
         record: None,
         negative_cache_ms: config.database.negative_cache_ms,
         backlog_bytes_max: config.database.backlog_mb * 1024 * 1024,
+        no_read_through_single_flight: config.faults.no_read_through_single_flight,
     }
 }
 

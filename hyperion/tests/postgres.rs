@@ -73,6 +73,7 @@ fn client_config() -> DbClientConfig {
             half_open_probes: 1,
         },
         warmup_timeout: Duration::from_secs(5),
+        coalesce_loads: true,
     }
 }
 

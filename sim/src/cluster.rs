@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hyperion::client::Client;
 use hyperion::config::{ClusterNode, Config};
-use hyperion::db::{DbClient, SimDatabase};
+use hyperion::db::{DbClient, DbClientConfig, SimDatabase};
 use hyperion::replica::record::SystemOfRecord;
 use hyperion::replica::{RaftStatus, Replica};
 use hyperion::runtime::NodeClock;
@@ -84,7 +84,11 @@ impl SimServer {
 
     /// Like [`SimServer::start`], with the shared simulated database as system of record: every
     /// (re)start builds a fresh client (pool, breaker) against it and warms it up first.
-    pub fn start_with(config: Config, disk_seed: u64, database: Option<SimDatabase>) -> SimServer {
+    pub fn start_with(
+        config: Config,
+        disk_seed: u64,
+        database: Option<DatabaseSetup>,
+    ) -> SimServer {
         let clock = NodeClock::starting_at_ms(SIM_EPOCH_MS);
         let disk = SimDisk::new(disk_seed);
         let replica = Arc::new(Mutex::new(None));
@@ -115,13 +119,16 @@ impl SimServer {
                 async move {
                     let record = match database {
                         None => None,
-                        Some(database) => {
-                            let client = DbClient::connect_and_warm(
-                                database,
-                                config.database.client_config(),
-                                hyperion::runtime::seeded_rng(),
-                            )
-                            .await;
+                        Some(setup) => {
+                            // Every process start builds its own pool over the shared database.
+                            let db = setup.db.new_pool();
+                            let rng = hyperion::runtime::seeded_rng();
+                            let client = if setup.warm_up {
+                                DbClient::connect_and_warm(db, setup.client.clone(), rng).await
+                            } else {
+                                // The 2025-01-08 pre-fix: the pool is created by the first query.
+                                Ok(DbClient::new(db, setup.client.clone(), rng))
+                            };
                             match client {
                                 Ok(client) => Some(SystemOfRecord::Simulated(client)),
                                 Err(error) => {
@@ -166,6 +173,11 @@ impl SimServer {
     /// Why the last start failed, if it did.
     pub fn start_error(&self) -> Option<String> {
         lock(&self.start_error).clone()
+    }
+
+    /// The running replica (in-process access for harness work such as bulk preloads).
+    pub fn replica(&self) -> Option<Replica> {
+        lock(&self.replica).clone()
     }
 
     /// Pending write-behind mutations and bytes, if the node is running.
@@ -217,6 +229,27 @@ pub struct SimCluster {
     pub database: Option<SimDatabase>,
 }
 
+/// How simulated nodes use the shared simulated database.
+#[derive(Clone)]
+pub struct DatabaseSetup {
+    pub db: SimDatabase,
+    /// Warm the pool up before serving (the 2025-01-08 fix); off replays the incident.
+    pub warm_up: bool,
+    /// The client's cap, timeouts, retries, breaker and single-flight.
+    pub client: DbClientConfig,
+}
+
+impl DatabaseSetup {
+    /// The product's settings over `db`.
+    pub fn new(db: SimDatabase) -> DatabaseSetup {
+        DatabaseSetup {
+            db,
+            warm_up: true,
+            client: hyperion::config::DatabaseConfig::default().client_config(),
+        }
+    }
+}
+
 impl SimCluster {
     /// Starts `n` servers; `tweak` adjusts each one's configuration (timings, flags).
     pub fn start(n: usize, tweak: impl Fn(&mut Config)) -> SimCluster {
@@ -227,7 +260,7 @@ impl SimCluster {
     pub fn start_with(
         n: usize,
         tweak: impl Fn(&mut Config),
-        database: Option<SimDatabase>,
+        database: Option<DatabaseSetup>,
     ) -> SimCluster {
         let servers = (0..n)
             .map(|i| {
@@ -236,7 +269,10 @@ impl SimCluster {
                 SimServer::start_with(config, madsim::rand::random::<u64>(), database.clone())
             })
             .collect();
-        SimCluster { servers, database }
+        SimCluster {
+            servers,
+            database: database.map(|setup| setup.db),
+        }
     }
 
     /// Every node's address.

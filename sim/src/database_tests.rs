@@ -7,7 +7,7 @@ use hyperion::db::{Availability, SimDatabase, SimDbConfig};
 use hyperion::proto::CacheStatus;
 use rand::SeedableRng;
 
-use crate::cluster::{client_node, SimCluster};
+use crate::cluster::{client_node, DatabaseSetup, SimCluster};
 
 const ELECTION: Duration = Duration::from_millis(1500);
 
@@ -35,7 +35,7 @@ async fn drained(cluster: &SimCluster) {
 #[madsim::test]
 async fn entries_survive_the_loss_of_the_whole_cluster() {
     let db = database();
-    let cluster = SimCluster::start_with(3, |_| {}, Some(db.clone()));
+    let cluster = SimCluster::start_with(3, |_| {}, Some(DatabaseSetup::new(db.clone())));
     cluster
         .wait_for_leader(ELECTION * 4)
         .await
@@ -113,7 +113,7 @@ async fn entries_survive_the_loss_of_the_whole_cluster() {
 #[madsim::test]
 async fn concurrent_misses_for_one_key_make_one_query() {
     let db = database();
-    let cluster = SimCluster::start_with(3, |_| {}, Some(db.clone()));
+    let cluster = SimCluster::start_with(3, |_| {}, Some(DatabaseSetup::new(db.clone())));
     cluster.wait_for_leader(ELECTION * 4).await.unwrap();
     let client = cluster.client();
     // Write, drain, then lose the cache's copy by restarting every node on empty disks.
@@ -163,7 +163,7 @@ async fn concurrent_misses_for_one_key_make_one_query() {
 #[madsim::test]
 async fn the_breaker_opens_during_an_outage_and_misses_answer_fast() {
     let db = database();
-    let cluster = SimCluster::start_with(3, |_| {}, Some(db.clone()));
+    let cluster = SimCluster::start_with(3, |_| {}, Some(DatabaseSetup::new(db.clone())));
     cluster.wait_for_leader(ELECTION * 4).await.unwrap();
     let client = cluster.client();
     db.set_availability(Availability::Refusing);

@@ -102,6 +102,7 @@ fn expectations_are_judged() {
         violation_in_any_seed: false,
         clock_skew_ms: 5,
         memory_max_bytes: None,
+        metrics: Default::default(),
     };
     let clean = report(Findings::default());
     assert!(clean.judge(&must_pass).is_ok());

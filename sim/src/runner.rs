@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use madsim::net::NetSim;
 
-use crate::cluster::SimCluster;
+use crate::cluster::{DatabaseSetup, SimCluster};
 use crate::monitor::Monitor;
 use crate::scenarios::{check_history, heal_and_check, Findings};
-use crate::spec::{Checker, Expect, FaultAction, FaultPlan, NodeRef, Plan};
+use crate::spec::{
+    Checker, DatabasePlan, Expect, FaultAction, FaultPlan, MetricLimits, NodeRef, Plan,
+};
 use crate::trace::{Event, Trace, TraceLine};
 use crate::workload::{self, Recorder};
+use hyperion::db::{SimDatabase, SimDbConfig};
 
 /// How often leaders, terms and node liveness are sampled into the trace.
 pub const ROLE_SAMPLE_INTERVAL: Duration = Duration::from_millis(5);
@@ -40,6 +43,7 @@ impl RunReport {
             Checker::Raft => &self.findings.raft,
             Checker::Liveness => &self.findings.liveness,
             Checker::Memory => &self.findings.memory,
+            Checker::Metrics => &self.findings.metrics,
         }
     }
 
@@ -422,7 +426,30 @@ async fn sample_timeline(
 pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
     let started = hyperion::runtime::now();
     let config = plan.config.clone();
-    let cluster = Arc::new(SimCluster::start(plan.nodes, |c| config.apply(c)));
+    let database = plan.database.as_ref().map(|db| database_setup(db, seed));
+    if let Some(setup) = &database {
+        // The schema exists from earlier deploys: a lazily connecting node (the 2025-01-08
+        // pre-fix) does not migrate it.
+        use hyperion::db::Database;
+        setup
+            .db
+            .migrate()
+            .await
+            .expect("the simulated database migrates");
+    }
+    let db_plan = plan.database.clone();
+    let cluster = Arc::new(SimCluster::start_with(
+        plan.nodes,
+        |c| {
+            config.apply(c);
+            if let Some(db) = &db_plan {
+                c.database.negative_cache_ms = db.negative_cache_ms;
+                c.database.query_timeout_ms = db.query_timeout_ms;
+                c.faults.no_read_through_single_flight = !db.single_flight;
+            }
+        },
+        database,
+    ));
     for server in &cluster.servers {
         server
             .retain_read_values
@@ -461,6 +488,15 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
             plan.workload.duration.as_millis()
         ),
     });
+    if plan.workload.preload_keys > 0 {
+        workload::preload(&cluster, &plan.workload, &recorder).await;
+        trace.record(Event::Note {
+            text: format!(
+                "preloaded {} keys with TTL {} ms",
+                plan.workload.preload_keys, plan.workload.preload_ttl_ms
+            ),
+        });
+    }
     let monitor = Monitor::default();
     let monitor_task = madsim::task::spawn_local(
         monitor
@@ -525,10 +561,167 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
     let history = recorder.history();
     findings.ops = history.ops().len();
     findings.linearizability = check_history(&history, plan.expect.clock_skew_ms);
+    let metrics = Metrics::of(&history, cluster.database.as_ref());
+    trace.record(Event::Note {
+        text: metrics.render(),
+    });
+    findings.metrics = metrics.violations(&plan.expect.metrics);
     for op in history.ops() {
         trace.record_at(op.invoke_ms, Event::Op { op: op.clone() });
     }
     finish(findings, &trace, started, peak)
+}
+
+/// The simulated database and how nodes use it, for a drawn `[database]`.
+fn database_setup(db: &DatabasePlan, seed: u64) -> DatabaseSetup {
+    use rand::SeedableRng;
+    let database = SimDatabase::new(
+        SimDbConfig {
+            latency_min: Duration::from_millis(db.latency_ms.0),
+            latency_max: Duration::from_millis(db.latency_ms.1),
+            connection_wait: Duration::from_millis(db.connection_wait_ms),
+            pool_create: Duration::from_millis(db.pool_create_ms),
+            ..SimDbConfig::default()
+        },
+        db.max_connections,
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xdb),
+    );
+    let mut client = hyperion::config::DatabaseConfig {
+        pool_size: db.pool_size,
+        query_timeout_ms: db.query_timeout_ms,
+        ..Default::default()
+    }
+    .client_config();
+    client.coalesce_loads = db.single_flight;
+    if !db.breaker {
+        // A breaker that never opens: the 2024-10-15 pre-fix.
+        client.breaker.min_calls = u32::MAX;
+    }
+    DatabaseSetup {
+        db: database,
+        warm_up: db.warm_up,
+        client,
+    }
+}
+
+/// What the clients saw, and what the database went through.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    pub gets: usize,
+    pub hits: usize,
+    pub get_p50_ms: u64,
+    pub get_p99_ms: u64,
+    /// The first Get of the run succeeded (answered at all), if there was one.
+    pub first_get_ok: Option<bool>,
+    pub db_queries: u64,
+    pub db_peak_concurrency: u64,
+    pub db_refused: u64,
+}
+
+impl Metrics {
+    pub fn of(history: &hyperion_checker::History, db: Option<&SimDatabase>) -> Metrics {
+        use hyperion_checker::{Op, OpResult, Outcome};
+        let mut latencies = Vec::new();
+        let mut hits = 0;
+        let mut first: Option<(u64, bool)> = None;
+        for op in history.ops() {
+            if !matches!(op.op, Op::Get { .. }) {
+                continue;
+            }
+            let Some(returned) = op.return_ms else {
+                continue;
+            };
+            latencies.push(returned - op.invoke_ms);
+            let outcome = op.effective_outcome();
+            if matches!(outcome, Outcome::Ok(OpResult::Hit { .. })) {
+                hits += 1;
+            }
+            let ok = matches!(outcome, Outcome::Ok(_));
+            if first.is_none_or(|(at, _)| op.invoke_ms < at) {
+                first = Some((op.invoke_ms, ok));
+            }
+        }
+        latencies.sort_unstable();
+        let percentile = |p: usize| -> u64 {
+            if latencies.is_empty() {
+                0
+            } else {
+                latencies[((latencies.len() - 1) * p) / 100]
+            }
+        };
+        let stats = db.map(SimDatabase::stats).unwrap_or_default();
+        Metrics {
+            gets: latencies.len(),
+            hits,
+            get_p50_ms: percentile(50),
+            get_p99_ms: percentile(99),
+            first_get_ok: first.map(|(_, ok)| ok),
+            db_queries: stats.total_queries,
+            db_peak_concurrency: stats.peak_concurrent,
+            db_refused: stats.refused_over_cap,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let hit_rate = if self.gets == 0 {
+            0.0
+        } else {
+            100.0 * self.hits as f64 / self.gets as f64
+        };
+        format!(
+            "metrics: {} gets, hit rate {hit_rate:.1} %, get p50 {} ms, p99 {} ms; database: {} \
+             queries, peak {} in flight, {} refused for lack of a connection{}",
+            self.gets,
+            self.get_p50_ms,
+            self.get_p99_ms,
+            self.db_queries,
+            self.db_peak_concurrency,
+            self.db_refused,
+            match self.first_get_ok {
+                Some(true) => "; first get answered",
+                Some(false) => "; first get FAILED",
+                None => "",
+            }
+        )
+    }
+
+    /// What exceeds the limits.
+    pub fn violations(&self, limits: &MetricLimits) -> Vec<String> {
+        let mut found = Vec::new();
+        if let Some(max) = limits.get_p99_ms_max {
+            if self.get_p99_ms > max {
+                found.push(format!("get p99 {} ms exceeds {max} ms", self.get_p99_ms));
+            }
+        }
+        if let Some(max) = limits.db_peak_concurrency_max {
+            if self.db_peak_concurrency > max {
+                found.push(format!(
+                    "database peak concurrency {} exceeds {max}",
+                    self.db_peak_concurrency
+                ));
+            }
+        }
+        if let Some(max) = limits.db_refused_max {
+            if self.db_refused > max {
+                found.push(format!(
+                    "database refused {} queries for lack of a connection (limit {max})",
+                    self.db_refused
+                ));
+            }
+        }
+        if let Some(max) = limits.db_queries_max {
+            if self.db_queries > max {
+                found.push(format!(
+                    "the database received {} queries (limit {max})",
+                    self.db_queries
+                ));
+            }
+        }
+        if limits.first_get_ok && self.first_get_ok == Some(false) {
+            found.push("the first Get of the run failed".to_string());
+        }
+        found
+    }
 }
 
 /// Records the findings in the trace and assembles the report.

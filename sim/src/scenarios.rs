@@ -40,6 +40,8 @@ pub struct Findings {
     pub liveness: Vec<String>,
     /// Memory bound exceeded (scenario files with `memory_max_bytes`).
     pub memory: Vec<String>,
+    /// Latency or database thresholds exceeded (scenario files with metric limits).
+    pub metrics: Vec<String>,
     pub ops: usize,
 }
 
@@ -49,6 +51,7 @@ impl Findings {
             && self.raft.is_empty()
             && self.liveness.is_empty()
             && self.memory.is_empty()
+            && self.metrics.is_empty()
     }
 
     pub fn render(&self) -> String {
@@ -58,6 +61,7 @@ impl Findings {
             ("raft invariants", &self.raft),
             ("liveness", &self.liveness),
             ("memory", &self.memory),
+            ("metrics", &self.metrics),
         ] {
             for item in items {
                 text.push_str(&format!("[{title}] {item}\n"));

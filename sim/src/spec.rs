@@ -334,6 +334,73 @@ pub struct WorkloadFileSpec {
     /// Per-attempt deadline of every client.
     pub deadline_ms: Option<Param<u64>>,
     pub retry: Option<RetrySpec>,
+    /// Keys `key0..` written before the workload (unrecorded), all with `preload_ttl_ms`.
+    pub preload_keys: Option<Param<u64>>,
+    pub preload_ttl_ms: Option<Param<u64>>,
+}
+
+/// `[database]`: a simulated system of record shared by every node, and how nodes use it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSpec {
+    /// Connections the database accepts at once (default 16).
+    pub max_connections: Option<Param<u64>>,
+    /// Per query: latency range (default [1, 5]).
+    pub latency_ms: Option<PairSpec>,
+    /// How long a query waits for a busy database's connection before it is refused (default 0).
+    pub connection_wait_ms: Option<Param<u64>>,
+    /// What creating a node's connection pool costs, paid by its first query (default 0).
+    pub pool_create_ms: Option<Param<u64>>,
+    /// Nodes warm their pool up before serving (default true; false replays 2025-01-08).
+    pub warm_up: Option<bool>,
+    /// The nodes' circuit breaker (default true).
+    pub breaker: Option<bool>,
+    /// Single-flight read-through: concurrent misses of a key share one query (default true).
+    pub single_flight: Option<bool>,
+    /// How long the leader remembers a key the database does not have (default 1000; 0 = off).
+    pub negative_cache_ms: Option<Param<u64>>,
+    /// Per-query timeout of the nodes' database client (default 2000).
+    pub query_timeout_ms: Option<Param<u64>>,
+    /// Per-node query cap (the pool size, default 16).
+    pub pool_size: Option<Param<u64>>,
+}
+
+impl DatabaseSpec {
+    /// `self` with every field `over` sets replaced.
+    fn overridden_by(&self, over: &DatabaseSpec) -> DatabaseSpec {
+        macro_rules! pick {
+            ($($field:ident),*) => {
+                DatabaseSpec { $($field: over.$field.clone().or_else(|| self.$field.clone())),* }
+            };
+        }
+        pick!(
+            max_connections,
+            latency_ms,
+            connection_wait_ms,
+            pool_create_ms,
+            warm_up,
+            breaker,
+            single_flight,
+            negative_cache_ms,
+            query_timeout_ms,
+            pool_size
+        )
+    }
+}
+
+/// The drawn `[database]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabasePlan {
+    pub max_connections: usize,
+    pub latency_ms: (u64, u64),
+    pub connection_wait_ms: u64,
+    pub pool_create_ms: u64,
+    pub warm_up: bool,
+    pub breaker: bool,
+    pub single_flight: bool,
+    pub negative_cache_ms: u64,
+    pub query_timeout_ms: u64,
+    pub pool_size: usize,
 }
 
 /// One `[[faults]]` entry (which fields apply depends on `kind`).
@@ -377,6 +444,16 @@ pub struct ExpectSpec {
     pub clock_skew_ms: Option<Param<u64>>,
     /// The memory checker: per node, store-accounted plus retained bytes at every sample.
     pub memory_max_bytes: Option<Param<u64>>,
+    /// The metrics checker (in simulated time): the 99th percentile of Get latency,
+    pub get_p99_ms_max: Option<Param<u64>>,
+    /// the most queries the database ever had in flight at once,
+    pub db_peak_concurrency_max: Option<Param<u64>>,
+    /// queries the database refused for lack of a connection,
+    pub db_refused_max: Option<Param<u64>>,
+    /// queries the database received in all,
+    pub db_queries_max: Option<Param<u64>>,
+    /// and whether the first Get of the run must succeed (the 2025-01-08 cold start).
+    pub first_get_ok: Option<bool>,
 }
 
 /// `[regression]`: provenance of an incident regression.
@@ -402,6 +479,10 @@ pub struct VariantSpec {
     pub faults: Option<Vec<FaultSpec>>,
     /// Replaces the file's expectations when present.
     pub expect: Option<ExpectSpec>,
+    /// Overrides fields of the file's `[database]`.
+    pub database: Option<DatabaseSpec>,
+    /// Replaces the clients' retry policy (`[workload.retry]`).
+    pub retry: Option<RetrySpec>,
 }
 
 /// A whole file as written.
@@ -420,8 +501,8 @@ pub struct FileSpec {
     pub faults: Vec<FaultSpec>,
     #[serde(default)]
     pub expect: ExpectSpec,
-    /// The simulated database node (not built yet: rejected with a clear error).
-    pub database: Option<Spanned<toml::Table>>,
+    /// The simulated system of record.
+    pub database: Option<DatabaseSpec>,
     pub regression: Option<RegressionSpec>,
     #[serde(default)]
     pub variant: Vec<VariantSpec>,
@@ -434,14 +515,16 @@ pub enum Checker {
     Raft,
     Liveness,
     Memory,
+    Metrics,
 }
 
 impl Checker {
-    pub const ALL: [Checker; 4] = [
+    pub const ALL: [Checker; 5] = [
         Checker::Linearizability,
         Checker::Raft,
         Checker::Liveness,
         Checker::Memory,
+        Checker::Metrics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -450,6 +533,7 @@ impl Checker {
             Checker::Raft => "raft",
             Checker::Liveness => "liveness",
             Checker::Memory => "memory",
+            Checker::Metrics => "metrics",
         }
     }
 
@@ -523,6 +607,27 @@ pub struct Expect {
     pub violation_in_any_seed: bool,
     pub clock_skew_ms: u64,
     pub memory_max_bytes: Option<u64>,
+    pub metrics: MetricLimits,
+}
+
+/// Thresholds of the metrics checker (`None`: not checked).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricLimits {
+    pub get_p99_ms_max: Option<u64>,
+    pub db_peak_concurrency_max: Option<u64>,
+    pub db_refused_max: Option<u64>,
+    pub db_queries_max: Option<u64>,
+    pub first_get_ok: bool,
+}
+
+impl MetricLimits {
+    pub fn any(&self) -> bool {
+        self.get_p99_ms_max.is_some()
+            || self.db_peak_concurrency_max.is_some()
+            || self.db_refused_max.is_some()
+            || self.db_queries_max.is_some()
+            || self.first_get_ok
+    }
 }
 
 /// Node configuration overrides, drawn.
@@ -626,6 +731,7 @@ pub struct Plan {
     pub workload: WorkloadSpec,
     pub faults: Vec<FaultPlan>,
     pub expect: Expect,
+    pub database: Option<DatabasePlan>,
     pub draws: Vec<Draw>,
 }
 
@@ -999,6 +1105,27 @@ impl Validator<'_> {
         Ok(())
     }
 
+    fn database(&self, db: &DatabaseSpec, prefix: &str) -> Result<(), SpecError> {
+        let field = |name: &str| format!("{prefix}database.{name}");
+        self.within(&db.max_connections, &field("max_connections"), 1, 10_000)?;
+        self.within(&db.pool_size, &field("pool_size"), 1, 1024)?;
+        self.within(
+            &db.connection_wait_ms,
+            &field("connection_wait_ms"),
+            0,
+            60_000,
+        )?;
+        self.within(&db.pool_create_ms, &field("pool_create_ms"), 0, 60_000)?;
+        self.within(
+            &db.negative_cache_ms,
+            &field("negative_cache_ms"),
+            0,
+            3_600_000,
+        )?;
+        self.within(&db.query_timeout_ms, &field("query_timeout_ms"), 1, 60_000)?;
+        self.pair(&db.latency_ms, &field("latency_ms"), 60_000)
+    }
+
     fn expect(&self, expect: &ExpectSpec, prefix: &str) -> Result<(), SpecError> {
         let pass = self.checkers(&expect.pass, &format!("{prefix}expect.pass"))?;
         let violation = self.checkers(&expect.violation, &format!("{prefix}expect.violation"))?;
@@ -1160,13 +1287,6 @@ impl ScenarioFile {
             }
         })?;
         let v = Validator { path, source };
-        if let Some(database) = &spec.database {
-            return Err(v.error(
-                &database.span(),
-                "database",
-                "database node not supported yet (the simulated database is being built; remove the [database] section)",
-            ));
-        }
         let nodes = spec.topology.nodes.as_ref();
         v.within(&spec.topology.nodes, "topology.nodes", 1, NODES_MAX)?;
         v.within(
@@ -1187,6 +1307,9 @@ impl ScenarioFile {
         v.workload(&spec.workload)?;
         v.faults(&spec.faults, "", nodes_min)?;
         v.expect(&spec.expect, "")?;
+        if let Some(db) = &spec.database {
+            v.database(db, "")?;
+        }
         if spec.regression.is_some() == spec.variant.is_empty() {
             let span = 0..0;
             return Err(v.error(&span, "variant", "a regression file has a [regression] table and at least one [[variant]]; a scenario file has neither"));
@@ -1210,6 +1333,9 @@ impl ScenarioFile {
             }
             if let Some(expect) = &variant.expect {
                 v.expect(expect, &at)?;
+            }
+            if let Some(db) = &variant.database {
+                v.database(db, &at)?;
             }
             variants.push(VariantInfo {
                 name: variant.name.get_ref().clone(),
@@ -1358,9 +1484,35 @@ impl ScenarioFile {
                 &w.deadline_ms,
                 defaults.deadline.as_millis() as u64,
             )),
-            retry: w.retry.as_ref().map(|r| d.retry(r)),
+            retry: variant_spec
+                .and_then(|v| v.retry.as_ref())
+                .or(w.retry.as_ref())
+                .map(|r| d.retry(r)),
             value_bytes: (value_bytes.0 as usize, value_bytes.1 as usize),
+            preload_keys: d.u64("workload.preload_keys", &w.preload_keys, 0) as usize,
+            preload_ttl_ms: d.u64("workload.preload_ttl_ms", &w.preload_ttl_ms, 0),
         };
+        let database_spec = match (
+            &spec.database,
+            variant_spec.and_then(|v| v.database.as_ref()),
+        ) {
+            (Some(base), Some(over)) => Some(base.overridden_by(over)),
+            (Some(base), None) => Some(base.clone()),
+            (None, Some(over)) => Some(over.clone()),
+            (None, None) => None,
+        };
+        let database = database_spec.map(|db| DatabasePlan {
+            max_connections: d.u64("database.max_connections", &db.max_connections, 16) as usize,
+            latency_ms: pair(&db.latency_ms, (1, 5)),
+            connection_wait_ms: d.u64("database.connection_wait_ms", &db.connection_wait_ms, 0),
+            pool_create_ms: d.u64("database.pool_create_ms", &db.pool_create_ms, 0),
+            warm_up: db.warm_up.unwrap_or(true),
+            breaker: db.breaker.unwrap_or(true),
+            single_flight: db.single_flight.unwrap_or(true),
+            negative_cache_ms: d.u64("database.negative_cache_ms", &db.negative_cache_ms, 1000),
+            query_timeout_ms: d.u64("database.query_timeout_ms", &db.query_timeout_ms, 2000),
+            pool_size: d.u64("database.pool_size", &db.pool_size, 16) as usize,
+        });
 
         let mut fault_plans = Vec::new();
         for (i, fault) in faults.iter().enumerate() {
@@ -1375,6 +1527,16 @@ impl ScenarioFile {
             .map_err(|e| e.to_string())?
             .unwrap_or_default();
         let memory_max_bytes = d.opt("expect.memory_max_bytes", &expect.memory_max_bytes);
+        let metrics = MetricLimits {
+            get_p99_ms_max: d.opt("expect.get_p99_ms_max", &expect.get_p99_ms_max),
+            db_peak_concurrency_max: d.opt(
+                "expect.db_peak_concurrency_max",
+                &expect.db_peak_concurrency_max,
+            ),
+            db_refused_max: d.opt("expect.db_refused_max", &expect.db_refused_max),
+            db_queries_max: d.opt("expect.db_queries_max", &expect.db_queries_max),
+            first_get_ok: expect.first_get_ok.unwrap_or(false),
+        };
         let pass = match v
             .checkers(&expect.pass, "expect.pass")
             .map_err(|e| e.to_string())?
@@ -1384,6 +1546,7 @@ impl ScenarioFile {
                 .into_iter()
                 .filter(|c| !violation.contains(c))
                 .filter(|c| *c != Checker::Memory || memory_max_bytes.is_some())
+                .filter(|c| *c != Checker::Metrics || metrics.any())
                 .collect(),
         };
         let violation_in_any_seed = expect
@@ -1396,6 +1559,7 @@ impl ScenarioFile {
             violation_in_any_seed,
             clock_skew_ms: d.u64("expect.clock_skew_ms", &expect.clock_skew_ms, 5),
             memory_max_bytes,
+            metrics,
         };
         Ok(Plan {
             name: self.name(),
@@ -1405,6 +1569,7 @@ impl ScenarioFile {
             workload,
             faults: fault_plans,
             expect,
+            database,
             draws: d.draws,
         })
     }

@@ -343,12 +343,38 @@ fn retry_policies_are_checked_and_mapped() {
 }
 
 #[test]
-fn a_database_section_is_refused_clearly() {
+fn a_database_section_draws_and_variants_override_it() {
+    let file = parse(
+        "[database]\nmax_connections = 16\nlatency_ms = [1, 5]\npool_create_ms = [100, 200]\n",
+    )
+    .unwrap();
+    let plan = file.plan(3, None).unwrap();
+    let db = plan.database.expect("a database");
+    assert_eq!(db.max_connections, 16);
+    assert!((100..=200).contains(&db.pool_create_ms));
+    assert!(
+        db.warm_up && db.breaker && db.single_flight,
+        "the product's defaults"
+    );
+    assert!(plan
+        .draws
+        .iter()
+        .any(|d| d.field == "database.pool_create_ms"));
+}
+
+#[test]
+fn bad_database_fields_name_the_line() {
     rejects(
-        "[topology]\nnodes = 3\n\n[database]\nlatency_ms = [1, 5]\n",
-        4,
-        "database",
-        "database node not supported yet",
+        "[topology]\nnodes = 3\n\n[database]\nmax_connections = 0\n",
+        5,
+        "database.max_connections",
+        "within",
+    );
+    rejects(
+        "[database]\nlatency_ms = [9, 1]\n",
+        2,
+        "database.latency_ms",
+        "",
     );
 }
 

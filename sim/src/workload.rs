@@ -56,6 +56,11 @@ pub struct WorkloadSpec {
     /// Size range of written values in bytes (a unique prefix padded to a drawn length; a size
     /// below the prefix's length leaves the prefix alone).
     pub value_bytes: (usize, usize),
+    /// Keys `key0..` written before the workload starts (not recorded), all with
+    /// `preload_ttl_ms` (0 = no expiry): the 2024-10-15 herd's 50,000 entries that expire
+    /// together.
+    pub preload_keys: usize,
+    pub preload_ttl_ms: u64,
 }
 
 impl Default for WorkloadSpec {
@@ -75,6 +80,8 @@ impl Default for WorkloadSpec {
             deadline: Duration::from_millis(800),
             retry: None,
             value_bytes: (0, 0),
+            preload_keys: 0,
+            preload_ttl_ms: 0,
         }
     }
 }
@@ -281,6 +288,62 @@ impl WorkloadClient {
 
 /// Runs the workload against `cluster` and returns when every client has finished (each stops
 /// issuing after `spec.duration` and finishes its last call within its deadline and retries).
+/// Preload writes proposed to the leader at once (group commit batches them).
+const PRELOAD_CONCURRENCY: usize = 2_000;
+
+/// Writes `spec.preload_keys` keys before the workload, recording them in the history like any
+/// write (so reads of them are checked). They go through the leader's log like every write, but
+/// in-process rather than over simulated gRPC, whose server accepts one request at a time (a
+/// simulator limit that would stretch 50,000 writes over minutes of simulated time, so they would
+/// not expire together).
+pub async fn preload(cluster: &SimCluster, spec: &WorkloadSpec, recorder: &Recorder) {
+    use hyperion::replica::{WriteOutcome, WriteRequest};
+    let keys: Vec<usize> = (0..spec.preload_keys).collect();
+    for chunk in keys.chunks(PRELOAD_CONCURRENCY) {
+        let writes = chunk.iter().map(|&i| async move {
+            let key = format!("key{i}").into_bytes();
+            let value = b"preloaded".to_vec();
+            let op = Op::Set {
+                key: key.clone(),
+                value: value.clone(),
+                ttl_ms: spec.preload_ttl_ms,
+                expected_version: 0,
+            };
+            let Some(id) = recorder.invoke(ClientId(1_000), op) else {
+                return;
+            };
+            for _ in 0..100 {
+                let Some(replica) = cluster.leader().and_then(|l| cluster.servers[l].replica())
+                else {
+                    madsim::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let request = WriteRequest::Set {
+                    key: key.clone(),
+                    value: value.clone(),
+                    ttl_ms: spec.preload_ttl_ms,
+                    expected_version: 0,
+                };
+                match replica.write(request).await {
+                    Ok(WriteOutcome::Set { version, ttl_ms }) => {
+                        let written = OpResult::Written { version, ttl_ms };
+                        recorder.complete(id, Outcome::Ok(written));
+                        return;
+                    }
+                    Err(hyperion::replica::ReplicaError::NotLeader { .. })
+                    | Err(hyperion::replica::ReplicaError::RecordBehind(_))
+                    | Err(hyperion::replica::ReplicaError::Overloaded) => {
+                        madsim::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(_) | Ok(_) => break,
+                }
+            }
+            recorder.complete(id, Outcome::Unknown);
+        });
+        futures::future::join_all(writes).await;
+    }
+}
+
 pub async fn run(cluster: &SimCluster, spec: &WorkloadSpec, recorder: &Recorder, seed: u64) {
     let total = spec.cluster_clients + spec.pinned_clients;
     let mut tasks = Vec::with_capacity(total);

@@ -50,6 +50,9 @@ pub struct DbClientConfig {
     pub breaker: BreakerConfig,
     /// Bound on warm-up: proving a connection and migrating the schema.
     pub warmup_timeout: Duration,
+    /// Concurrent loads of one key share one query (single-flight). Off only to replay the
+    /// 2024-10-15 herd.
+    pub coalesce_loads: bool,
 }
 
 impl Default for DbClientConfig {
@@ -60,6 +63,7 @@ impl Default for DbClientConfig {
             retry: RetryPolicy::database(),
             breaker: BreakerConfig::product(),
             warmup_timeout: Duration::from_secs(10),
+            coalesce_loads: true,
         }
     }
 }
@@ -283,6 +287,9 @@ impl<D: Database> DbClient<D> {
     /// The live entry for `key` (see [`Database::load`]), single-flight per key.
     pub async fn load(&self, key: &[u8]) -> LoadOutcome {
         bump(&self.inner.counters.loads);
+        if !self.inner.config.coalesce_loads {
+            return self.with_retries(|| self.inner.db.load(key)).await;
+        }
         let load = {
             let mut flights = lock(&self.inner.flights);
             match flights.get(key) {
@@ -506,6 +513,7 @@ mod tests {
                 half_open_probes: 1,
             },
             warmup_timeout: ms(2000),
+            coalesce_loads: true,
         }
     }
 

@@ -37,6 +37,9 @@ pub struct SimDbConfig {
     /// How long a query waits for a connection beyond the cap before it is refused with
     /// `Exhausted` (zero: refused at once, as a server past `max_connections`).
     pub connection_wait: Duration,
+    /// What creating a client's connection pool costs, paid by its first query (the 2025-01-08
+    /// incident's 500 ms): a client that warms up at start pays it before serving.
+    pub pool_create: Duration,
 }
 
 impl Default for SimDbConfig {
@@ -47,6 +50,7 @@ impl Default for SimDbConfig {
             slowdown: 1.0,
             error_rate: 0.0,
             connection_wait: Duration::ZERO,
+            pool_create: Duration::ZERO,
         }
     }
 }
@@ -94,10 +98,16 @@ struct SimInner {
     max_connections: usize,
 }
 
-/// The in-memory database (see the module docs). Cheap to clone; clones share everything.
+/// The in-memory database (see the module docs). Cheap to clone; clones share everything,
+/// including the client-side connection pool; [`SimDatabase::new_pool`] gives another client
+/// (node) its own pool over the same database.
 #[derive(Clone)]
 pub struct SimDatabase {
     inner: Arc<SimInner>,
+    /// When this handle's connection pool is (or will be) ready: set by the first query, which
+    /// starts creating it (see [`SimDbConfig::pool_create`]); creation completes even if that
+    /// query gives up, as a real pool's would.
+    pool_ready_at: Arc<Mutex<Option<runtime::Instant>>>,
 }
 
 /// Keeps `in_flight` right even when the caller's timeout drops the query mid-way.
@@ -130,6 +140,15 @@ impl SimDatabase {
                 connections: Semaphore::new(max_connections),
                 max_connections,
             }),
+            pool_ready_at: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// A handle over the same database with a connection pool of its own, not yet created.
+    pub fn new_pool(&self) -> SimDatabase {
+        SimDatabase {
+            inner: Arc::clone(&self.inner),
+            pool_ready_at: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -197,6 +216,16 @@ impl SimDatabase {
                 self.state().stats.failed_injected += 1;
                 return Err(DbError::Unavailable("simulated database hung".to_string()));
             }
+        }
+        let pool_create = self.state().config.pool_create;
+        let ready_at = *self
+            .pool_ready_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| runtime::now() + pool_create);
+        let now = runtime::now();
+        if ready_at > now {
+            runtime::sleep(ready_at - now).await;
         }
         let wait = self.state().config.connection_wait;
         let permit = match self.inner.connections.try_acquire() {

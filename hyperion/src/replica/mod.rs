@@ -206,6 +206,9 @@ pub struct ReplicaConfig {
     pub negative_cache_ms: u64,
     /// Most bytes of unwritten mutations before client writes are refused.
     pub backlog_bytes_max: u64,
+    /// Fault injection: read-through misses do not share loads (the 2024-10-15 pre-fix).
+    #[doc(hidden)]
+    pub no_read_through_single_flight: bool,
 }
 
 /// The state machine and what readers need, shared by the loop and handlers.
@@ -273,6 +276,7 @@ struct Shared {
     record: Option<SystemOfRecord>,
     negative: Mutex<NegativeCache>,
     negative_cache_ms: u64,
+    no_read_through_single_flight: bool,
     /// Read points of this node's fills in flight (id → read index), for the fill horizon.
     fills_in_flight: Mutex<BTreeMap<u64, u64>>,
     /// Read-throughs in flight per key: concurrent misses of one key share one load, and its
@@ -403,13 +407,21 @@ impl Replica {
         let record = self.shared.record.clone()?;
         let read_at_index = {
             let machine = lock(&self.shared.machine);
-            if machine.write_behind.is_pending(key) || machine.store.expires_at_ms(key).is_some() {
-                // The database is behind for this key, or an (expired) entry exists: the
-                // cache's answer stands.
+            if machine.write_behind.is_pending(key) {
+                // The database is behind for this key: the cache's answer stands.
                 return None;
             }
             machine.applied_index
         };
+        if self.shared.no_read_through_single_flight {
+            let id = self
+                .shared
+                .next_fill_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return self
+                .load_and_fill(record, key.to_vec(), read_at_index, id)
+                .await;
+        }
         let flight = {
             let mut flights = lock(&self.shared.read_throughs);
             match flights.get(key) {
@@ -443,6 +455,14 @@ impl Replica {
         flight.await
     }
 
+    /// Remembers, for the negative-cache lifetime, that the database has no live row for `key`.
+    fn remember_absent(&self, key: &[u8]) {
+        if self.shared.negative_cache_ms > 0 {
+            let until = runtime::now() + Duration::from_millis(self.shared.negative_cache_ms);
+            lock(&self.shared.negative).remember(key, until);
+        }
+    }
+
     /// Ends read-through flight `id` of `key` (a later flight of the key stays).
     fn land(&self, key: &[u8], id: u64) {
         let mut flights = lock(&self.shared.read_throughs);
@@ -466,18 +486,14 @@ impl Replica {
         // Registered until the fill is applied, so the fill horizon cannot pass its read point.
         lock(&self.shared.fills_in_flight).insert(id, read_at_index);
         match record.load(&key).await {
-            Ok(Some(entry)) => {
-                let (now_ms, expired) = {
+            Ok(Some(mut entry)) => {
+                // The cached copy's TTL starts again now: the system of record is authoritative
+                // and a TTL bounds how long the cache keeps a copy.
+                let now_ms = {
                     let machine = lock(&self.shared.machine);
-                    let now_ms = self.shared.cluster_now_ms(&machine);
-                    let expired = entry.ttl_ms != 0
-                        && now_ms > entry.created_at_ms.saturating_add(entry.ttl_ms);
-                    (now_ms, expired)
+                    self.shared.cluster_now_ms(&machine)
                 };
-                if expired {
-                    self.land(&key, id);
-                    return None;
-                }
+                entry.created_at_ms = now_ms;
                 // The database held this key's state as of some point after `read_at_index`
                 // (nothing about the key was pending then, and flushes only move forward), which
                 // lies within every joined read: answering it is linearizable. The fill into the
@@ -489,11 +505,8 @@ impl Replica {
                     status: CacheStatus::Hit as i32,
                     ..GetResponse::default()
                 };
-                if self.shared.client_caching && entry.ttl_ms != 0 {
-                    response.ttl_remaining_ms = entry
-                        .created_at_ms
-                        .saturating_add(entry.ttl_ms)
-                        .saturating_sub(now_ms);
+                if self.shared.client_caching {
+                    response.ttl_remaining_ms = entry.ttl_ms;
                 }
                 let replica = self.clone();
                 runtime::spawn(async move {
@@ -509,11 +522,7 @@ impl Replica {
             }
             Ok(None) => {
                 self.land(&key, id);
-                if self.shared.negative_cache_ms > 0 {
-                    let until =
-                        runtime::now() + Duration::from_millis(self.shared.negative_cache_ms);
-                    lock(&self.shared.negative).remember(&key, until);
-                }
+                self.remember_absent(&key);
                 None
             }
             Err(error) => {
@@ -751,6 +760,7 @@ pub fn start(
         record: config.record.clone(),
         negative: Mutex::new(NegativeCache::default()),
         negative_cache_ms: config.negative_cache_ms,
+        no_read_through_single_flight: config.no_read_through_single_flight,
         fills_in_flight: Mutex::new(BTreeMap::new()),
         read_throughs: Mutex::new(HashMap::new()),
         next_fill_id: std::sync::atomic::AtomicU64::new(1),
@@ -992,15 +1002,21 @@ impl NodeLoop {
                         0,
                     ),
                     WriteRequest::Fill {
-                        entry,
+                        mut entry,
                         read_at_index,
-                    } => (
-                        Command::Fill {
-                            entry,
-                            read_at_index,
-                        },
-                        0,
-                    ),
+                    } => {
+                        // A refilled copy's TTL is staggered like a write's (2024-10-15).
+                        if self.config.stagger_ttl {
+                            entry.ttl_ms = stagger_ttl_ms(entry.ttl_ms, &mut self.rng);
+                        }
+                        (
+                            Command::Fill {
+                                entry,
+                                read_at_index,
+                            },
+                            0,
+                        )
+                    }
                     WriteRequest::Flushed {
                         written,
                         fill_horizon,
@@ -1267,18 +1283,10 @@ impl NodeLoop {
                 })
             }
             Command::Expire { now_ms, keys } => {
-                // The database's rows must die too: one tombstone version for the batch, above
-                // every version that exists now.
-                let version = machine.next_version(index);
-                machine.store.raise_version_floor(version);
+                // Expiry ends the cached copy only; the system of record keeps the entry (a
+                // later miss reads it through with a fresh TTL).
                 for (key, entry_version) in keys {
-                    if machine.store.remove_expired(&key, entry_version, now_ms)
-                        && machine.write_behind_enabled
-                    {
-                        machine
-                            .write_behind
-                            .record(index, Mutation::Delete { key, version });
-                    }
+                    machine.store.remove_expired(&key, entry_version, now_ms);
                 }
                 Ok(WriteOutcome::Done)
             }
@@ -1286,6 +1294,7 @@ impl NodeLoop {
                 entry,
                 read_at_index,
             } => {
+                machine.applied_stamp_ms = machine.applied_stamp_ms.max(entry.created_at_ms);
                 let stored = machine.write_behind.fill_allowed(&entry.key, read_at_index)
                     && machine.store.apply_fill(
                         &entry.key,

@@ -288,7 +288,9 @@ impl Store {
     }
 
     /// Stores an entry loaded from the system of record (a read-through fill) under the version
-    /// it has there, if the key is absent; returns whether it was stored. Unlike
+    /// it has there, created at `created_at` (cluster time: its TTL starts again), if the key is
+    /// absent, or holds an entry expired at `created_at` whose version is not newer; returns
+    /// whether it was stored. Unlike
     /// [`Store::apply_set`] the version may be below `last_version()` (it is an old write);
     /// `last_version` rises to it if it is higher, so later writes get higher versions.
     pub fn apply_fill(
@@ -307,10 +309,14 @@ impl Store {
             });
         }
         assert!(version > 0, "a filled entry has a version");
-        if self.find(key).is_some() {
-            return Ok(false);
+        let existing = self.find(key);
+        if let Some(idx) = existing {
+            let entry = &self.slot(idx).entry;
+            if !entry.is_expired(created_at) || entry.version > version {
+                return Ok(false);
+            }
         }
-        self.install(key, value, ttl_ms, version, created_at, None);
+        self.install(key, value, ttl_ms, version, created_at, existing);
         self.last_version = self.last_version.max(version);
         self.assert_accounting();
         Ok(true)

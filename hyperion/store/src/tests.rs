@@ -873,5 +873,20 @@ mod fills {
         assert_eq!(store.last_version(), 70);
         store.raise_version_floor(60);
         assert_eq!(store.last_version(), 70);
+        // An expired copy is refilled with a fresh TTL; a newer expired one is kept.
+        store.apply_set(b"ttl", b"v", 100, 0, 71, 1_000).unwrap();
+        assert!(
+            !store.apply_fill(b"ttl", b"v", 100, 71, 1_050).unwrap(),
+            "still live"
+        );
+        assert!(
+            !store.apply_fill(b"ttl", b"old", 100, 60, 2_000).unwrap(),
+            "older version"
+        );
+        assert!(store.apply_fill(b"ttl", b"v", 100, 71, 2_000).unwrap());
+        assert!(matches!(
+            store.get(b"ttl", 2_050, false),
+            Lookup::Hit { .. }
+        ));
     }
 }
