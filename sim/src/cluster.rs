@@ -419,6 +419,26 @@ pub fn client_node(index: usize) -> NodeHandle {
         .build()
 }
 
+/// Writes keys `k0..k{count}` (each key's value is the key) from client `node`, and returns
+/// every key with the version it was acknowledged with.
+pub async fn write_keys(node: &NodeHandle, client: &Client, count: u32) -> Vec<(String, u64)> {
+    let client = client.clone();
+    node.spawn(async move {
+        let mut written = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let key = format!("k{i}");
+            let reply = client
+                .set(key.as_bytes(), key.as_bytes(), 0, 0)
+                .await
+                .expect("write acknowledged");
+            written.push((key, reply.version));
+        }
+        written
+    })
+    .await
+    .expect("the writing client node ran")
+}
+
 /// Cuts every packet between two nodes, both directions, until [`heal_link`].
 pub fn cut_link(a: &NodeHandle, b: &NodeHandle) {
     let net = NetSim::current();

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use hyperion::proto::CacheStatus;
 
-use crate::cluster::{client_node, SimCluster};
+use crate::cluster::{client_node, write_keys, SimCluster};
 
 const ELECTION: Duration = Duration::from_millis(1500);
 
@@ -17,30 +17,13 @@ async fn three_nodes_replicate_and_fail_over_without_losing_acknowledged_writes(
         .expect("a leader within four election timeouts");
     let client = cluster.client();
     let node = client_node(0);
-    let acknowledged = node
-        .spawn({
-            let client = client.clone();
-            async move {
-                let mut acknowledged = Vec::new();
-                for i in 0..20u32 {
-                    let key = format!("k{i}");
-                    let written = client
-                        .set(key.as_bytes(), &i.to_le_bytes(), 0, 0)
-                        .await
-                        .unwrap();
-                    acknowledged.push((key, i, written.version));
-                }
-                acknowledged
-            }
-        })
-        .await
-        .unwrap();
+    let acknowledged = write_keys(&node, &client, 20).await;
     // Every replica applies every write (stale reads show local state).
     madsim::time::sleep(Duration::from_millis(500)).await;
     for server in &cluster.servers {
         let status = server.status().expect("running");
         assert!(
-            status.applied_index >= acknowledged.last().unwrap().2,
+            status.applied_index >= acknowledged.last().unwrap().1,
             "{status:?}"
         );
     }
@@ -52,10 +35,10 @@ async fn three_nodes_replicate_and_fail_over_without_losing_acknowledged_writes(
         .expect("a new leader within four election timeouts of the crash");
     assert_ne!(second, first);
     node.spawn(async move {
-        for (key, value, version) in acknowledged {
+        for (key, version) in acknowledged {
             let read = client.get(key.as_bytes(), false).await.unwrap();
             assert_eq!(read.status, CacheStatus::Hit as i32, "{key} lost");
-            assert_eq!(read.value, value.to_le_bytes());
+            assert_eq!(read.value, key.as_bytes());
             assert_eq!(read.version, version);
         }
         let after = client.set(b"after-failover", b"x", 0, 0).await.unwrap();
@@ -115,21 +98,7 @@ async fn a_node_with_a_lost_data_dir_refuses_to_rejoin_silently_then_rejoins_saf
     let leader = cluster.wait_for_leader(ELECTION * 4).await.unwrap();
     let client = cluster.client();
     let node = client_node(0);
-    let written = node
-        .spawn({
-            let client = client.clone();
-            async move {
-                let mut written = Vec::new();
-                for i in 0..30u32 {
-                    let key = format!("k{i}");
-                    let reply = client.set(key.as_bytes(), b"v", 0, 0).await.unwrap();
-                    written.push((key, reply.version));
-                }
-                written
-            }
-        })
-        .await
-        .unwrap();
+    let written = write_keys(&node, &client, 30).await;
 
     // A follower loses its disk and comes back with an empty data directory.
     let lost = (leader + 1) % 3;

@@ -7,7 +7,7 @@ use hyperion::db::{Availability, SimDatabase, SimDbConfig};
 use hyperion::proto::CacheStatus;
 use rand::SeedableRng;
 
-use crate::cluster::{client_node, DatabaseSetup, SimCluster};
+use crate::cluster::{client_node, write_keys, DatabaseSetup, SimCluster};
 
 const ELECTION: Duration = Duration::from_millis(1500);
 
@@ -42,27 +42,17 @@ async fn entries_survive_the_loss_of_the_whole_cluster() {
         .expect("a leader");
     let client = cluster.client();
     let node = client_node(0);
-    let written = node
-        .spawn({
-            let client = client.clone();
-            async move {
-                let mut written = Vec::new();
-                for i in 0..60u32 {
-                    let key = format!("k{i}");
-                    let reply = client
-                        .set(key.as_bytes(), key.as_bytes(), 0, 0)
-                        .await
-                        .unwrap();
-                    written.push((key, reply.version));
-                }
-                for i in 0..10u32 {
-                    client.delete(format!("k{i}").as_bytes(), 0).await.unwrap();
-                }
-                written
+    let written = write_keys(&node, &client, 60).await;
+    node.spawn({
+        let client = client.clone();
+        async move {
+            for i in 0..10u32 {
+                client.delete(format!("k{i}").as_bytes(), 0).await.unwrap();
             }
-        })
-        .await
-        .unwrap();
+        }
+    })
+    .await
+    .unwrap();
     drained(&cluster).await;
     assert_eq!(
         db.row(b"k30").expect("written behind").version,
