@@ -143,6 +143,30 @@ async fn every_rpc_round_trips_over_http2() {
         assert_eq!(response.status, expected as i32, "key {i}");
     }
 
+    // Operators' view: RaftService.Status (what `hyperion-cli status` prints).
+    let mut raft = hyperion::raft_proto::raft_service_client::RaftServiceClient::connect(format!(
+        "http://{}",
+        server.addr
+    ))
+    .await
+    .unwrap();
+    let status = raft
+        .status(hyperion::raft_proto::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.role, "leader");
+    assert_eq!(status.leader_id, status.node_id);
+    assert!(status.entries >= 127, "{status:?}");
+    assert!(status.database.is_none(), "cache-only");
+    let wrong_cluster = raft
+        .status(hyperion::raft_proto::StatusRequest {
+            cluster: "someone else".to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_cluster.code(), Code::FailedPrecondition);
+
     let deleted = client.delete(b"greeting", 0).await.unwrap();
     assert!(deleted.existed);
     assert_eq!(deleted.version, second.version);

@@ -624,6 +624,12 @@ async fn write_behind_then_an_empty_node_reads_everything_back() {
         0,
         "everything written behind"
     );
+    let record = replica.record().expect("a system of record");
+    assert_eq!(
+        record.breaker_state(),
+        hyperion::resilience::BreakerState::Closed
+    );
+    assert!(record.metrics().rows_written >= keys.len() as u64);
     let _ = stop.send(());
     served.await.unwrap();
 

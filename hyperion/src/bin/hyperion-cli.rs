@@ -54,6 +54,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         expected_version: u64,
     },
+    /// Each node's role, term, log position, cache size and system-of-record health.
+    Status,
     /// Read many keys (split into calls of 100 keys).
     BatchGet {
         #[arg(required = true)]
@@ -87,6 +89,47 @@ fn render(response: &GetResponse) -> String {
         Ok(CacheStatus::Error) => format!("{key} ERROR {}", response.error_message),
         _ => format!("{key} unknown status {}", response.status),
     }
+}
+
+/// One node's status line (`RaftService.Status`).
+async fn node_status(addr: &str, deadline: Duration) -> Result<String, String> {
+    use hyperion::raft_proto::raft_service_client::RaftServiceClient;
+    use hyperion::raft_proto::StatusRequest;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(deadline)
+        .timeout(deadline);
+    let mut client = RaftServiceClient::new(endpoint.connect_lazy());
+    let status = client
+        .status(StatusRequest::default())
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    let mut line = format!(
+        "node={} role={} term={} leader={} commit={} applied={} entries={} used_bytes={}/{}",
+        status.node_id,
+        status.role,
+        status.term,
+        status.leader_id,
+        status.commit_index,
+        status.applied_index,
+        status.entries,
+        status.used_bytes,
+        status.capacity_bytes
+    );
+    if let Some(db) = status.database {
+        line.push_str(&format!(
+            " database: breaker={} (opened {} times) pending={} ({} bytes) loads={} rows_written={} failed_attempts={}",
+            db.breaker,
+            db.breaker_opened,
+            db.pending_mutations,
+            db.pending_bytes,
+            db.loads,
+            db.rows_written,
+            db.failed_attempts
+        ));
+    }
+    Ok(line)
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
@@ -133,6 +176,22 @@ async fn run(cli: Cli) -> Result<(), String> {
                 println!("DELETED version={}", response.version);
             } else {
                 println!("NOT FOUND");
+            }
+        }
+        Command::Status => {
+            let mut unreachable = 0;
+            for addr in cli.addr.split(',') {
+                let addr = addr.trim().trim_start_matches("http://");
+                match node_status(addr, Duration::from_millis(cli.deadline_ms)).await {
+                    Ok(line) => println!("{addr} {line}"),
+                    Err(error) => {
+                        unreachable += 1;
+                        println!("{addr} UNREACHABLE {error}");
+                    }
+                }
+            }
+            if unreachable > 0 {
+                return Err(format!("{unreachable} node(s) unreachable"));
             }
         }
         Command::BatchGet { keys, allow_stale } => {

@@ -177,14 +177,48 @@ impl RaftService for RaftApi {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        self.check_cluster(&request.into_inner().cluster)?;
+        let cluster = request.into_inner().cluster;
+        if !cluster.is_empty() {
+            self.check_cluster(&cluster)?;
+        }
         let status = self.replica.status();
+        let stats = self.replica.stats();
+        let database = self.replica.record().map(|record| {
+            let metrics = record.metrics();
+            let (pending_mutations, pending_bytes) = self.replica.write_behind_backlog();
+            pb::DatabaseStatus {
+                breaker: match record.breaker_state() {
+                    crate::resilience::BreakerState::Closed => "closed",
+                    crate::resilience::BreakerState::Open => "open",
+                    crate::resilience::BreakerState::HalfOpen => "half-open",
+                }
+                .to_string(),
+                breaker_opened: metrics.breaker_opened,
+                pending_mutations: pending_mutations as u64,
+                pending_bytes,
+                loads: metrics.loads,
+                rows_written: metrics.rows_written,
+                failed_attempts: metrics.attempt_failures,
+            }
+        });
         Ok(Response::new(pb::StatusResponse {
             node_id: self.replica.membership().id,
             term: status.term,
             commit_index: status.commit_index,
             last_index: status.last_index,
             leader_id: status.leader_id.unwrap_or(0),
+            role: match status.role {
+                Some(hyperion_raft::Role::Leader) => "leader",
+                Some(hyperion_raft::Role::Candidate) => "candidate",
+                Some(hyperion_raft::Role::PreCandidate) => "pre-candidate",
+                Some(hyperion_raft::Role::Follower) | None => "follower",
+            }
+            .to_string(),
+            applied_index: status.applied_index,
+            entries: stats.entries as u64,
+            used_bytes: stats.used_bytes,
+            capacity_bytes: stats.capacity_bytes,
+            database,
         }))
     }
 }
