@@ -1,6 +1,6 @@
 //! Hyperion's client-history recorder and per-key linearizability checker.
 //!
-//! Pure and synchronous: no async, no clock, no randomness, no `cfg(madsim)`. The simulator's
+//! Pure and synchronous: no async, no clock, no randomness, no simulator-only code paths. The simulator's
 //! workloads record every client operation in a [`HistoryRecorder`] (times are simulated
 //! milliseconds read from the simulation clock by the caller), and [`check`] judges the history
 //! afterwards against the cache's semantics (DESIGN §5, §8).
