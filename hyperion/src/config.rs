@@ -249,6 +249,12 @@ pub struct FaultInjection {
     /// Every read-through miss queries the database itself, no single-flight (the 2024-10-15
     /// pre-fix behaviour).
     pub no_read_through_single_flight: bool,
+    /// A database load joins any in-flight load of its key, however old, and abandoned loads stay
+    /// joinable (the 2026-12-01 pre-fix behaviour).
+    pub join_stale_loads: bool,
+    /// A node whose WAL never learned a term counts as having lost its data at start (the
+    /// pre-fix admission rule: it is refused unless `HYPERION_JOIN_EXISTING_CLUSTER`).
+    pub admission_by_term: bool,
 }
 
 /// A node's whole configuration.

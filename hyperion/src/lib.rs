@@ -10,6 +10,7 @@
 //! - [`limits`]: per-client rate limits.
 //! - [`server`]: startup and graceful shutdown.
 //! - [`client`]: the Rust client used by the CLI, the simulator and benchmarks.
+//! - [`single_flight`]: shared in-flight work per key, joinable only by requests it covers.
 
 pub mod api;
 pub mod client;
@@ -20,6 +21,7 @@ pub mod replica;
 pub mod resilience;
 pub mod runtime;
 pub mod server;
+pub mod single_flight;
 
 /// Generated protobuf and gRPC types (`proto/cache.proto`, package `hyperion.v1`).
 #[allow(clippy::all, missing_docs)]

@@ -168,6 +168,7 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
         negative_cache_ms: config.database.negative_cache_ms,
         backlog_bytes_max: config.database.backlog_mb * 1024 * 1024,
         no_read_through_single_flight: config.faults.no_read_through_single_flight,
+        join_stale_loads: config.faults.join_stale_loads,
     }
 }
 
@@ -214,10 +215,17 @@ impl Server {
         mut disk: Box<dyn Disk + Send>,
         record: Option<SystemOfRecord>,
     ) -> Result<Server, StartError> {
-        let recovered = hyperion_raft::storage::recover(&mut *disk)?;
-        let fresh = recovered.hard_state.term == 0
-            && recovered.snapshot.is_none()
-            && recovered.entries.is_empty();
+        let report = hyperion_raft::storage::recover_report(&mut *disk)?;
+        // Lost: no Raft state was ever written here (a new or replaced disk). A node whose WAL
+        // exists but never learned a term (it stopped right after its first start) cannot have
+        // voted or acknowledged anything, so it rejoins as it is.
+        let fresh = if config.faults.admission_by_term {
+            report.recovered.hard_state.term == 0
+                && report.recovered.snapshot.is_none()
+                && report.recovered.entries.is_empty()
+        } else {
+            report.wal_total_bytes == 0 && report.recovered.snapshot.is_none()
+        };
         let mut abstain_until = None;
         if fresh && config.cluster_nodes.len() > 1 {
             if let Some(state) = peer_state(config).await {
@@ -311,7 +319,10 @@ pub async fn connect_database(config: &Config) -> Result<Option<SystemOfRecord>,
         return Ok(None);
     };
     let database = PgDatabase::new(&config.database.pg_settings(dsn))?;
-    let client_config = config.database.client_config();
+    let mut client_config = config.database.client_config();
+    if config.faults.join_stale_loads {
+        client_config.join_rule = crate::single_flight::JoinRule::AnyFlight;
+    }
     match DbClient::connect_and_warm(
         database.clone(),
         client_config.clone(),

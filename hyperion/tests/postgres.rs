@@ -74,6 +74,7 @@ fn client_config() -> DbClientConfig {
         },
         warmup_timeout: Duration::from_secs(5),
         coalesce_loads: true,
+        join_rule: hyperion::single_flight::JoinRule::CoveringReadPoint,
     }
 }
 
@@ -244,7 +245,7 @@ async fn batch_writes_up_to_the_limit_through_the_client() {
     client.write_batch(&batch).await.unwrap();
     for i in [0, 1, 499, 999] {
         let loaded = client
-            .load(format!("{p}{i}").as_bytes())
+            .load(format!("{p}{i}").as_bytes(), 0)
             .await
             .unwrap()
             .unwrap();
@@ -259,7 +260,7 @@ async fn batch_writes_up_to_the_limit_through_the_client() {
     ));
     // Concurrent loads of one key share a query; all see the same entry.
     let key = format!("{p}7");
-    let loads = futures::future::join_all((0..20).map(|_| client.load(key.as_bytes()))).await;
+    let loads = futures::future::join_all((0..20).map(|_| client.load(key.as_bytes(), 0))).await;
     assert!(loads
         .iter()
         .all(|l| l.as_ref().unwrap().as_ref().unwrap().version == 1));
@@ -364,7 +365,7 @@ async fn breaker_opens_when_the_database_stops_and_closes_when_it_returns() {
     proxy.stop();
     let mut opened = false;
     for _ in 0..20 {
-        match client.load(k.as_bytes()).await {
+        match client.load(k.as_bytes(), 0).await {
             Err(DbError::CircuitOpen { .. }) => {
                 opened = true;
                 break;
@@ -377,7 +378,7 @@ async fn breaker_opens_when_the_database_stops_and_closes_when_it_returns() {
     assert_eq!(client.breaker_state(), BreakerState::Open);
     let started = runtime::now();
     assert!(matches!(
-        client.load(k.as_bytes()).await,
+        client.load(k.as_bytes(), 0).await,
         Err(DbError::CircuitOpen { .. })
     ));
     assert!(
@@ -389,7 +390,7 @@ async fn breaker_opens_when_the_database_stops_and_closes_when_it_returns() {
     let mut closed = false;
     for _ in 0..50 {
         runtime::sleep(Duration::from_millis(100)).await;
-        if let Ok(Some(entry)) = client.load(k.as_bytes()).await {
+        if let Ok(Some(entry)) = client.load(k.as_bytes(), 0).await {
             assert_eq!(entry.value, b"before");
             closed = true;
             break;
@@ -661,4 +662,172 @@ async fn write_behind_then_an_empty_node_reads_everything_back() {
     let _ = stop.send(());
     served.await.unwrap();
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// The 2026-12-01 repro, as a user ran it against a real PostgreSQL: a key's cached copy expires,
+/// another session locks the table so a miss's load waits, the Get gives up after its 100 ms, the
+/// lock goes, the key is deleted (acknowledged and written behind), and the next Get must be a
+/// MISS. Before the fix the next miss joined the abandoned load, which had read the row before the
+/// delete, and answered HIT with the deleted value (5 keys out of 5). The pre-fix behaviour is
+/// replayed first (`join_stale_loads`) to show that this test finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_load_never_answers_a_later_miss() {
+    let Some(url) = database_url("an_abandoned_load_never_answers_a_later_miss") else {
+        return;
+    };
+    let resurrected = abandoned_load_repro(&url, true).await;
+    eprintln!("pre-fix replay: {resurrected} of 5 deleted keys answered HIT");
+    assert!(
+        resurrected > 0,
+        "the pre-fix replay must resurrect a deleted key, or this test finds nothing"
+    );
+    let resurrected = abandoned_load_repro(&url, false).await;
+    assert_eq!(
+        resurrected, 0,
+        "a deleted key was answered from an abandoned load"
+    );
+}
+
+/// Runs the repro over 5 keys on a fresh node in a schema of its own (the table lock must not
+/// stall other tests); returns how many deleted keys a later Get answered as HIT.
+async fn abandoned_load_repro(url: &str, join_stale_loads: bool) -> usize {
+    use hyperion::client::Client;
+    use hyperion::proto::CacheStatus;
+    use hyperion::server::Server;
+
+    let schema = format!(
+        "hyperion_repro_{}_{:x}",
+        std::process::id(),
+        runtime::entropy_seed() & 0xffff_ffff
+    );
+    let password = std::fs::read_to_string(
+        env_path("HYPERION_TEST_DATABASE_PASSWORD_FILE").expect("password file"),
+    )
+    .expect("password")
+    .trim_end()
+    .to_string();
+    let mut session_config: tokio_postgres::Config = url.parse().expect("url");
+    session_config.password(password.as_bytes());
+    let (locker, connection) = session_config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("a second session");
+    runtime::spawn(connection);
+    locker
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+
+    let data_dir = std::env::temp_dir().join(format!("hyperion-pg-repro-{schema}"));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut config = hyperion::config::Config::development();
+    config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = data_dir.clone();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let node_url = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+    config.database_dsn = Some(Secret::new(node_url.into_bytes()));
+    config.database.password_file = env_path("HYPERION_TEST_DATABASE_PASSWORD_FILE");
+    config.stale_grace_ms = 50;
+    config.faults.join_stale_loads = join_stale_loads;
+    let server = Server::bind(&config, hyperion::runtime::NodeClock::system())
+        .await
+        .expect("node starts with its database");
+    let addr = server.local_addr();
+    let replica = server.replica();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = runtime::spawn(async move {
+        server
+            .serve(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serves");
+    });
+    let client = Client::new(&addr.to_string()).unwrap();
+    let once = Client::new(&addr.to_string())
+        .unwrap()
+        .with_retry(RetryPolicy {
+            max_attempts: 1,
+            ..hyperion::client::default_retry_policy()
+        });
+    for _ in 0..400 {
+        if replica.status().role == Some(hyperion_raft::Role::Leader)
+            && replica.status().applied_index >= 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let keys: Vec<String> = (0..5).map(|i| format!("repro-k{i}")).collect();
+    let wait_until = |what: &'static str, done: Box<dyn Fn() -> bool + Send>| async move {
+        for _ in 0..400 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("timed out waiting until {what}");
+    };
+
+    // 1. Set with a 300 ms TTL: written behind, then the cached copies expire and are reaped.
+    for key in &keys {
+        client
+            .set(key.as_bytes(), b"the value", 300, 0)
+            .await
+            .expect("set");
+    }
+    let r = replica.clone();
+    wait_until(
+        "written behind and reaped",
+        Box::new(move || r.write_behind_backlog().0 == 0 && r.stats().entries == 0),
+    )
+    .await;
+
+    // 2. Another session locks the table, so a miss's load waits.
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {schema}.hyperion_entries IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .expect("lock");
+    let locked_at = runtime::now();
+
+    // 3. Each Get misses, starts the load and gives up after its 100 ms.
+    for key in &keys {
+        let error = once
+            .get(key.as_bytes(), false)
+            .await
+            .expect_err("the load waits on the lock");
+        assert_eq!(error.code(), tonic::Code::DeadlineExceeded, "{error}");
+    }
+
+    // 4. The lock goes after about a second; each Delete is acknowledged and written behind.
+    tokio::time::sleep(Duration::from_secs(1).saturating_sub(locked_at.elapsed())).await;
+    locker.batch_execute("COMMIT").await.expect("unlock");
+    for key in &keys {
+        client.delete(key.as_bytes(), 0).await.expect("delete");
+    }
+    let r = replica.clone();
+    wait_until(
+        "the deletes are written behind",
+        Box::new(move || r.write_behind_backlog().0 == 0),
+    )
+    .await;
+
+    // 5. A Get of each deleted key.
+    let mut resurrected = 0;
+    for key in &keys {
+        let read = client.get(key.as_bytes(), false).await.expect("get");
+        if read.status == CacheStatus::Hit as i32 {
+            resurrected += 1;
+        }
+    }
+    let _ = stop.send(());
+    served.await.unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    locker
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("drop schema");
+    resurrected
 }

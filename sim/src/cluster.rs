@@ -121,7 +121,7 @@ impl SimServer {
                         None => None,
                         Some(setup) => {
                             // Every process start builds its own pool over the shared database.
-                            let db = setup.db.new_pool();
+                            let db = setup.db.new_pool(setup.client.max_concurrent_queries);
                             let rng = hyperion::runtime::seeded_rng();
                             let client = if setup.warm_up {
                                 DbClient::connect_and_warm(db, setup.client.clone(), rng).await

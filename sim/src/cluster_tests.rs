@@ -214,3 +214,49 @@ async fn a_read_that_cannot_confirm_leadership_times_out_at_timeout_ms() {
     assert_eq!(error.code(), tonic::Code::DeadlineExceeded, "{error:?}");
     assert!(error.message().contains("timeout_ms"), "{error:?}");
 }
+
+/// Found by `a_follower_behind_the_compaction_point_catches_up_from_a_snapshot` at
+/// `MADSIM_TEST_SEED=1796159495261833601`: a follower stopped before it had learned any term was
+/// refused on restart as a node that lost its data, although it can never have voted or
+/// acknowledged anything. A node whose WAL exists rejoins as it is; only a node with no Raft state
+/// at all (a new or replaced disk) must name `HYPERION_JOIN_EXISTING_CLUSTER`. The fault switch
+/// `admission_by_term` restores the old rule, and the refusal comes back.
+#[madsim::test]
+async fn a_node_stopped_before_it_learned_a_term_rejoins_as_it_is() {
+    restart_after_stopping_before_a_term(false).await;
+}
+
+/// The same with the fault switch on: the old rule's refusal is back.
+#[madsim::test]
+async fn a_node_stopped_before_it_learned_a_term_was_refused_before_the_fix() {
+    restart_after_stopping_before_a_term(true).await;
+}
+
+async fn restart_after_stopping_before_a_term(pre_fix: bool) {
+    {
+        let cluster = SimCluster::start(3, |config| config.faults.admission_by_term = pre_fix);
+        // Node 3 is cut off from the start: it opens its storage but never learns a term.
+        cluster.isolate(2);
+        let leader = cluster.wait_for_leader(ELECTION * 6).await.unwrap();
+        assert_ne!(leader, 2);
+        while cluster.servers[2].status().is_none() {
+            madsim::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(cluster.servers[2].status().unwrap().term, 0);
+        cluster.kill(2);
+        cluster.heal();
+        cluster.restart(2);
+        madsim::time::sleep(ELECTION * 3).await;
+        let status = cluster.servers[2].status();
+        if pre_fix {
+            assert!(status.is_none(), "the old rule refused it: {status:?}");
+            let error = cluster.servers[2].start_error().expect("refused");
+            assert!(error.contains("HYPERION_JOIN_EXISTING_CLUSTER"), "{error}");
+        } else {
+            let status = status.unwrap_or_else(|| {
+                panic!("refused to restart: {:?}", cluster.servers[2].start_error())
+            });
+            assert!(status.term >= 1, "it joined the cluster: {status:?}");
+        }
+    }
+}

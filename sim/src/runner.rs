@@ -446,6 +446,7 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
                 c.database.negative_cache_ms = db.negative_cache_ms;
                 c.database.query_timeout_ms = db.query_timeout_ms;
                 c.faults.no_read_through_single_flight = !db.single_flight;
+                c.faults.join_stale_loads = db.join_stale_loads;
             }
         },
         database,
@@ -593,6 +594,9 @@ fn database_setup(db: &DatabasePlan, seed: u64) -> DatabaseSetup {
     }
     .client_config();
     client.coalesce_loads = db.single_flight;
+    if db.join_stale_loads {
+        client.join_rule = hyperion::single_flight::JoinRule::AnyFlight;
+    }
     if !db.breaker {
         // A breaker that never opens: the 2024-10-15 pre-fix.
         client.breaker.min_calls = u32::MAX;

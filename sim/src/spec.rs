@@ -357,6 +357,9 @@ pub struct DatabaseSpec {
     pub breaker: Option<bool>,
     /// Single-flight read-through: concurrent misses of a key share one query (default true).
     pub single_flight: Option<bool>,
+    /// Fault injection (the 2026-12-01 pre-fix): a load joins any in-flight load of its key,
+    /// however old, and abandoned loads stay joinable (default false).
+    pub join_stale_loads: Option<bool>,
     /// How long the leader remembers a key the database does not have (default 1000; 0 = off).
     pub negative_cache_ms: Option<Param<u64>>,
     /// Per-query timeout of the nodes' database client (default 2000).
@@ -381,6 +384,7 @@ impl DatabaseSpec {
             warm_up,
             breaker,
             single_flight,
+            join_stale_loads,
             negative_cache_ms,
             query_timeout_ms,
             pool_size
@@ -398,6 +402,7 @@ pub struct DatabasePlan {
     pub warm_up: bool,
     pub breaker: bool,
     pub single_flight: bool,
+    pub join_stale_loads: bool,
     pub negative_cache_ms: u64,
     pub query_timeout_ms: u64,
     pub pool_size: usize,
@@ -1509,6 +1514,7 @@ impl ScenarioFile {
             warm_up: db.warm_up.unwrap_or(true),
             breaker: db.breaker.unwrap_or(true),
             single_flight: db.single_flight.unwrap_or(true),
+            join_stale_loads: db.join_stale_loads.unwrap_or(false),
             negative_cache_ms: d.u64("database.negative_cache_ms", &db.negative_cache_ms, 1000),
             query_timeout_ms: d.u64("database.query_timeout_ms", &db.query_timeout_ms, 2000),
             pool_size: d.u64("database.pool_size", &db.pool_size, 16) as usize,

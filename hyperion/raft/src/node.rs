@@ -447,6 +447,11 @@ impl RaftNode {
         node.emitted_hard_state.commit = node.log.commit;
         node.sticky_until_ms = now_ms + node.config.election_timeout_ms;
         node.reset_election_deadline();
+        if node.voters.len() == 1 {
+            // A one-voter cluster has nobody to wait for or to split a vote with: it campaigns at
+            // its first tick instead of after an election timeout.
+            node.election_deadline_ms = now_ms;
+        }
         Ok(node)
     }
 

@@ -180,7 +180,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 format!("{prefix}absent/{i}").into_bytes()
             };
             let started = runtime::now();
-            let loaded = client.load(&key).await?;
+            let loaded = client.load(&key, 0).await?;
             samples.push(runtime::now() - started);
             assert_eq!(loaded.is_some(), hit);
         }

@@ -12,13 +12,11 @@
 //! schema migrated before the node serves, within a bounded time, so no client request ever pays
 //! for (or times out on) pool creation.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use futures::future::{BoxFuture, FutureExt, Shared};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::Semaphore;
@@ -28,6 +26,7 @@ use crate::resilience::{
     retry_with_backoff, BreakerConfig, BreakerState, BreakerTicket, CircuitBreaker, RetryPolicy,
 };
 use crate::runtime;
+use crate::single_flight::{JoinRule, Joined, SingleFlight};
 
 /// What a node does when the database cannot be reached at start
 /// (`HYPERION_DB_START_MODE`).
@@ -53,6 +52,8 @@ pub struct DbClientConfig {
     /// Concurrent loads of one key share one query (single-flight). Off only to replay the
     /// 2024-10-15 herd.
     pub coalesce_loads: bool,
+    /// Which in-flight load a load may join ([`JoinRule::AnyFlight`] only as fault injection).
+    pub join_rule: JoinRule,
 }
 
 impl Default for DbClientConfig {
@@ -64,6 +65,7 @@ impl Default for DbClientConfig {
             breaker: BreakerConfig::product(),
             warmup_timeout: Duration::from_secs(10),
             coalesce_loads: true,
+            join_rule: JoinRule::CoveringReadPoint,
         }
     }
 }
@@ -113,13 +115,6 @@ fn bump(counter: &AtomicU64) {
 }
 
 type LoadOutcome = Result<Option<StoredEntry>, DbError>;
-type SharedLoad = Shared<BoxFuture<'static, LoadOutcome>>;
-
-/// One in-flight load; `id` tells a flight from a later one for the same key.
-struct Flight {
-    id: u64,
-    load: SharedLoad,
-}
 
 struct Inner<D> {
     db: D,
@@ -128,8 +123,7 @@ struct Inner<D> {
     breaker: Mutex<CircuitBreaker>,
     /// Seeds each call's own retry RNG, so a call never holds this lock across an await.
     rng: Mutex<ChaCha8Rng>,
-    flights: Mutex<HashMap<Vec<u8>, Flight>>,
-    next_flight_id: AtomicU64,
+    flights: SingleFlight<Vec<u8>, LoadOutcome>,
     counters: Counters,
 }
 
@@ -206,11 +200,10 @@ impl<D: Database> DbClient<D> {
             inner: Arc::new(Inner {
                 permits: Semaphore::new(config.max_concurrent_queries),
                 breaker: Mutex::new(CircuitBreaker::new(config.breaker)),
+                flights: SingleFlight::new(config.join_rule),
                 db,
                 config,
                 rng: Mutex::new(rng),
-                flights: Mutex::new(HashMap::new()),
-                next_flight_id: AtomicU64::new(0),
                 counters: Counters::default(),
             }),
         }
@@ -284,47 +277,28 @@ impl<D: Database> DbClient<D> {
         }
     }
 
-    /// The live entry for `key` (see [`Database::load`]), single-flight per key.
-    pub async fn load(&self, key: &[u8]) -> LoadOutcome {
+    /// The live entry for `key` (see [`Database::load`]), single-flight per key: a load joins
+    /// another caller's query only if that query was issued at a read point (a log position,
+    /// see [`crate::single_flight`]) at or after `read_point`. A query whose callers all gave up
+    /// is cancelled, releasing its permit.
+    pub async fn load(&self, key: &[u8], read_point: u64) -> LoadOutcome {
         bump(&self.inner.counters.loads);
         if !self.inner.config.coalesce_loads {
             return self.with_retries(|| self.inner.db.load(key)).await;
         }
-        let load = {
-            let mut flights = lock(&self.inner.flights);
-            match flights.get(key) {
-                Some(flight) => {
-                    bump(&self.inner.counters.loads_coalesced);
-                    flight.load.clone()
-                }
-                None => {
-                    let id = self.inner.next_flight_id.fetch_add(1, Ordering::Relaxed);
-                    let client = self.clone();
-                    let owned_key = key.to_vec();
-                    let load = async move {
-                        let outcome = client
-                            .with_retries(|| client.inner.db.load(&owned_key))
-                            .await;
-                        // Later callers start a fresh query; the map holds only live flights.
-                        let mut flights = lock(&client.inner.flights);
-                        if flights.get(&owned_key).is_some_and(|f| f.id == id) {
-                            flights.remove(&owned_key);
-                        }
-                        outcome
-                    }
-                    .boxed()
-                    .shared();
-                    flights.insert(
-                        key.to_vec(),
-                        Flight {
-                            id,
-                            load: load.clone(),
-                        },
-                    );
-                    load
-                }
-            }
-        };
+        let client = self.clone();
+        let owned_key = key.to_vec();
+        let (load, joined) =
+            self.inner
+                .flights
+                .run(&owned_key.clone(), read_point, move |_| async move {
+                    client
+                        .with_retries(|| client.inner.db.load(&owned_key))
+                        .await
+                });
+        if joined == Joined::Joined {
+            bump(&self.inner.counters.loads_coalesced);
+        }
         load.await
     }
 
@@ -514,6 +488,7 @@ mod tests {
             },
             warmup_timeout: ms(2000),
             coalesce_loads: true,
+            join_rule: JoinRule::CoveringReadPoint,
         }
     }
 
@@ -536,8 +511,8 @@ mod tests {
             .write_batch(&[Mutation::Upsert(entry(b"k", 3))])
             .await
             .unwrap();
-        assert_eq!(client.load(b"k").await.unwrap().unwrap().version, 3);
-        assert_eq!(client.load(b"none").await.unwrap(), None);
+        assert_eq!(client.load(b"k", 0).await.unwrap().unwrap().version, 3);
+        assert_eq!(client.load(b"none", 0).await.unwrap(), None);
         let m = client.metrics();
         assert_eq!((m.loads, m.write_batches, m.rows_written), (2, 1, 1));
         assert_eq!(m.in_flight, 0);
@@ -580,7 +555,7 @@ mod tests {
             .await
             .unwrap();
         let before = db.stats().loads;
-        let loads = (0..100).map(|_| client.load(b"hot"));
+        let loads = (0..100).map(|_| client.load(b"hot", 0));
         let results = futures::future::join_all(loads).await;
         assert!(results
             .iter()
@@ -588,8 +563,57 @@ mod tests {
         assert_eq!(db.stats().loads - before, 1, "one query for 100 misses");
         assert_eq!(client.metrics().loads_coalesced, 99);
         // A later miss queries again (no stale flight left behind).
-        client.load(b"hot").await.unwrap();
+        client.load(b"hot", 0).await.unwrap();
         assert_eq!(db.stats().loads - before, 2);
+    }
+
+    /// The 2026-12-01 hole at the client: a load whose caller gave up is cancelled (its permit
+    /// released), and a load at a later read point never receives an older load's row. The
+    /// pre-fix rule (`JoinRule::AnyFlight`) is shown to fail the same steps.
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_load_is_cancelled_and_never_answers_a_later_read_point() {
+        for rule in [JoinRule::CoveringReadPoint, JoinRule::AnyFlight] {
+            let db = sim(8);
+            let client = DbClient::connect_and_warm(
+                db.clone(),
+                DbClientConfig {
+                    join_rule: rule,
+                    ..config()
+                },
+                ChaCha8Rng::seed_from_u64(1),
+            )
+            .await
+            .unwrap();
+            client
+                .write_batch(&[Mutation::Upsert(entry(b"k", 1))])
+                .await
+                .unwrap();
+            db.set_config(SimDbConfig {
+                latency_min: ms(60),
+                latency_max: ms(80),
+                ..db.config()
+            });
+            let abandoned = runtime::timeout(ms(10), client.load(b"k", 5)).await;
+            assert!(abandoned.is_err(), "the caller gave up");
+            if rule == JoinRule::CoveringReadPoint {
+                assert_eq!(client.metrics().in_flight, 0, "its permit was released");
+            }
+            // The abandoned query has read version 1 by now; the row then changes.
+            runtime::sleep(ms(100)).await;
+            client
+                .write_batch(&[Mutation::Upsert(entry(b"k", 2))])
+                .await
+                .unwrap();
+            let later = client.load(b"k", 6).await.unwrap().unwrap();
+            match rule {
+                JoinRule::CoveringReadPoint => {
+                    assert_eq!(later.version, 2, "a fresh query at the later read point")
+                }
+                JoinRule::AnyFlight => {
+                    assert_eq!(later.version, 1, "the pre-fix rule serves the old row")
+                }
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -599,7 +623,7 @@ mod tests {
             .await
             .unwrap();
         let keys: Vec<Vec<u8>> = (0..50).map(|i| format!("k{i}").into_bytes()).collect();
-        let results = futures::future::join_all(keys.iter().map(|k| client.load(k))).await;
+        let results = futures::future::join_all(keys.iter().map(|k| client.load(k, 0))).await;
         assert!(results.iter().all(Result::is_ok));
         assert_eq!(
             db.stats().peak_concurrent,
@@ -617,7 +641,10 @@ mod tests {
         db.set_availability(Availability::Hanging);
         let mut open_after = None;
         for i in 0..20 {
-            let error = client.load(format!("k{i}").as_bytes()).await.unwrap_err();
+            let error = client
+                .load(format!("k{i}").as_bytes(), 0)
+                .await
+                .unwrap_err();
             if matches!(error, DbError::CircuitOpen { .. }) {
                 open_after = Some(i);
                 break;
@@ -628,7 +655,7 @@ mod tests {
         // While open: no query reaches the database, and the answer is immediate.
         let queries = db.stats().total_queries;
         let start = runtime::now();
-        let error = client.load(b"x").await.unwrap_err();
+        let error = client.load(b"x", 0).await.unwrap_err();
         assert!(matches!(error, DbError::CircuitOpen { .. }), "{error}");
         assert_eq!(runtime::now(), start, "failed fast");
         assert_eq!(db.stats().total_queries, queries);
@@ -636,7 +663,7 @@ mod tests {
         db.set_availability(Availability::Up);
         runtime::sleep(ms(500)).await;
         assert_eq!(client.breaker_state(), BreakerState::HalfOpen);
-        assert_eq!(client.load(b"x").await.unwrap(), None, "probe succeeded");
+        assert_eq!(client.load(b"x", 0).await.unwrap(), None, "probe succeeded");
         assert_eq!(client.breaker_state(), BreakerState::Closed);
         assert!(client.metrics().breaker_opened >= 1);
         assert!(client.metrics().breaker_rejections >= 1);

@@ -94,7 +94,7 @@ struct SimState {
 
 struct SimInner {
     state: Mutex<SimState>,
-    connections: Semaphore,
+    connections: Arc<Semaphore>,
     max_connections: usize,
 }
 
@@ -108,14 +108,18 @@ pub struct SimDatabase {
     /// starts creating it (see [`SimDbConfig::pool_create`]); creation completes even if that
     /// query gives up, as a real pool's would.
     pool_ready_at: Arc<Mutex<Option<runtime::Instant>>>,
+    /// This handle's pooled connections: a query holds one until the database has finished it,
+    /// even if its caller gave up (the connection stays busy with it, as a real pooled
+    /// connection does), so a pool never has more queries at the database than connections.
+    pool: Arc<Semaphore>,
 }
 
-/// Keeps `in_flight` right even when the caller's timeout drops the query mid-way.
-struct InFlight<'a> {
-    db: &'a SimDatabase,
+/// Keeps `in_flight` right however the query's execution ends.
+struct InFlight {
+    db: SimDatabase,
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.db.state().stats.in_flight -= 1;
     }
@@ -123,7 +127,8 @@ impl Drop for InFlight<'_> {
 
 impl SimDatabase {
     /// A database accepting at most `max_connections` concurrent queries, drawing latencies and
-    /// faults from `rng` (seed it from the simulation seed).
+    /// faults from `rng` (seed it from the simulation seed). This handle's own pool is unbounded
+    /// (every query asks the database for a connection); [`SimDatabase::new_pool`] bounds one.
     pub fn new(config: SimDbConfig, max_connections: usize, rng: ChaCha8Rng) -> SimDatabase {
         assert!(max_connections > 0, "a database needs a connection");
         validate(&config);
@@ -137,18 +142,22 @@ impl SimDatabase {
                     rng,
                     stats: SimDbStats::default(),
                 }),
-                connections: Semaphore::new(max_connections),
+                connections: Arc::new(Semaphore::new(max_connections)),
                 max_connections,
             }),
             pool_ready_at: Arc::new(Mutex::new(None)),
+            pool: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
         }
     }
 
-    /// A handle over the same database with a connection pool of its own, not yet created.
-    pub fn new_pool(&self) -> SimDatabase {
+    /// A handle over the same database with a connection pool of its own of `pool_size`
+    /// connections, not yet created.
+    pub fn new_pool(&self, pool_size: usize) -> SimDatabase {
+        assert!(pool_size > 0, "a pool needs a connection");
         SimDatabase {
             inner: Arc::clone(&self.inner),
             pool_ready_at: Arc::new(Mutex::new(None)),
+            pool: Arc::new(Semaphore::new(pool_size)),
         }
     }
 
@@ -193,9 +202,15 @@ impl SimDatabase {
 
     /// One query: availability, connection cap, latency, injected failure; then `apply` runs on
     /// the table (with `failed = true` when an injected error follows a lost acknowledgement).
-    async fn query<T>(
+    ///
+    /// As on a real database, a query that holds a connection executes on the server whether or
+    /// not its caller still waits: the execution runs in a task of its own, applies (or reads) at
+    /// a seeded instant within its latency, and answers at the end of it. A caller that gives up
+    /// early drops only the answer (the connection stays busy until the query is done), and an
+    /// answer that was read before some later write is still the answer it gets if it waits.
+    async fn query<T: Send + 'static>(
         &self,
-        apply: impl FnOnce(&mut SimState) -> T,
+        apply: impl FnOnce(&mut SimState) -> T + Send + 'static,
         applies_on_lost_ack: bool,
     ) -> Result<T, DbError> {
         let availability = {
@@ -227,23 +242,30 @@ impl SimDatabase {
         if ready_at > now {
             runtime::sleep(ready_at - now).await;
         }
+        // A pooled connection first (waiting for one that is still busy with an earlier query),
+        // then the database's own connection slot.
+        let pooled = Arc::clone(&self.pool)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let wait = self.state().config.connection_wait;
-        let permit = match self.inner.connections.try_acquire() {
+        let connections = Arc::clone(&self.inner.connections);
+        let permit = match Arc::clone(&connections).try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) if wait.is_zero() => None,
-            Err(_) => runtime::timeout(wait, self.inner.connections.acquire())
+            Err(_) => runtime::timeout(wait, connections.acquire_owned())
                 .await
                 .ok()
                 .map(|acquired| acquired.expect("the semaphore is never closed")),
         };
-        let Some(_permit) = permit else {
+        let Some(permit) = permit else {
             self.state().stats.refused_over_cap += 1;
             return Err(DbError::Exhausted(format!(
                 "simulated database: all {} connections busy",
                 self.inner.max_connections
             )));
         };
-        let (latency, fail, lost_ack) = {
+        let (latency, executes_after, fail, lost_ack) = {
             let mut state = self.state();
             state.stats.in_flight += 1;
             state.stats.peak_concurrent = state.stats.peak_concurrent.max(state.stats.in_flight);
@@ -256,23 +278,41 @@ impl SimDatabase {
             let latency = (config.latency_min
                 + (config.latency_max - config.latency_min).mul_f64(unit))
             .mul_f64(config.slowdown);
+            let executes_after = latency.mul_f64(state.rng.random::<f64>());
             let fail = state.rng.random::<f64>() < config.error_rate;
             let lost_ack = state.rng.random_bool(0.5);
-            (latency, fail, lost_ack)
+            (latency, executes_after, fail, lost_ack)
         };
-        let _in_flight = InFlight { db: self };
-        runtime::sleep(latency).await;
-        let mut state = self.state();
-        if fail {
-            state.stats.failed_injected += 1;
-            if applies_on_lost_ack && lost_ack {
-                apply(&mut state);
-            }
-            return Err(DbError::Unavailable(
-                "simulated database: injected failure".to_string(),
-            ));
-        }
-        Ok(apply(&mut state))
+        let in_flight = InFlight { db: self.clone() };
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let db = self.clone();
+        runtime::spawn(async move {
+            let _pooled = pooled;
+            let _connection = permit;
+            let _in_flight = in_flight;
+            runtime::sleep(executes_after).await;
+            let outcome = {
+                let mut state = db.state();
+                if fail {
+                    state.stats.failed_injected += 1;
+                    if applies_on_lost_ack && lost_ack {
+                        apply(&mut state);
+                    }
+                    Err(DbError::Unavailable(
+                        "simulated database: injected failure".to_string(),
+                    ))
+                } else {
+                    Ok(apply(&mut state))
+                }
+            };
+            runtime::sleep(latency - executes_after).await;
+            let _ = answer.send(outcome);
+        });
+        answered.await.unwrap_or_else(|_| {
+            Err(DbError::Unavailable(
+                "simulated database: connection lost".to_string(),
+            ))
+        })
     }
 }
 
@@ -294,10 +334,11 @@ impl Database for SimDatabase {
     }
 
     async fn load(&self, key: &[u8]) -> Result<Option<StoredEntry>, DbError> {
+        let key = key.to_vec();
         self.query(
-            |state| {
+            move |state| {
                 state.stats.loads += 1;
-                state.rows.get(key).and_then(|row| row.entry(key))
+                state.rows.get(&key).and_then(|row| row.entry(&key))
             },
             false,
         )
@@ -311,11 +352,12 @@ impl Database for SimDatabase {
                 mutations.len()
             )));
         }
+        let mutations = mutations.to_vec();
         self.query(
-            |state| {
+            move |state| {
                 assert!(state.migrated, "write before migrate");
                 state.stats.writes += 1;
-                for mutation in mutations {
+                for mutation in &mutations {
                     if apply_mutation(&mut state.rows, mutation) {
                         state.stats.rows_changed += 1;
                     }

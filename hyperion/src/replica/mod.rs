@@ -24,11 +24,11 @@ pub mod record;
 pub mod transport;
 pub mod wire;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use futures::future::{BoxFuture, FutureExt, Shared as SharedFuture};
+use futures::FutureExt;
 use hyperion_raft::storage::{Disk, DiskError, Storage, SyncPolicy};
 use hyperion_raft::{
     Entry, EntryKind, Message, NodeId, ProposeError, RaftNode, ReadError, Ready, Role,
@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::db::{Mutation, StoredEntry};
 use crate::proto::{CacheStatus, GetResponse};
 use crate::runtime::{self, NodeClock};
+use crate::single_flight::{JoinRule, KeepAlive, SingleFlight};
 use record::{NegativeCache, SystemOfRecord, WriteBehind};
 use wire::Command;
 
@@ -209,6 +210,10 @@ pub struct ReplicaConfig {
     /// Fault injection: read-through misses do not share loads (the 2024-10-15 pre-fix).
     #[doc(hidden)]
     pub no_read_through_single_flight: bool,
+    /// Fault injection: read-through loads are driven by their waiters only, and joined however
+    /// old (the 2026-12-01 pre-fix).
+    #[doc(hidden)]
+    pub join_stale_loads: bool,
 }
 
 /// The state machine and what readers need, shared by the loop and handlers.
@@ -252,15 +257,6 @@ impl Machine {
     }
 }
 
-type SharedReadThrough = SharedFuture<BoxFuture<'static, Option<GetResponse>>>;
-
-#[derive(Clone)]
-struct ReadThroughFlight {
-    id: u64,
-    read_at_index: u64,
-    answer: SharedReadThrough,
-}
-
 struct Shared {
     machine: Mutex<Machine>,
     status: Mutex<RaftStatus>,
@@ -277,12 +273,17 @@ struct Shared {
     negative: Mutex<NegativeCache>,
     negative_cache_ms: u64,
     no_read_through_single_flight: bool,
+    /// Fault injection: read-through loads are driven by their waiters only (the 2026-12-01
+    /// pre-fix); the database client then joins any in-flight load.
+    join_stale_loads: bool,
     /// Read points of this node's fills in flight (id → read index), for the fill horizon.
+    /// Each entry is owned by a [`FillRegistration`], so it is removed however the fill ends.
     fills_in_flight: Mutex<BTreeMap<u64, u64>>,
-    /// Read-throughs in flight per key: concurrent misses of one key share one load, and its
-    /// answer until the fill is applied. A miss joins a flight only if the flight's read point
-    /// is not older than its own (so no write acknowledged before the miss can be missed).
-    read_throughs: Mutex<HashMap<Vec<u8>, ReadThroughFlight>>,
+    /// Read-throughs in flight per key: concurrent misses of one key share one load. A miss
+    /// joins a flight only if the flight's read point is not older than its own, or nothing
+    /// about the key changed since the flight's read point (so no write acknowledged before the
+    /// miss can be missed; see [`crate::single_flight`]).
+    read_throughs: SingleFlight<Vec<u8>, Option<GetResponse>>,
     next_fill_id: std::sync::atomic::AtomicU64,
 }
 
@@ -402,7 +403,8 @@ impl Replica {
 
     /// After a linearizable miss on the leader: loads `key` from the system of record and fills
     /// it through the log (see [`record`]). Returns the answer to give, or `None` to keep the
-    /// miss. The caller bounds the time.
+    /// miss. The caller bounds the time; the load itself runs to completion (bounded by the
+    /// database client), and later misses join it while it is still valid for them.
     pub async fn read_through(&self, key: &[u8]) -> Option<GetResponse> {
         let record = self.shared.record.clone()?;
         let read_at_index = {
@@ -414,44 +416,43 @@ impl Replica {
             machine.applied_index
         };
         if self.shared.no_read_through_single_flight {
-            let id = self
-                .shared
-                .next_fill_id
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return self
-                .load_and_fill(record, key.to_vec(), read_at_index, id)
+                .load_and_fill(record, key.to_vec(), read_at_index, None)
                 .await;
         }
-        let flight = {
-            let mut flights = lock(&self.shared.read_throughs);
-            match flights.get(key) {
-                Some(flight) if flight.read_at_index >= read_at_index => flight.answer.clone(),
-                _ => {
-                    let id = self
-                        .shared
-                        .next_fill_id
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let replica = self.clone();
-                    let owned_key = key.to_vec();
-                    let answer = async move {
-                        replica
-                            .load_and_fill(record, owned_key, read_at_index, id)
-                            .await
-                    }
-                    .boxed()
-                    .shared();
-                    flights.insert(
-                        key.to_vec(),
-                        ReadThroughFlight {
-                            id,
-                            read_at_index,
-                            answer: answer.clone(),
-                        },
-                    );
-                    answer
-                }
-            }
+        let replica = self.clone();
+        let owned_key = key.to_vec();
+        let join_stale_loads = self.shared.join_stale_loads;
+        let shared = Arc::clone(&self.shared);
+        // A flight read at an older point is still good if nothing about the key changed
+        // since: no removal after it, nothing pending (the same rule its fill must pass).
+        let unchanged_since = move |flight_read_point: u64| {
+            lock(&shared.machine)
+                .write_behind
+                .fill_allowed(key, flight_read_point)
         };
+        let (flight, _) = self.shared.read_throughs.run_if(
+            &owned_key.clone(),
+            read_at_index,
+            unchanged_since,
+            move |keeper| {
+                let load = async move {
+                    let keep = keeper.keep();
+                    replica
+                        .load_and_fill(record, owned_key, read_at_index, keep)
+                        .await
+                };
+                if join_stale_loads {
+                    // The pre-fix behaviour: the load is driven by its waiters only.
+                    return load.boxed();
+                }
+                // The load runs to completion on its own (bounded by the database client's
+                // timeouts and retries), so a miss that gave up and retries can join it; it
+                // stays joinable until its fill is applied.
+                let load = runtime::spawn(load);
+                async move { load.await.unwrap_or(None) }.boxed()
+            },
+        );
         flight.await
     }
 
@@ -463,13 +464,18 @@ impl Replica {
         }
     }
 
-    /// Ends read-through flight `id` of `key` (a later flight of the key stays).
-    fn land(&self, key: &[u8], id: u64) {
-        let mut flights = lock(&self.shared.read_throughs);
-        if flights.get(key).is_some_and(|flight| flight.id == id) {
-            flights.remove(key);
+    /// Registers a fill's read point until the returned guard is dropped, so the fill horizon
+    /// cannot pass it while the load or the fill is in flight.
+    fn register_fill(&self, read_at_index: u64) -> FillRegistration {
+        let id = self
+            .shared
+            .next_fill_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.shared.fills_in_flight).insert(id, read_at_index);
+        FillRegistration {
+            shared: Arc::clone(&self.shared),
+            id,
         }
-        lock(&self.shared.fills_in_flight).remove(&id);
     }
 
     async fn load_and_fill(
@@ -477,15 +483,13 @@ impl Replica {
         record: SystemOfRecord,
         key: Vec<u8>,
         read_at_index: u64,
-        id: u64,
+        flight: Option<KeepAlive<Option<GetResponse>>>,
     ) -> Option<GetResponse> {
         if lock(&self.shared.negative).remembers(&key, runtime::now()) {
-            self.land(&key, id);
             return None;
         }
-        // Registered until the fill is applied, so the fill horizon cannot pass its read point.
-        lock(&self.shared.fills_in_flight).insert(id, read_at_index);
-        match record.load(&key).await {
+        let registration = self.register_fill(read_at_index);
+        match record.load(&key, read_at_index).await {
             Ok(Some(mut entry)) => {
                 // The cached copy's TTL starts again now: the system of record is authoritative
                 // and a TTL bounds how long the cache keeps a copy.
@@ -495,9 +499,10 @@ impl Replica {
                 };
                 entry.created_at_ms = now_ms;
                 // The database held this key's state as of some point after `read_at_index`
-                // (nothing about the key was pending then, and flushes only move forward), which
-                // lies within every joined read: answering it is linearizable. The fill into the
-                // cache proceeds on its own, checked at apply against anything newer.
+                // (nothing about the key was pending then, flushes only move forward, and the
+                // query was issued after it: single-flight never hands out an older load),
+                // which lies within every joined read: answering it is linearizable. The fill
+                // into the cache proceeds on its own, checked at apply against anything newer.
                 let mut response = GetResponse {
                     key: key.clone(),
                     value: entry.value.clone(),
@@ -510,23 +515,22 @@ impl Replica {
                 }
                 let replica = self.clone();
                 runtime::spawn(async move {
+                    let _registration = registration;
+                    let _flight = flight;
                     let _ = replica
                         .write(WriteRequest::Fill {
                             entry,
                             read_at_index,
                         })
                         .await;
-                    replica.land(&key, id);
                 });
                 Some(response)
             }
             Ok(None) => {
-                self.land(&key, id);
                 self.remember_absent(&key);
                 None
             }
             Err(error) => {
-                self.land(&key, id);
                 tracing::debug!(%error, "read-through failed; answering MISS");
                 let mut response = self.read_local(&key, false);
                 response.error_message = format!("system of record not consulted: {error}");
@@ -631,6 +635,19 @@ impl Replica {
     #[doc(hidden)]
     pub fn corrupt_for_test(&self, key: &[u8]) -> bool {
         lock(&self.shared.machine).store.corrupt_value_for_test(key)
+    }
+}
+
+/// Owns one entry of `fills_in_flight`: removed when the load or the fill it guards ends, in
+/// whatever way (a miss that gave up drops it with its flight).
+struct FillRegistration {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for FillRegistration {
+    fn drop(&mut self) {
+        lock(&self.shared.fills_in_flight).remove(&self.id);
     }
 }
 
@@ -761,8 +778,9 @@ pub fn start(
         negative: Mutex::new(NegativeCache::default()),
         negative_cache_ms: config.negative_cache_ms,
         no_read_through_single_flight: config.no_read_through_single_flight,
+        join_stale_loads: config.join_stale_loads,
         fills_in_flight: Mutex::new(BTreeMap::new()),
-        read_throughs: Mutex::new(HashMap::new()),
+        read_throughs: SingleFlight::new(JoinRule::CoveringReadPoint),
         next_fill_id: std::sync::atomic::AtomicU64::new(1),
     });
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
@@ -804,11 +822,13 @@ async fn flush_loop(replica: Replica, record: SystemOfRecord) {
         if replica.status().role != Some(Role::Leader) {
             continue;
         }
-        let (floor_known, batch) = {
+        let (floor_known, batch, removals, horizon) = {
             let machine = lock(&replica.shared.machine);
             (
                 machine.write_behind.version_floor_known(),
                 machine.write_behind.oldest(crate::db::WRITE_BATCH_MAX),
+                machine.write_behind.removed_count(),
+                machine.write_behind.fill_horizon(),
             )
         };
         if !floor_known {
@@ -821,6 +841,17 @@ async fn flush_loop(replica: Replica, record: SystemOfRecord) {
             continue;
         }
         if batch.is_empty() {
+            // Nothing to write, but removals are remembered until the fill horizon passes them:
+            // move it on, so that memory is bounded even when writes stop.
+            let fill_horizon = replica.fill_horizon();
+            if removals > 0 && fill_horizon > horizon {
+                let _ = replica
+                    .write(WriteRequest::Flushed {
+                        written: Vec::new(),
+                        fill_horizon,
+                    })
+                    .await;
+            }
             continue;
         }
         let mutations: Vec<Mutation> = batch.iter().map(|(_, m)| m.clone()).collect();
@@ -1246,6 +1277,9 @@ impl NodeLoop {
                     created_at_ms,
                 )?;
                 if machine.write_behind_enabled {
+                    machine
+                        .write_behind
+                        .note_removed(&outcome.evicted_keys, index);
                     machine.write_behind.record(
                         index,
                         Mutation::Upsert(StoredEntry {
@@ -1285,8 +1319,14 @@ impl NodeLoop {
             Command::Expire { now_ms, keys } => {
                 // Expiry ends the cached copy only; the system of record keeps the entry (a
                 // later miss reads it through with a fresh TTL).
+                let mut removed = Vec::new();
                 for (key, entry_version) in keys {
-                    machine.store.remove_expired(&key, entry_version, now_ms);
+                    if machine.store.remove_expired(&key, entry_version, now_ms) {
+                        removed.push(key);
+                    }
+                }
+                if machine.write_behind_enabled {
+                    machine.write_behind.note_removed(&removed, index);
                 }
                 Ok(WriteOutcome::Done)
             }
@@ -1295,15 +1335,24 @@ impl NodeLoop {
                 read_at_index,
             } => {
                 machine.applied_stamp_ms = machine.applied_stamp_ms.max(entry.created_at_ms);
-                let stored = machine.write_behind.fill_allowed(&entry.key, read_at_index)
-                    && machine.store.apply_fill(
-                        &entry.key,
-                        &entry.value,
-                        entry.ttl_ms,
-                        entry.version,
-                        entry.created_at_ms,
-                    )?;
-                Ok(WriteOutcome::Filled { stored })
+                if !machine.write_behind.fill_allowed(&entry.key, read_at_index) {
+                    return Ok(WriteOutcome::Filled { stored: false });
+                }
+                let outcome = machine.store.apply_fill(
+                    &entry.key,
+                    &entry.value,
+                    entry.ttl_ms,
+                    entry.version,
+                    entry.created_at_ms,
+                )?;
+                if let Some(outcome) = &outcome {
+                    machine
+                        .write_behind
+                        .note_removed(&outcome.evicted_keys, index);
+                }
+                Ok(WriteOutcome::Filled {
+                    stored: outcome.is_some(),
+                })
             }
             Command::Flushed {
                 written,

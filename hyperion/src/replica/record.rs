@@ -55,8 +55,9 @@ macro_rules! each {
 }
 
 impl SystemOfRecord {
-    pub async fn load(&self, key: &[u8]) -> Result<Option<StoredEntry>, DbError> {
-        each!(self, client => client.load(key).await)
+    /// See [`DbClient::load`]: `read_point` is the applied index the miss was decided at.
+    pub async fn load(&self, key: &[u8], read_point: u64) -> Result<Option<StoredEntry>, DbError> {
+        each!(self, client => client.load(key, read_point).await)
     }
 
     pub async fn write_batch(&self, mutations: &[Mutation]) -> Result<(), DbError> {
@@ -88,7 +89,9 @@ pub struct WriteBehind {
     /// `pending` ordered by index (several keys share the index of one `Expire`).
     order: BTreeSet<(u64, Vec<u8>)>,
     bytes: u64,
-    /// Keys deleted or expired, with the index of that removal, while fills may still race it.
+    /// Keys removed from the cache (deleted, expired or evicted), with the index of the latest
+    /// removal, while fills may still race it: a fill read before the removal may carry an older
+    /// version than the one removed, and is refused.
     removed_at: BTreeMap<Vec<u8>, u64>,
     /// Fills read at an index below this are refused; `removed_at` is pruned below it.
     fill_horizon: u64,
@@ -117,6 +120,19 @@ impl WriteBehind {
             self.bytes -= mutation_bytes(&old);
         }
         self.order.insert((index, key));
+    }
+
+    /// Notes that `keys` left the cache at `index` (evicted or expired): fills read before it are
+    /// refused for them, until the fill horizon passes it.
+    pub fn note_removed(&mut self, keys: &[Vec<u8>], index: u64) {
+        for key in keys {
+            self.removed_at.insert(key.clone(), index);
+        }
+    }
+
+    /// Removals remembered (bounded by the fill horizon, which the leader keeps advancing).
+    pub fn removed_count(&self) -> usize {
+        self.removed_at.len()
     }
 
     /// Drops what a leader stored, unless a newer mutation of the key arrived meanwhile.
@@ -360,6 +376,19 @@ mod tests {
             wb.fill_allowed(b"k", 6),
             "the removal was pruned below the horizon"
         );
+    }
+
+    #[test]
+    fn fills_read_before_an_eviction_or_expiry_are_refused() {
+        let mut wb = WriteBehind::default();
+        // Version 9 of `k` was written, flushed, then evicted at index 12: the database holds
+        // version 9, but a fill read at index 8 may carry an older version.
+        wb.note_removed(&[b"k".to_vec()], 12);
+        assert!(!wb.fill_allowed(b"k", 8), "read before the eviction");
+        assert!(wb.fill_allowed(b"k", 12), "read after it: the database had version 9");
+        assert_eq!(wb.removed_count(), 1);
+        wb.advance_fill_horizon(13);
+        assert_eq!(wb.removed_count(), 0, "pruned below the horizon");
     }
 
     #[test]

@@ -290,7 +290,7 @@ impl Store {
     /// Stores an entry loaded from the system of record (a read-through fill) under the version
     /// it has there, created at `created_at` (cluster time: its TTL starts again), if the key is
     /// absent, or holds an entry expired at `created_at` whose version is not newer; returns
-    /// whether it was stored. Unlike
+    /// the outcome (with the keys evicted to make room) if it was stored, `None` if not. Unlike
     /// [`Store::apply_set`] the version may be below `last_version()` (it is an old write);
     /// `last_version` rises to it if it is higher, so later writes get higher versions.
     pub fn apply_fill(
@@ -300,7 +300,7 @@ impl Store {
         ttl_ms: u64,
         version: u64,
         created_at: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<SetOutcome>, StoreError> {
         self.validate_key(key)?;
         if value.len() > self.config.max_value_bytes {
             return Err(StoreError::ValueTooLarge {
@@ -313,13 +313,13 @@ impl Store {
         if let Some(idx) = existing {
             let entry = &self.slot(idx).entry;
             if !entry.is_expired(created_at) || entry.version > version {
-                return Ok(false);
+                return Ok(None);
             }
         }
-        self.install(key, value, ttl_ms, version, created_at, existing);
+        let outcome = self.install(key, value, ttl_ms, version, created_at, existing);
         self.last_version = self.last_version.max(version);
         self.assert_accounting();
-        Ok(true)
+        Ok(Some(outcome))
     }
 
     /// Raises the version counter: every later write gets a version above `floor` (a cluster

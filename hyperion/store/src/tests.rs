@@ -852,10 +852,16 @@ mod fills {
             Store::new(StoreConfig::with_defaults(IntegrityKey::new(vec![5; 32]))).unwrap();
         store.apply_set(b"present", b"new", 0, 0, 10, 0).unwrap();
         assert!(
-            !store.apply_fill(b"present", b"old", 0, 3, 0).unwrap(),
+            store
+                .apply_fill(b"present", b"old", 0, 3, 0)
+                .unwrap()
+                .is_none(),
             "never over a live entry"
         );
-        assert!(store.apply_fill(b"absent", b"from-db", 0, 4, 0).unwrap());
+        assert!(store
+            .apply_fill(b"absent", b"from-db", 0, 4, 0)
+            .unwrap()
+            .is_some());
         match store.get(b"absent", 0, false) {
             Lookup::Hit { value, version, .. } => {
                 assert_eq!((&*value, version), (&b"from-db"[..], 4))
@@ -867,7 +873,10 @@ mod fills {
             10,
             "an older fill does not lower the counter"
         );
-        assert!(store.apply_fill(b"later", b"x", 0, 50, 0).unwrap());
+        assert!(store
+            .apply_fill(b"later", b"x", 0, 50, 0)
+            .unwrap()
+            .is_some());
         assert_eq!(store.last_version(), 50, "a newer fill raises it");
         store.raise_version_floor(70);
         assert_eq!(store.last_version(), 70);
@@ -876,14 +885,23 @@ mod fills {
         // An expired copy is refilled with a fresh TTL; a newer expired one is kept.
         store.apply_set(b"ttl", b"v", 100, 0, 71, 1_000).unwrap();
         assert!(
-            !store.apply_fill(b"ttl", b"v", 100, 71, 1_050).unwrap(),
+            store
+                .apply_fill(b"ttl", b"v", 100, 71, 1_050)
+                .unwrap()
+                .is_none(),
             "still live"
         );
         assert!(
-            !store.apply_fill(b"ttl", b"old", 100, 60, 2_000).unwrap(),
+            store
+                .apply_fill(b"ttl", b"old", 100, 60, 2_000)
+                .unwrap()
+                .is_none(),
             "older version"
         );
-        assert!(store.apply_fill(b"ttl", b"v", 100, 71, 2_000).unwrap());
+        assert!(store
+            .apply_fill(b"ttl", b"v", 100, 71, 2_000)
+            .unwrap()
+            .is_some());
         assert!(matches!(
             store.get(b"ttl", 2_050, false),
             Lookup::Hit { .. }

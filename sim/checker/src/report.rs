@@ -129,17 +129,27 @@ impl fmt::Display for CheckReport {
     }
 }
 
-/// Bytes as a quoted string when printable ASCII, hex otherwise.
+/// Longest prefix of a key or value shown in a report; longer ones end in `…(N bytes)`, so a
+/// 512 KiB value does not flood the excerpt.
+pub const RENDERED_BYTES_MAX: usize = 48;
+
+/// A key or value for a report line: quoted text, or hex; long ones cut (see
+/// [`RENDERED_BYTES_MAX`]).
 pub fn render_bytes(bytes: &[u8]) -> String {
-    if bytes
+    let (shown, rest) = bytes.split_at(bytes.len().min(RENDERED_BYTES_MAX));
+    let mut out = if shown
         .iter()
         .all(|byte| byte.is_ascii_graphic() || *byte == b' ')
     {
-        format!("{:?}", String::from_utf8_lossy(bytes))
+        format!("{:?}", String::from_utf8_lossy(shown))
     } else {
-        let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        let hex: String = shown.iter().map(|byte| format!("{byte:02x}")).collect();
         format!("0x{hex}")
+    };
+    if !rest.is_empty() {
+        out.push_str(&format!("…({} bytes)", bytes.len()));
     }
+    out
 }
 
 /// One operation as one line: `op#7 c2 [100..140] Set "x" ttl=0 exp=0 -> Written v=5 ttl=0`.
