@@ -9,10 +9,10 @@
 //! the binary prints it and exits non-zero.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use hyperion_store::{EvictionPolicy, IntegrityKey, StoreConfig};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -20,26 +20,22 @@ use zeroize::Zeroizing;
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:7000";
 /// The data directory of the embedded default node, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "hyperion-data";
-/// Default cache memory budget (the product's `HYPERION_CACHE_SIZE_MB`).
-pub const DEFAULT_CACHE_SIZE_MB: u64 = 4096;
+/// Default cache memory budget (the product's `HYPERION_CACHE_SIZE_MB`), from the store.
+pub use hyperion_store::DEFAULT_CACHE_SIZE_MB;
 /// Largest accepted cache budget: 1 TiB. Larger values are typos, not machines.
 pub const CACHE_SIZE_MB_MAX: u64 = 1 << 20;
-/// Default number of entries evicted per batch.
-pub const DEFAULT_EVICTION_BATCH_SIZE: usize = 1000;
-/// Largest eviction batch: bounds the pause one eviction round can cause.
-pub const EVICTION_BATCH_SIZE_MAX: usize = 1_000_000;
-/// Default Raft heartbeat interval.
-pub const DEFAULT_HEARTBEAT_MS: u64 = 150;
-/// The election timeout is this many heartbeats unless configured (the 2024-12-03 fix).
-pub const ELECTION_TIMEOUT_HEARTBEATS: u64 = 10;
-/// Default leader lease (the 2024-12-03 fix).
-pub const DEFAULT_LEASE_MS: u64 = 1000;
+/// Raft timing defaults, from the Raft crate.
+pub use hyperion_raft::{DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MS, ELECTION_TIMEOUT_HEARTBEATS};
+/// Default number of entries evicted per batch, and the largest batch (bounds the pause one
+/// eviction round can cause), from the store.
+pub use hyperion_store::{DEFAULT_EVICTION_BATCH_SIZE, EVICTION_BATCH_SIZE_MAX};
 /// Default time an expired entry remains readable with `allow_stale`.
 pub const DEFAULT_STALE_GRACE_MS: u64 = 5_000;
 /// Longest stale grace: an hour. Expired entries hold memory until then.
 pub const STALE_GRACE_MS_MAX: u64 = 3_600_000;
-/// Smallest HMAC key accepted from a key file: the SHA-256 block security level.
-pub const HMAC_KEY_BYTES_MIN: usize = 32;
+/// Smallest HMAC key accepted from a key file: the store's integrity-key minimum (the SHA-256
+/// block security level).
+pub const HMAC_KEY_BYTES_MIN: usize = hyperion_store::INTEGRITY_KEY_MIN_BYTES;
 /// Largest HMAC key file read (HMAC hashes longer keys anyway; this bounds the read).
 pub const HMAC_KEY_BYTES_MAX: usize = 4096;
 /// Largest feature-flag file read.
@@ -81,15 +77,15 @@ pub struct RaftTiming {
     pub snapshot_entries: u64,
 }
 
-/// Default log length between snapshots.
-pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
+/// Default log length between snapshots, from the Raft crate.
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = hyperion_raft::DEFAULT_COMPACTION_THRESHOLD_ENTRIES;
 /// Bounds of `HYPERION_RAFT_SNAPSHOT_ENTRIES`: snapshots copy the whole cache, so not too often;
 /// the log is kept in memory until compacted, so not too rarely.
 pub const SNAPSHOT_ENTRIES_MIN: u64 = 10;
 pub const SNAPSHOT_ENTRIES_MAX: u64 = 10_000_000;
 
 /// Raft's clock granularity: how often the node loop ticks the core. Bounded by the heartbeat.
-pub const RAFT_TICK_MS_MAX: u64 = 10;
+pub const RAFT_TICK_MS_MAX: u64 = hyperion_raft::TICK_INTERVAL_MS_MAX;
 
 impl RaftTiming {
     /// The Raft core's configuration for these timings (other tunables at their defaults).
@@ -109,7 +105,7 @@ impl Default for RaftTiming {
     fn default() -> Self {
         RaftTiming {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
-            election_timeout_ms: DEFAULT_HEARTBEAT_MS * ELECTION_TIMEOUT_HEARTBEATS,
+            election_timeout_ms: hyperion_raft::DEFAULT_ELECTION_TIMEOUT_MS,
             lease_duration_ms: DEFAULT_LEASE_MS,
             snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
         }
@@ -149,8 +145,9 @@ impl Default for FeatureFlags {
     }
 }
 
-/// Bounds of `max_value_size_kb`: at least 1 KiB, at most 64 MiB (a gRPC message must hold it).
-pub const MAX_VALUE_SIZE_KB_MAX: u32 = 64 * 1024;
+/// Bounds of `max_value_size_kb`: at least 1 KiB, at most the store's ceiling (64 MiB; a gRPC
+/// message must hold it).
+pub const MAX_VALUE_SIZE_KB_MAX: u32 = (hyperion_store::MAX_VALUE_BYTES_CEILING / 1024) as u32;
 
 impl FeatureFlags {
     /// Parses a flag file's JSON text; `origin` names the file in errors.
@@ -184,32 +181,6 @@ impl FeatureFlags {
     }
 }
 
-/// A secret's bytes, zeroized when dropped and never printed.
-#[derive(Clone)]
-pub struct Secret(Zeroizing<Vec<u8>>);
-
-impl Secret {
-    pub fn new(bytes: Vec<u8>) -> Secret {
-        Secret(Zeroizing::new(bytes))
-    }
-
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret(<{} bytes redacted>)", self.0.len())
-    }
-}
-
-impl PartialEq for Secret {
-    fn eq(&self, other: &Self) -> bool {
-        self.0[..] == other.0[..]
-    }
-}
-
 /// Where the integrity (HMAC) key came from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HmacKeySource {
@@ -236,26 +207,8 @@ pub enum WalSync {
     EverySec,
 }
 
-/// Deliberately broken behaviours for the simulator's negative controls (the incident's pre-fix
-/// settings, mutation tests). Never set from the environment; always off in production.
-#[doc(hidden)]
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FaultInjection {
-    /// Raft core mutations (vote stickiness off, lease validation skipped, ...).
-    pub raft: hyperion_raft::Mutations,
-    /// Serve linearizable reads from whoever believes it leads, without lease or read-index
-    /// (the 2024-12-03 pre-fix behaviour).
-    pub unsafe_leader_reads: bool,
-    /// Every read-through miss queries the database itself, no single-flight (the 2024-10-15
-    /// pre-fix behaviour).
-    pub no_read_through_single_flight: bool,
-    /// A database load joins any in-flight load of its key, however old, and abandoned loads stay
-    /// joinable (the 2026-12-01 pre-fix behaviour).
-    pub join_stale_loads: bool,
-    /// A node whose WAL never learned a term counts as having lost its data at start (the
-    /// pre-fix admission rule: it is refused unless `HYPERION_JOIN_EXISTING_CLUSTER`).
-    pub admission_by_term: bool,
-}
+pub use crate::faults::FaultInjection;
+pub use crate::secret::Secret;
 
 /// A node's whole configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -427,7 +380,7 @@ impl Config {
             .unwrap_or(DEFAULT_HEARTBEAT_MS);
         let election_timeout_ms = vars
             .positive("HYPERION_RAFT_ELECTION_TIMEOUT_MS", 1, TIMING_MS_MAX)?
-            .unwrap_or(heartbeat_ms * ELECTION_TIMEOUT_HEARTBEATS);
+            .unwrap_or_else(|| hyperion_raft::default_election_timeout_ms(heartbeat_ms));
         if election_timeout_ms < 2 * heartbeat_ms {
             return Err(ConfigError::new(
                 "HYPERION_RAFT_ELECTION_TIMEOUT_MS",
@@ -439,7 +392,7 @@ impl Config {
         }
         let lease_duration_ms = vars
             .positive("HYPERION_RAFT_LEASE_MS", 1, TIMING_MS_MAX)?
-            .unwrap_or_else(|| DEFAULT_LEASE_MS.min(election_timeout_ms * 2 / 3));
+            .unwrap_or_else(|| hyperion_raft::default_lease_ms(election_timeout_ms));
         if lease_duration_ms >= election_timeout_ms {
             return Err(ConfigError::new(
                 "HYPERION_RAFT_LEASE_MS",
@@ -527,16 +480,6 @@ impl Config {
                 ))
             }
         };
-        if !listen_addr.ip().is_loopback() {
-            // No TLS listener exists yet; plaintext never leaves loopback (zero-trust network).
-            return Err(ConfigError::new(
-                "HYPERION_LISTEN_ADDR",
-                format!(
-                    "{listen_addr} is not a loopback address; plaintext gRPC is served on loopback \
-                     only and this build has no TLS listener"
-                ),
-            ));
-        }
         let stagger_ttl = vars.boolean("HYPERION_TTL_STAGGER")?.unwrap_or(false);
         let join_existing_cluster = vars
             .boolean("HYPERION_JOIN_EXISTING_CLUSTER")?
@@ -550,7 +493,7 @@ impl Config {
 
         let database = DatabaseConfig::from_vars(&vars)?;
 
-        Ok(Config {
+        let config = Config {
             node_id,
             listen_addr,
             data_dir,
@@ -573,12 +516,215 @@ impl Config {
             database,
             join_existing_cluster,
             faults: FaultInjection::default(),
-        })
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every bound and every rule across fields, naming the variable at fault. The
+    /// environment parser runs it, and so does anything else that builds or adjusts a
+    /// configuration (the simulator's scenario overrides), so no node can be built with a
+    /// setting the product would refuse.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let within = |variable: &str, value: u64, min: u64, max: u64| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::new(
+                    variable,
+                    format!("expected an integer in {min}..={max}, got {value}"),
+                ))
+            }
+        };
+        let nodes = &self.cluster_nodes;
+        if nodes.is_empty() || nodes.len() > CLUSTER_NODES_MAX {
+            return Err(ConfigError::new(
+                "HYPERION_CLUSTER_NODES",
+                format!("must list 1-{CLUSTER_NODES_MAX} nodes, got {}", nodes.len()),
+            ));
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            if nodes[..i].iter().any(|other| other.name == node.name) {
+                return Err(ConfigError::new(
+                    "HYPERION_CLUSTER_NODES",
+                    format!("names node `{}` twice", node.name),
+                ));
+            }
+            if nodes[..i].iter().any(|other| other.addr == node.addr) {
+                return Err(ConfigError::new(
+                    "HYPERION_CLUSTER_NODES",
+                    format!("lists address {} twice", node.addr),
+                ));
+            }
+        }
+        match nodes.get(self.node_index) {
+            Some(node) if node.name == self.node_id => {}
+            _ => {
+                return Err(ConfigError::new(
+                    "HYPERION_NODE_ID",
+                    format!("`{}` is not in HYPERION_CLUSTER_NODES", self.node_id),
+                ))
+            }
+        }
+        if self.replication_factor != nodes.len() {
+            return Err(ConfigError::new(
+                "HYPERION_REPLICATION_FACTOR",
+                format!(
+                    "must equal the number of voters in HYPERION_CLUSTER_NODES ({}), got {}",
+                    nodes.len(),
+                    self.replication_factor
+                ),
+            ));
+        }
+        within(
+            "HYPERION_CACHE_SIZE_MB",
+            self.cache_size_mb,
+            1,
+            CACHE_SIZE_MB_MAX,
+        )?;
+        within(
+            "HYPERION_EVICTION_BATCH_SIZE",
+            self.eviction_batch_size as u64,
+            1,
+            EVICTION_BATCH_SIZE_MAX as u64,
+        )?;
+        let raft = &self.raft;
+        within(
+            "HYPERION_RAFT_HEARTBEAT_MS",
+            raft.heartbeat_ms,
+            1,
+            TIMING_MS_MAX,
+        )?;
+        within(
+            "HYPERION_RAFT_ELECTION_TIMEOUT_MS",
+            raft.election_timeout_ms,
+            1,
+            TIMING_MS_MAX,
+        )?;
+        within(
+            "HYPERION_RAFT_LEASE_MS",
+            raft.lease_duration_ms,
+            1,
+            TIMING_MS_MAX,
+        )?;
+        within(
+            "HYPERION_RAFT_SNAPSHOT_ENTRIES",
+            raft.snapshot_entries,
+            SNAPSHOT_ENTRIES_MIN,
+            SNAPSHOT_ENTRIES_MAX,
+        )?;
+        if raft.election_timeout_ms < 2 * raft.heartbeat_ms {
+            return Err(ConfigError::new(
+                "HYPERION_RAFT_ELECTION_TIMEOUT_MS",
+                format!(
+                    "{} ms is less than 2x the heartbeat ({} ms); the product default is 10x",
+                    raft.election_timeout_ms, raft.heartbeat_ms
+                ),
+            ));
+        }
+        if raft.lease_duration_ms >= raft.election_timeout_ms {
+            return Err(ConfigError::new(
+                "HYPERION_RAFT_LEASE_MS",
+                format!(
+                    "{} ms must be below the election timeout ({} ms), or two leaders could both \
+                     hold a lease",
+                    raft.lease_duration_ms, raft.election_timeout_ms
+                ),
+            ));
+        }
+        let core = hyperion_raft::Config {
+            mutations: self.faults.raft.clone(),
+            ..raft.core_config()
+        };
+        if let Err(error) = core.validate() {
+            let variable = match error.field {
+                "heartbeat_ms" | "tick_interval_ms" => "HYPERION_RAFT_HEARTBEAT_MS",
+                "election_timeout_ms" => "HYPERION_RAFT_ELECTION_TIMEOUT_MS",
+                _ => "HYPERION_RAFT_LEASE_MS",
+            };
+            return Err(ConfigError::new(variable, error.reason));
+        }
+        if self.stale_grace_ms > STALE_GRACE_MS_MAX {
+            return Err(ConfigError::new(
+                "HYPERION_STALE_GRACE_MS",
+                format!(
+                    "expected an integer in 0..={STALE_GRACE_MS_MAX}, got {}",
+                    self.stale_grace_ms
+                ),
+            ));
+        }
+        let flags = &self.flags;
+        if flags.shadow_traffic_percent > 100 {
+            return Err(ConfigError::new(
+                "HYPERION_FEATURE_FLAGS",
+                format!(
+                    "shadow_traffic_percent must be 0-100, got {}",
+                    flags.shadow_traffic_percent
+                ),
+            ));
+        }
+        if !(1..=MAX_VALUE_SIZE_KB_MAX).contains(&flags.max_value_size_kb) {
+            return Err(ConfigError::new(
+                "HYPERION_FEATURE_FLAGS",
+                format!(
+                    "max_value_size_kb must be 1-{MAX_VALUE_SIZE_KB_MAX}, got {}",
+                    flags.max_value_size_kb
+                ),
+            ));
+        }
+        let key_len = self.hmac_key.expose().len();
+        if self.hmac_key_source != HmacKeySource::Development
+            && !(HMAC_KEY_BYTES_MIN..=HMAC_KEY_BYTES_MAX).contains(&key_len)
+        {
+            return Err(ConfigError::new(
+                "HYPERION_HMAC_KEY_FILE",
+                format!(
+                    "key must be {HMAC_KEY_BYTES_MIN}-{HMAC_KEY_BYTES_MAX} bytes, got {key_len}"
+                ),
+            ));
+        }
+        if let Err(error) = self.store_config().validate() {
+            let variable = match error {
+                hyperion_store::ConfigError::CapacityBelowOneEntry { .. } => {
+                    "HYPERION_CACHE_SIZE_MB"
+                }
+                _ => "HYPERION_FEATURE_FLAGS",
+            };
+            return Err(ConfigError::new(variable, error.to_string()));
+        }
+        if !self.listen_addr.ip().is_loopback() && !crate::runtime::NETWORK_IS_SIMULATED {
+            // No TLS listener exists yet; plaintext never leaves loopback (zero-trust network).
+            return Err(ConfigError::new(
+                "HYPERION_LISTEN_ADDR",
+                format!(
+                    "{} is not a loopback address; plaintext gRPC is served on loopback only and \
+                     this build has no TLS listener",
+                    self.listen_addr
+                ),
+            ));
+        }
+        self.database.validate()
     }
 
     /// The cache memory budget in bytes.
     pub fn cache_capacity_bytes(&self) -> u64 {
         self.cache_size_mb * 1024 * 1024
+    }
+
+    /// The store settings this configuration gives.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut store =
+            StoreConfig::with_defaults(IntegrityKey::new(self.hmac_key.expose().to_vec()));
+        store.capacity_bytes = self.cache_capacity_bytes();
+        store.eviction_batch_size = self.eviction_batch_size;
+        store.eviction = if self.flags.new_eviction_algorithm {
+            EvictionPolicy::LruK2
+        } else {
+            EvictionPolicy::Lru
+        };
+        store.compression = self.flags.enable_compression;
+        store.max_value_bytes = self.flags.max_value_bytes();
+        store
     }
 }
 
@@ -873,6 +1019,41 @@ impl DatabaseConfig {
             negative_cache_ms,
             backlog_mb,
         })
+    }
+
+    /// Checks the bounds and the rules across the database settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=DB_POOL_SIZE_MAX).contains(&(self.pool_size as u64)) {
+            return Err(ConfigError::new(
+                "HYPERION_DB_POOL_SIZE",
+                format!(
+                    "expected an integer in 1..={DB_POOL_SIZE_MAX}, got {}",
+                    self.pool_size
+                ),
+            ));
+        }
+        for (variable, value) in [
+            ("HYPERION_DB_QUERY_TIMEOUT_MS", self.query_timeout_ms),
+            ("HYPERION_DB_CONNECT_TIMEOUT_MS", self.connect_timeout_ms),
+            ("HYPERION_DB_WARMUP_TIMEOUT_MS", self.warmup_timeout_ms),
+        ] {
+            if !(1..=DB_TIMEOUT_MS_MAX).contains(&value) {
+                return Err(ConfigError::new(
+                    variable,
+                    format!("expected an integer in 1..={DB_TIMEOUT_MS_MAX}, got {value}"),
+                ));
+            }
+        }
+        if self.warmup_timeout_ms < self.query_timeout_ms {
+            return Err(ConfigError::new(
+                "HYPERION_DB_WARMUP_TIMEOUT_MS",
+                format!(
+                    "{} ms is shorter than one query (HYPERION_DB_QUERY_TIMEOUT_MS = {} ms)",
+                    self.warmup_timeout_ms, self.query_timeout_ms
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The client settings these values give (retry and breaker at the product's defaults).

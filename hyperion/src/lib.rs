@@ -2,7 +2,9 @@
 //!
 //! Module map (see README "Architecture"):
 //! - [`runtime`]: the seam between tokio and madsim — time, tasks, entropy, node clocks, listener.
-//! - [`config`]: environment variables, feature flags, secrets.
+//! - [`config`]: environment variables, feature flags, secrets from files.
+//! - [`faults`]: every fault-injection switch, in one value (inert in production).
+//! - [`secret`]: zeroized, never-printed secret bytes.
 //! - [`db`]: the system of record (PostgreSQL/CockroachDB, simulated database) and its client.
 //! - [`resilience`]: retries with jittered backoff, circuit breaker.
 //! - [`replica`]: the replicated node — Raft core driver, state machine, peer transport.
@@ -16,10 +18,12 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod faults;
 pub mod limits;
 pub mod replica;
 pub mod resilience;
 pub mod runtime;
+pub mod secret;
 pub mod server;
 pub mod single_flight;
 

@@ -26,6 +26,10 @@ use rand_chacha::ChaCha8Rng;
 
 pub use tokio::time::{timeout, Instant};
 
+/// Whether the network is madsim's simulated one (the simulator's nodes use addresses that no
+/// real network routes, so the rules for real listeners do not apply to them).
+pub const NETWORK_IS_SIMULATED: bool = cfg!(madsim);
+
 /// Sleeps for `duration` of runtime time (virtual time in simulation).
 pub async fn sleep(duration: Duration) {
     tokio::time::sleep(duration).await;

@@ -11,7 +11,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hyperion_raft::storage::{Disk, FileDisk, SyncPolicy};
-use hyperion_store::{EvictionPolicy, IntegrityKey, StoreConfig};
 
 use crate::api::CacheApi;
 use crate::config::{Config, WalSync};
@@ -121,22 +120,6 @@ async fn peer_state(config: &Config) -> Option<ClusterState> {
     None
 }
 
-/// Store settings derived from the node configuration.
-pub fn store_config(config: &Config) -> StoreConfig {
-    let mut store =
-        StoreConfig::with_defaults(IntegrityKey::new(config.hmac_key.expose().to_vec()));
-    store.capacity_bytes = config.cache_capacity_bytes();
-    store.eviction_batch_size = config.eviction_batch_size;
-    store.eviction = if config.flags.new_eviction_algorithm {
-        EvictionPolicy::LruK2
-    } else {
-        EvictionPolicy::Lru
-    };
-    store.compression = config.flags.enable_compression;
-    store.max_value_bytes = config.flags.max_value_bytes();
-    store
-}
-
 /// Replica settings derived from the node configuration.
 pub fn replica_config(config: &Config) -> ReplicaConfig {
     let addresses: BTreeMap<u64, String> = config
@@ -154,21 +137,19 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
             mutations: config.faults.raft.clone(),
             ..config.raft.core_config()
         },
+        faults: config.faults.clone(),
         sync_policy: match config.wal_sync {
             WalSync::Always => SyncPolicy::Always,
             WalSync::EverySec => SyncPolicy::EverySec,
         },
-        store: store_config(config),
+        store: config.store_config(),
         enable_batching: config.flags.enable_batching,
         stagger_ttl: config.stagger_ttl,
         client_caching: config.flags.enable_client_caching,
         stale_grace_ms: config.stale_grace_ms,
-        unsafe_leader_reads: config.faults.unsafe_leader_reads,
         record: None,
         negative_cache_ms: config.database.negative_cache_ms,
         backlog_bytes_max: config.database.backlog_mb * 1024 * 1024,
-        no_read_through_single_flight: config.faults.no_read_through_single_flight,
-        join_stale_loads: config.faults.join_stale_loads,
     }
 }
 

@@ -4,7 +4,6 @@
 //! clock skew).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -69,10 +68,6 @@ pub struct SimServer {
     pub config: Arc<Mutex<Config>>,
     replica: Arc<Mutex<Option<Replica>>>,
     start_error: Arc<Mutex<Option<String>>>,
-    /// Fault injection applied at every (re)start: the read path leaks clones of values read
-    /// (the 2024-11-22 memory growth; see [`Replica::retain_read_values_for_test`]). Set it
-    /// before the simulation next yields (the node's start reads it after binding).
-    pub retain_read_values: Arc<AtomicBool>,
 }
 
 impl SimServer {
@@ -93,7 +88,6 @@ impl SimServer {
         let disk = SimDisk::new(disk_seed);
         let replica = Arc::new(Mutex::new(None));
         let start_error = Arc::new(Mutex::new(None));
-        let retain_read_values = Arc::new(AtomicBool::new(false));
         let addr = config.listen_addr;
         let name = config.node_id.clone();
         let config = Arc::new(Mutex::new(config));
@@ -103,7 +97,6 @@ impl SimServer {
             Arc::clone(&start_error),
             Arc::clone(&config),
         );
-        let node_retain = Arc::clone(&retain_read_values);
         let handle = Handle::current()
             .create_node()
             .name(name)
@@ -114,7 +107,6 @@ impl SimServer {
                 let disk = node_disk.clone();
                 let slot = Arc::clone(&node_replica);
                 let error_slot = Arc::clone(&node_error);
-                let retain = Arc::clone(&node_retain);
                 let database = database.clone();
                 async move {
                     let record = match database {
@@ -147,9 +139,6 @@ impl SimServer {
                         }
                     };
                     *lock(&error_slot) = None;
-                    if retain.load(Ordering::Relaxed) {
-                        server.replica().retain_read_values_for_test();
-                    }
                     *lock(&slot) = Some(server.replica());
                     server
                         .serve(std::future::pending())
@@ -166,7 +155,6 @@ impl SimServer {
             config,
             replica,
             start_error,
-            retain_read_values,
         }
     }
 

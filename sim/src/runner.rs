@@ -451,11 +451,6 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
         },
         database,
     ));
-    for server in &cluster.servers {
-        server
-            .retain_read_values
-            .store(plan.config.retain_read_values, Ordering::Relaxed);
-    }
     let election_timeout = plan.config.election_timeout();
     let mut findings = Findings::default();
     let elected = cluster

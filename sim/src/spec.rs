@@ -706,6 +706,7 @@ impl ConfigPlan {
             config.flags.enable_client_caching = on;
         }
         config.faults.unsafe_leader_reads = self.unsafe_leader_reads;
+        config.faults.retain_read_values = self.retain_read_values;
         config.faults.raft.disable_vote_stickiness = self.disable_vote_stickiness;
         config.faults.raft.skip_lease_validation = self.skip_lease_validation;
         config.faults.raft.forget_term_and_vote = self.forget_term_and_vote;

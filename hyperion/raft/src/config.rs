@@ -20,6 +20,31 @@
 
 use thiserror::Error;
 
+/// The product's heartbeat interval (`HYPERION_RAFT_HEARTBEAT_MS`).
+pub const DEFAULT_HEARTBEAT_MS: u64 = 150;
+/// The election timeout is this many heartbeats unless configured (the 2024-12-03 fix).
+pub const ELECTION_TIMEOUT_HEARTBEATS: u64 = 10;
+/// The product's election timeout: [`ELECTION_TIMEOUT_HEARTBEATS`] × [`DEFAULT_HEARTBEAT_MS`].
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = ELECTION_TIMEOUT_HEARTBEATS * DEFAULT_HEARTBEAT_MS;
+/// The product's leader lease (the 2024-12-03 fix), unless the election timeout is too short for
+/// it (see [`default_lease_ms`]).
+pub const DEFAULT_LEASE_MS: u64 = 1000;
+/// Applied entries kept in the log before a snapshot compacts them.
+pub const DEFAULT_COMPACTION_THRESHOLD_ENTRIES: u64 = 10_000;
+/// The longest tick interval: the granularity of Raft's clock (bounded by the heartbeat too).
+pub const TICK_INTERVAL_MS_MAX: u64 = 10;
+
+/// The default lease for an election timeout: [`DEFAULT_LEASE_MS`], or ⅔ of the election
+/// timeout if that is smaller (so the lease inequality holds at the default clock ratio).
+pub fn default_lease_ms(election_timeout_ms: u64) -> u64 {
+    DEFAULT_LEASE_MS.min(election_timeout_ms * 2 / 3)
+}
+
+/// The default election timeout for a heartbeat: [`ELECTION_TIMEOUT_HEARTBEATS`] × heartbeat.
+pub fn default_election_timeout_ms(heartbeat_ms: u64) -> u64 {
+    heartbeat_ms * ELECTION_TIMEOUT_HEARTBEATS
+}
+
 /// Tunables of one Raft core. All durations are in milliseconds of the node's own clock.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -73,14 +98,14 @@ pub struct Mutations {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            tick_interval_ms: 10,
-            heartbeat_ms: 150,
-            election_timeout_ms: 1500,
-            lease_duration_ms: 1000,
+            tick_interval_ms: TICK_INTERVAL_MS_MAX,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
+            lease_duration_ms: DEFAULT_LEASE_MS,
             max_clock_rate_ratio: 1.05,
             inflight_appends_max: 32,
             append_bytes_max: 1 << 20,
-            compaction_threshold_entries: 10_000,
+            compaction_threshold_entries: DEFAULT_COMPACTION_THRESHOLD_ENTRIES,
             pending_reads_max: 4096,
             uncommitted_entries_max: 10_000,
             mutations: Mutations::default(),

@@ -48,7 +48,11 @@ pub mod message;
 pub mod node;
 pub mod storage;
 
-pub use config::{Config, ConfigError, Mutations};
+pub use config::{
+    default_election_timeout_ms, default_lease_ms, Config, ConfigError, Mutations,
+    DEFAULT_COMPACTION_THRESHOLD_ENTRIES, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS,
+    DEFAULT_LEASE_MS, ELECTION_TIMEOUT_HEARTBEATS, TICK_INTERVAL_MS_MAX,
+};
 pub use message::{
     AppendReject, Entry, EntryKind, HardState, Membership, Message, MessageBody, NodeId, Snapshot,
     SnapshotMeta,

@@ -39,8 +39,8 @@ use super::{
     classify_sqlstate, coalesce, Database, DbError, Mutation, StoredEntry, SCHEMA_VERSION,
     WRITE_BATCH_MAX,
 };
-use crate::config::Secret;
 use crate::runtime;
+use crate::secret::Secret;
 
 /// Largest password file read: passwords are short; a wrong path must not fill memory.
 const PASSWORD_FILE_BYTES_MAX: u64 = 4096;

@@ -39,6 +39,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{Mutation, StoredEntry};
+use crate::faults::FaultInjection;
 use crate::proto::{CacheStatus, GetResponse};
 use crate::runtime::{self, NodeClock};
 use crate::single_flight::{JoinRule, KeepAlive, SingleFlight};
@@ -197,9 +198,8 @@ pub struct ReplicaConfig {
     pub stagger_ttl: bool,
     pub client_caching: bool,
     pub stale_grace_ms: u64,
-    /// Fault injection: serve linearizable reads without confirming leadership.
-    #[doc(hidden)]
-    pub unsafe_leader_reads: bool,
+    /// Fault injection (inert in production); the Raft core's mutations travel in `raft`.
+    pub faults: FaultInjection,
     /// The system of record, if configured. Every replica of a cluster must agree on whether
     /// there is one (write-behind state is replicated).
     pub record: Option<SystemOfRecord>,
@@ -207,13 +207,6 @@ pub struct ReplicaConfig {
     pub negative_cache_ms: u64,
     /// Most bytes of unwritten mutations before client writes are refused.
     pub backlog_bytes_max: u64,
-    /// Fault injection: read-through misses do not share loads (the 2024-10-15 pre-fix).
-    #[doc(hidden)]
-    pub no_read_through_single_flight: bool,
-    /// Fault injection: read-through loads are driven by their waiters only, and joined however
-    /// old (the 2026-12-01 pre-fix).
-    #[doc(hidden)]
-    pub join_stale_loads: bool,
 }
 
 /// The state machine and what readers need, shared by the loop and handlers.
@@ -263,19 +256,13 @@ struct Shared {
     clock: NodeClock,
     membership: Membership,
     client_caching: bool,
-    unsafe_leader_reads: bool,
-    /// Fault injection for the simulator (the 2024-11-22 memory growth, deliberately broken):
-    /// while set, the read path keeps a clone of every value it serves in `retained_reads`, a
-    /// per-node leak that is never freed. Off unless [`Replica::retain_read_values_for_test`].
-    retain_reads: std::sync::atomic::AtomicBool,
+    faults: FaultInjection,
+    /// Where `faults.retain_read_values` (the 2024-11-22 memory growth, deliberately broken)
+    /// keeps a clone of every value the read path serves: a per-node leak, never freed.
     retained_reads: Mutex<Vec<Vec<u8>>>,
     record: Option<SystemOfRecord>,
     negative: Mutex<NegativeCache>,
     negative_cache_ms: u64,
-    no_read_through_single_flight: bool,
-    /// Fault injection: read-through loads are driven by their waiters only (the 2026-12-01
-    /// pre-fix); the database client then joins any in-flight load.
-    join_stale_loads: bool,
     /// Read points of this node's fills in flight (id → read index), for the fill horizon.
     /// Each entry is owned by a [`FillRegistration`], so it is removed however the fill ends.
     fills_in_flight: Mutex<BTreeMap<u64, u64>>,
@@ -324,7 +311,7 @@ impl Shared {
             } => {
                 response.status = CacheStatus::Hit as i32;
                 response.value = value.into_owned();
-                if self.retain_reads.load(std::sync::atomic::Ordering::Relaxed) {
+                if self.faults.retain_read_values {
                     // The pre-fix `.cloned()` on the hot read path, kept alive (fault injection).
                     lock(&self.retained_reads).push(response.value.clone());
                 }
@@ -387,7 +374,7 @@ impl Replica {
                 leader: self.shared.leader(),
             });
         }
-        if self.shared.unsafe_leader_reads {
+        if self.shared.faults.unsafe_leader_reads {
             // Fault injection: believing to lead is taken as proof (the pre-fix bug).
             return Ok(());
         }
@@ -415,14 +402,14 @@ impl Replica {
             }
             machine.applied_index
         };
-        if self.shared.no_read_through_single_flight {
+        if self.shared.faults.no_read_through_single_flight {
             return self
                 .load_and_fill(record, key.to_vec(), read_at_index, None)
                 .await;
         }
         let replica = self.clone();
         let owned_key = key.to_vec();
-        let join_stale_loads = self.shared.join_stale_loads;
+        let join_stale_loads = self.shared.faults.join_stale_loads;
         let shared = Arc::clone(&self.shared);
         // A flight read at an older point is still good if nothing about the key changed
         // since: no removal after it, nothing pending (the same rule its fill must pass).
@@ -613,16 +600,7 @@ impl Replica {
         (machine.applied_index, hasher.finish())
     }
 
-    /// Fault injection (simulator only): from now on the read path leaks a clone of every value
-    /// it serves, as the 2024-11-22 `.cloned()` bug did. Never turned off.
-    #[doc(hidden)]
-    pub fn retain_read_values_for_test(&self) {
-        self.shared
-            .retain_reads
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Bytes held outside the store by [`Replica::retain_read_values_for_test`] (0 otherwise).
+    /// Bytes held outside the store by the `retain_read_values` fault (0 otherwise).
     #[doc(hidden)]
     pub fn retained_read_bytes(&self) -> u64 {
         lock(&self.shared.retained_reads)
@@ -771,14 +749,11 @@ pub fn start(
         clock,
         membership: membership.clone(),
         client_caching: config.client_caching,
-        unsafe_leader_reads: config.unsafe_leader_reads,
-        retain_reads: std::sync::atomic::AtomicBool::new(false),
+        faults: config.faults.clone(),
         retained_reads: Mutex::new(Vec::new()),
         record: config.record.clone(),
         negative: Mutex::new(NegativeCache::default()),
         negative_cache_ms: config.negative_cache_ms,
-        no_read_through_single_flight: config.no_read_through_single_flight,
-        join_stale_loads: config.join_stale_loads,
         fills_in_flight: Mutex::new(BTreeMap::new()),
         read_throughs: SingleFlight::new(JoinRule::CoveringReadPoint),
         next_fill_id: std::sync::atomic::AtomicU64::new(1),

@@ -385,7 +385,10 @@ mod tests {
         // version 9, but a fill read at index 8 may carry an older version.
         wb.note_removed(&[b"k".to_vec()], 12);
         assert!(!wb.fill_allowed(b"k", 8), "read before the eviction");
-        assert!(wb.fill_allowed(b"k", 12), "read after it: the database had version 9");
+        assert!(
+            wb.fill_allowed(b"k", 12),
+            "read after it: the database had version 9"
+        );
         assert_eq!(wb.removed_count(), 1);
         wb.advance_fill_horizon(13);
         assert_eq!(wb.removed_count(), 0, "pruned below the horizon");

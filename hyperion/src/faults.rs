@@ -1,0 +1,80 @@
+//! Fault injection: the deliberately broken behaviours that re-open holes the product closed (an
+//! incident's pre-fix behaviour, a regression's switch, a Raft mutation), for the simulator's
+//! negative controls and the regressions that must still find their bug.
+//!
+//! One value, passed explicitly with the configuration to every component that has a switch; no
+//! component reads a flag from anywhere else, and nothing sets one from the environment. Every
+//! switch is off by default, so production always runs with [`FaultInjection::default`], and a
+//! simulation banner names the switches a seed ran with ([`FaultInjection::enabled`]) so a
+//! replay sets them the same way.
+
+/// Every fault-injection switch (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FaultInjection {
+    /// Raft core mutations (vote stickiness off, lease validation skipped, term and vote
+    /// forgotten on restart).
+    pub raft: hyperion_raft::Mutations,
+    /// Serve linearizable reads from whoever believes it leads, without lease or read-index (the
+    /// 2024-12-03 pre-fix behaviour).
+    pub unsafe_leader_reads: bool,
+    /// The read path keeps a clone of every value it serves, never freed (the 2024-11-22 pre-fix
+    /// `.cloned()`).
+    pub retain_read_values: bool,
+    /// Every read-through miss queries the database itself, no single-flight (the 2024-10-15
+    /// pre-fix behaviour).
+    pub no_read_through_single_flight: bool,
+    /// Read-through loads are driven by their waiters only and joined however old, and
+    /// abandoned loads stay joinable (the 2026-12-01 pre-fix behaviour).
+    pub join_stale_loads: bool,
+    /// A node whose WAL never learned a term counts as having lost its data at start (the
+    /// pre-fix admission rule: it is refused unless `HYPERION_JOIN_EXISTING_CLUSTER`).
+    pub admission_by_term: bool,
+}
+
+impl FaultInjection {
+    /// The names of the switches that are on, in declaration order (for banners and logs).
+    pub fn enabled(&self) -> Vec<&'static str> {
+        let raft = &self.raft;
+        [
+            ("disable_vote_stickiness", raft.disable_vote_stickiness),
+            ("skip_lease_validation", raft.skip_lease_validation),
+            ("forget_term_and_vote", raft.forget_term_and_vote),
+            ("unsafe_leader_reads", self.unsafe_leader_reads),
+            ("retain_read_values", self.retain_read_values),
+            (
+                "no_read_through_single_flight",
+                self.no_read_through_single_flight,
+            ),
+            ("join_stale_loads", self.join_stale_loads),
+            ("admission_by_term", self.admission_by_term),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
+    }
+
+    /// Whether every switch is off (always, in production).
+    pub fn is_inert(&self) -> bool {
+        self.enabled().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_inert_and_enabled_switches_are_named() {
+        assert!(FaultInjection::default().is_inert());
+        let mut faults = FaultInjection {
+            join_stale_loads: true,
+            ..FaultInjection::default()
+        };
+        faults.raft.skip_lease_validation = true;
+        assert_eq!(
+            faults.enabled(),
+            vec!["skip_lease_validation", "join_stale_loads"]
+        );
+        assert!(!faults.is_inert());
+    }
+}
