@@ -19,23 +19,18 @@ use hyperion_store::StoreError;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::limits::{Endpoint, RateLimiter, Throttled};
+use crate::limits::{
+    Endpoint, RateLimiter, Throttled, BATCH_KEYS_MAX, DEFAULT_TIMEOUT_MS, KEY_BYTES_MAX,
+    TIMEOUT_MS_MAX, WRITE_TIMEOUT,
+};
 use crate::proto::cache_service_server::CacheService;
 use crate::proto::{
     BatchGetRequest, CacheStatus, DeleteRequest, DeleteResponse, GetRequest, GetResponse,
     SetRequest, SetResponse,
 };
-use crate::replica::{Replica, ReplicaError, WriteOutcome, WriteRequest};
+use crate::replica::{ReadAnswer, ReadOutcome, Replica, ReplicaError, WriteOutcome, WriteRequest};
 use crate::runtime;
 
-/// `timeout_ms` of 0 means this (the product's default).
-pub const DEFAULT_TIMEOUT_MS: u32 = 100;
-/// Largest accepted `timeout_ms`: a minute. Longer waits hold server resources for nothing.
-pub const TIMEOUT_MS_MAX: u32 = 60_000;
-/// Most keys in one BatchGet (the product's limit; the client library splits larger lists).
-pub const BATCH_KEYS_MAX: usize = 100;
-/// Most bytes of a key (enforced by the engine too; here so BatchGet can name the bad index).
-pub const KEY_BYTES_MAX: usize = hyperion_store::DEFAULT_MAX_KEY_BYTES;
 /// Response metadata carrying the current version on a compare-and-set mismatch.
 pub const CURRENT_VERSION_METADATA: &str = "x-hyperion-current-version";
 /// Response metadata with the throttling delay in milliseconds (`retry-after` has seconds).
@@ -46,10 +41,6 @@ pub const LEADER_METADATA: &str = "x-hyperion-leader";
 pub const LEADER_ID_METADATA: &str = "x-hyperion-leader-id";
 /// Response metadata on refusals of requests that certainly did not apply (safe to resend).
 pub const NOT_APPLIED_METADATA: &str = "x-hyperion-not-applied";
-/// How long a write may wait for its entry to commit and apply. Past it the answer is
-/// `DEADLINE_EXCEEDED` and the write's outcome is unknown (it may still apply).
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The service implementation.
 #[derive(Clone)]
 pub struct CacheApi {
@@ -216,6 +207,35 @@ fn replica_error_status_inner(error: ReplicaError) -> Status {
     }
 }
 
+/// The protobuf answer to a read of `key`.
+fn get_response(key: Vec<u8>, answer: ReadAnswer) -> GetResponse {
+    let mut response = GetResponse {
+        key,
+        error_message: answer.note.unwrap_or_default(),
+        ..GetResponse::default()
+    };
+    match answer.outcome {
+        ReadOutcome::Hit {
+            value,
+            version,
+            is_stale,
+            ttl_remaining_ms,
+        } => {
+            response.status = CacheStatus::Hit as i32;
+            response.value = value;
+            response.version = version;
+            response.is_stale = is_stale;
+            response.ttl_remaining_ms = ttl_remaining_ms;
+        }
+        ReadOutcome::Miss => response.status = CacheStatus::Miss as i32,
+        ReadOutcome::Corrupt => {
+            response.status = CacheStatus::Error as i32;
+            response.error_message = "entry failed its integrity check and was dropped".to_string();
+        }
+    }
+    response
+}
+
 /// Maps an engine refusal to the status a client sees; messages name the field.
 fn store_error_status(error: StoreError) -> Status {
     match error {
@@ -250,16 +270,16 @@ impl CacheService for CacheApi {
         let timeout = read_timeout(request.timeout_ms)?;
         let started = runtime::now();
         self.read_barrier(request.allow_stale, timeout).await?;
-        let response = self.replica.read_local(&request.key, request.allow_stale);
-        if request.allow_stale || response.status != CacheStatus::Miss as i32 {
-            return Ok(Response::new(response));
+        let answer = self.replica.read_local(&request.key, request.allow_stale);
+        if request.allow_stale || answer.outcome != ReadOutcome::Miss {
+            return Ok(Response::new(get_response(request.key, answer)));
         }
         // A linearizable miss on the leader: read through to the system of record, within
         // what is left of the read's time budget.
         let left = timeout.saturating_sub(started.elapsed());
         match runtime::timeout(left, self.replica.read_through(&request.key)).await {
-            Ok(Some(filled)) => Ok(Response::new(filled)),
-            Ok(None) => Ok(Response::new(response)),
+            Ok(Some(filled)) => Ok(Response::new(get_response(request.key, filled))),
+            Ok(None) => Ok(Response::new(get_response(request.key, answer))),
             Err(_) => Err(deadline_exceeded(timeout)),
         }
     }
@@ -337,7 +357,10 @@ impl CacheService for CacheApi {
         let responses: Vec<Result<GetResponse, Status>> = request
             .keys
             .iter()
-            .map(|key| Ok(self.replica.read_local(key, request.allow_stale)))
+            .map(|key| {
+                let answer = self.replica.read_local(key, request.allow_stale);
+                Ok(get_response(key.clone(), answer))
+            })
             .collect();
         let stream: GetStream = Box::pin(futures::stream::iter(responses));
         Ok(Response::new(stream))

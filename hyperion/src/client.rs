@@ -22,7 +22,8 @@ use rand_chacha::ChaCha8Rng;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::api::{BATCH_KEYS_MAX, LEADER_METADATA, NOT_APPLIED_METADATA};
+use crate::api::{LEADER_METADATA, NOT_APPLIED_METADATA};
+use crate::limits::BATCH_KEYS_MAX;
 use crate::proto::cache_service_client::CacheServiceClient;
 use crate::proto::{
     BatchGetRequest, DeleteRequest, DeleteResponse, GetRequest, GetResponse, SetRequest,

@@ -140,7 +140,7 @@ impl Default for FeatureFlags {
             new_eviction_algorithm: false,
             shadow_traffic_percent: 0,
             enable_client_caching: true,
-            max_value_size_kb: 512,
+            max_value_size_kb: crate::limits::DEFAULT_MAX_VALUE_SIZE_KB,
         }
     }
 }
@@ -198,14 +198,9 @@ pub struct ClusterNode {
     pub addr: String,
 }
 
-/// When the Raft log's entry data is synced to disk (term and vote are always synced first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WalSync {
-    /// Before acknowledging: an acknowledged write survives any power loss.
-    Always,
-    /// At most once per second (the product's `appendfsync everysec` trade-off).
-    EverySec,
-}
+/// When the Raft log's entry data is synced to disk (`HYPERION_WAL_SYNC`; term and vote are
+/// always synced first): the storage's own policy type.
+pub use hyperion_raft::storage::SyncPolicy;
 
 pub use crate::faults::FaultInjection;
 pub use crate::secret::Secret;
@@ -236,7 +231,7 @@ pub struct Config {
     /// `HYPERION_RAFT_LEASE_MS`).
     pub raft: RaftTiming,
     /// `HYPERION_WAL_SYNC`: `everysec` (default) or `always`.
-    pub wal_sync: WalSync,
+    pub wal_sync: SyncPolicy,
     /// `LOG_LEVEL`: a tracing filter directive such as `info` or `hyperion=debug,warn`.
     pub log_level: String,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, if set.
@@ -429,8 +424,8 @@ impl Config {
             .map(str::to_ascii_lowercase)
             .as_deref()
         {
-            None | Some("everysec") => WalSync::EverySec,
-            Some("always") => WalSync::Always,
+            None | Some("everysec") => SyncPolicy::EverySec,
+            Some("always") => SyncPolicy::Always,
             Some(other) => {
                 return Err(ConfigError::new(
                     "HYPERION_WAL_SYNC",
@@ -1105,7 +1100,7 @@ mod tests {
             }]
         );
         assert_eq!(config.node_index, 0);
-        assert_eq!(config.wal_sync, WalSync::EverySec);
+        assert_eq!(config.wal_sync, SyncPolicy::EverySec);
         assert_eq!(config.replication_factor, 1);
         assert!(config.dev_mode);
         assert_eq!(config.hmac_key_source, HmacKeySource::Development);

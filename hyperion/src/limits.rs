@@ -1,6 +1,9 @@
-//! Per-client rate limits (the product's table): token buckets keyed by client IP and endpoint.
+//! The product's limits, in one place: request bounds (timeouts, batch and key sizes, the write
+//! deadline) and the per-client rate limits (the product's table), enforced by token buckets keyed
+//! by client IP and endpoint. Bounds that belong to the engine (key and value sizes) are the
+//! store's, re-exported here.
 //!
-//! Implemented in the request handlers rather than as a tower layer, because madsim-tonic ignores
+//! Rate limits are implemented in the request handlers rather than as a tower layer, because madsim-tonic ignores
 //! layers: the same limits run in simulation and production. Time is passed in (runtime time).
 
 use std::collections::HashMap;
@@ -9,6 +12,20 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::runtime::Instant;
+
+/// `timeout_ms` of 0 means this (the product's default).
+pub const DEFAULT_TIMEOUT_MS: u32 = 100;
+/// Largest accepted `timeout_ms`: a minute. Longer waits hold server resources for nothing.
+pub const TIMEOUT_MS_MAX: u32 = 60_000;
+/// Most keys in one BatchGet (the product's limit; the client library splits larger lists).
+pub const BATCH_KEYS_MAX: usize = 100;
+/// Most bytes of a key (enforced by the engine too; here so BatchGet can name the bad index).
+pub const KEY_BYTES_MAX: usize = hyperion_store::DEFAULT_MAX_KEY_BYTES;
+/// How long a write may wait for its entry to commit and apply. Past it the answer is
+/// `DEADLINE_EXCEEDED` and the write's outcome is unknown (it may still apply).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default value size limit (`max_value_size_kb`), from the store: 512 KiB.
+pub const DEFAULT_MAX_VALUE_SIZE_KB: u32 = (hyperion_store::DEFAULT_MAX_VALUE_BYTES / 1024) as u32;
 
 /// The endpoint classes that have their own limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

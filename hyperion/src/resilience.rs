@@ -67,18 +67,21 @@ impl RetryPolicy {
         }
     }
 
-    /// Checks the bounds; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the bounds; the error names the field.
+    pub fn validate(&self) -> Result<(), InvalidPolicy> {
         if !(1..=RETRY_ATTEMPTS_MAX).contains(&self.max_attempts) {
-            return Err(format!(
-                "max_attempts must be 1-{RETRY_ATTEMPTS_MAX}, got {}",
-                self.max_attempts
+            return Err(InvalidPolicy::new(
+                "max_attempts",
+                format!("must be 1-{RETRY_ATTEMPTS_MAX}, got {}", self.max_attempts),
             ));
         }
         if self.base_delay > self.max_delay {
-            return Err(format!(
-                "base_delay {:?} exceeds max_delay {:?}",
-                self.base_delay, self.max_delay
+            return Err(InvalidPolicy::new(
+                "base_delay",
+                format!(
+                    "{:?} exceeds max_delay {:?}",
+                    self.base_delay, self.max_delay
+                ),
             ));
         }
         Ok(())
@@ -174,27 +177,48 @@ impl BreakerConfig {
         }
     }
 
-    /// Checks the bounds; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the bounds; the error names the field.
+    pub fn validate(&self) -> Result<(), InvalidPolicy> {
         if !(1..=100).contains(&self.failure_percent) {
-            return Err(format!(
-                "failure_percent must be 1-100, got {}",
-                self.failure_percent
+            return Err(InvalidPolicy::new(
+                "failure_percent",
+                format!("must be 1-100, got {}", self.failure_percent),
             ));
         }
         if self.window < Duration::from_millis(BREAKER_WINDOW_BUCKETS as u64) {
-            return Err(format!(
-                "window must be at least {BREAKER_WINDOW_BUCKETS} ms, got {:?}",
-                self.window
+            return Err(InvalidPolicy::new(
+                "window",
+                format!(
+                    "must be at least {BREAKER_WINDOW_BUCKETS} ms, got {:?}",
+                    self.window
+                ),
             ));
         }
         if self.min_calls == 0 {
-            return Err("min_calls must be at least 1".to_string());
+            return Err(InvalidPolicy::new("min_calls", "must be at least 1"));
         }
         if self.half_open_probes == 0 {
-            return Err("half_open_probes must be at least 1".to_string());
+            return Err(InvalidPolicy::new("half_open_probes", "must be at least 1"));
         }
         Ok(())
+    }
+}
+
+/// A retry policy or breaker setting out of bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {problem}")]
+pub struct InvalidPolicy {
+    /// The field at fault.
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl InvalidPolicy {
+    fn new(field: &'static str, problem: impl Into<String>) -> InvalidPolicy {
+        InvalidPolicy {
+            field,
+            problem: problem.into(),
+        }
     }
 }
 

@@ -248,26 +248,14 @@ impl GrpcListener {
         self.local_addr
     }
 
-    /// Serves the cache service (and the peer service of a replicated node) until `shutdown`
-    /// resolves; in-flight RPCs finish first. `max_message_bytes` bounds client messages.
+    /// Serves `router` (the services a caller added to it) until `shutdown` resolves; in-flight
+    /// RPCs finish first. The seam knows no service: callers build the router.
     pub async fn serve(
         self,
-        cache: crate::api::CacheApi,
-        raft: crate::replica::transport::RaftApi,
-        max_message_bytes: usize,
+        router: tonic::transport::server::Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let addr = self.local_addr;
-        // The generated server types differ between the two builds; they are named only here.
-        let cache = crate::proto::cache_service_server::CacheServiceServer::new(cache)
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes);
-        let raft = crate::raft_proto::raft_service_server::RaftServiceServer::new(raft)
-            .max_decoding_message_size(crate::replica::transport::PEER_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(crate::replica::transport::PEER_MESSAGE_BYTES_MAX);
-        let router = tonic::transport::Server::builder()
-            .add_service(cache)
-            .add_service(raft);
         #[cfg(not(madsim))]
         let served = router
             .serve_with_incoming_shutdown(self.incoming, shutdown)

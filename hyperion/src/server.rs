@@ -10,14 +10,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use hyperion_raft::storage::{Disk, FileDisk, SyncPolicy};
+use hyperion_raft::storage::{Disk, FileDisk};
 
 use crate::api::CacheApi;
-use crate::config::{Config, WalSync};
+use crate::config::Config;
+use crate::db::SystemOfRecord;
 use crate::limits::{RateLimiter, RateLimits};
-use crate::replica::record::SystemOfRecord;
 use crate::replica::transport::RaftApi;
-use crate::replica::{self, Membership, Replica, ReplicaConfig, ReplicaStartError};
+use crate::replica::{self, Replica, ReplicaConfig, ReplicaStartError, Topology};
 use crate::runtime::{GrpcListener, NodeClock, ServeError};
 
 /// Name of the identity file in the data directory.
@@ -72,12 +72,12 @@ struct ClusterState {
 async fn peer_state(config: &Config) -> Option<ClusterState> {
     use crate::raft_proto::raft_service_client::RaftServiceClient;
     use crate::raft_proto::StatusRequest;
-    let membership = replica_config(config).membership;
-    let cluster = membership.cluster_name();
+    let topology = replica_config(config).topology;
+    let cluster = topology.cluster_name();
     let mut best: Option<ClusterState> = None;
     for attempt in 0..ADMISSION_ATTEMPTS {
-        for (&id, addr) in &membership.addresses {
-            if id == membership.id {
+        for (&id, addr) in &topology.addresses {
+            if id == topology.id {
                 continue;
             }
             let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -129,7 +129,7 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
         .map(|(index, node)| (index as u64 + 1, node.addr.clone()))
         .collect();
     ReplicaConfig {
-        membership: Membership {
+        topology: Topology {
             id: config.node_index as u64 + 1,
             addresses,
         },
@@ -138,10 +138,7 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
             ..config.raft.core_config()
         },
         faults: config.faults.clone(),
-        sync_policy: match config.wal_sync {
-            WalSync::Always => SyncPolicy::Always,
-            WalSync::EverySec => SyncPolicy::EverySec,
-        },
+        sync_policy: config.wal_sync,
         store: config.store_config(),
         enable_batching: config.flags.enable_batching,
         stagger_ttl: config.stagger_ttl,
@@ -273,19 +270,27 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
+        use crate::proto::cache_service_server::CacheServiceServer;
+        use crate::raft_proto::raft_service_server::RaftServiceServer;
+        use crate::replica::transport::PEER_MESSAGE_BYTES_MAX;
+
         let limiter = Arc::new(RateLimiter::new(self.rate_limits));
         let api = CacheApi::new(self.replica.clone(), limiter, self.max_value_bytes);
         let raft = RaftApi::new(self.replica);
-        tracing::info!(addr = %self.listener.local_addr(), "serving CacheService and RaftService");
-        let served = self
-            .listener
-            .serve(
-                api,
-                raft,
-                CacheApi::max_message_bytes(self.max_value_bytes),
-                shutdown,
+        let client_message_bytes = CacheApi::max_message_bytes(self.max_value_bytes);
+        let router = tonic::transport::Server::builder()
+            .add_service(
+                CacheServiceServer::new(api)
+                    .max_decoding_message_size(client_message_bytes)
+                    .max_encoding_message_size(client_message_bytes),
             )
-            .await;
+            .add_service(
+                RaftServiceServer::new(raft)
+                    .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+            );
+        tracing::info!(addr = %self.listener.local_addr(), "serving CacheService and RaftService");
+        let served = self.listener.serve(router, shutdown).await;
         tracing::info!("stopped");
         Ok(served?)
     }
@@ -394,8 +399,8 @@ mod tests {
             .collect();
         config.node_index = 1;
         let replica = replica_config(&config);
-        assert_eq!(replica.membership.id, 2);
-        assert_eq!(replica.membership.voters(), vec![1, 2, 3]);
-        assert_eq!(replica.membership.addresses[&3], "127.0.0.1:7003");
+        assert_eq!(replica.topology.id, 2);
+        assert_eq!(replica.topology.voters(), vec![1, 2, 3]);
+        assert_eq!(replica.topology.addresses[&3], "127.0.0.1:7003");
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use hyperion::client::Client;
 use hyperion::config::{ClusterNode, Config};
+use hyperion::db::SystemOfRecord;
 use hyperion::db::{DbClient, DbClientConfig, SimDatabase};
-use hyperion::replica::record::SystemOfRecord;
 use hyperion::replica::{RaftStatus, Replica};
 use hyperion::runtime::NodeClock;
 use hyperion::server::Server;

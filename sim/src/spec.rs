@@ -20,7 +20,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
-use hyperion::config::{Config, WalSync};
+use hyperion::config::{Config, SyncPolicy};
 use hyperion::resilience::{Jitter, RetryPolicy};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -646,7 +646,7 @@ pub struct ConfigPlan {
     pub cache_size_mb: Option<u64>,
     pub eviction_batch_size: Option<u64>,
     pub max_value_size_kb: Option<u64>,
-    pub wal_sync: Option<WalSync>,
+    pub wal_sync: Option<SyncPolicy>,
     pub stagger_ttl: Option<bool>,
     pub enable_compression: Option<bool>,
     pub enable_batching: Option<bool>,
@@ -1421,9 +1421,9 @@ impl ScenarioFile {
             max_value_size_kb: d.opt("config.max_value_size_kb", &config.max_value_size_kb),
             wal_sync: config.wal_sync.as_ref().map(|s| {
                 if s.get_ref() == "always" {
-                    WalSync::Always
+                    SyncPolicy::Always
                 } else {
-                    WalSync::EverySec
+                    SyncPolicy::EverySec
                 }
             }),
             stagger_ttl: config.stagger_ttl,

@@ -30,10 +30,12 @@ use std::future::Future;
 
 mod client;
 mod pg;
+mod record;
 mod sim;
 
 pub use client::{DbClient, DbClientConfig, DbMetrics, DbStartMode};
 pub use pg::{parse_dsn, PgDatabase, PgSettings, TlsMode};
+pub use record::SystemOfRecord;
 pub use sim::{Availability, SimDatabase, SimDbConfig, SimDbStats};
 
 /// The schema version this build writes; `migrate` refuses a database migrated by a newer build.

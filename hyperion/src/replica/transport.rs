@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
+use super::handle::Replica;
+use super::types::Topology;
 use super::wire::{from_wire, to_wire};
-use super::{Membership, Replica};
 use crate::raft_proto as pb;
 use crate::raft_proto::raft_service_client::RaftServiceClient;
 use crate::raft_proto::raft_service_server::RaftService;
@@ -42,12 +43,12 @@ pub struct Peers {
 
 impl Peers {
     /// Spawns one sender task per peer.
-    pub fn start(membership: &Membership) -> Peers {
+    pub fn start(topology: &Topology) -> Peers {
         let dropped = Arc::new(AtomicU64::new(0));
-        let cluster = membership.cluster_name();
+        let cluster = topology.cluster_name();
         let mut queues = BTreeMap::new();
-        for (&id, addr) in &membership.addresses {
-            if id == membership.id {
+        for (&id, addr) in &topology.addresses {
+            if id == topology.id {
                 continue;
             }
             let (queue, outbox) = mpsc::channel(PEER_QUEUE_MAX);
@@ -128,7 +129,7 @@ pub struct RaftApi {
 
 impl RaftApi {
     pub fn new(replica: Replica) -> RaftApi {
-        let cluster = replica.membership().cluster_name();
+        let cluster = replica.topology().cluster_name();
         RaftApi { replica, cluster }
     }
 
@@ -151,7 +152,7 @@ impl RaftService for RaftApi {
     ) -> Result<Response<pb::SendAck>, Status> {
         let batch = request.into_inner();
         self.check_cluster(&batch.cluster)?;
-        let me = self.replica.membership().id;
+        let me = self.replica.topology().id;
         let mut messages = Vec::with_capacity(batch.messages.len());
         for message in batch.messages {
             let message =
@@ -202,7 +203,7 @@ impl RaftService for RaftApi {
             }
         });
         Ok(Response::new(pb::StatusResponse {
-            node_id: self.replica.membership().id,
+            node_id: self.replica.topology().id,
             term: status.term,
             commit_index: status.commit_index,
             last_index: status.last_index,

@@ -9,6 +9,7 @@ use hyperion_raft::{
 };
 use prost::Message as _;
 
+use crate::db::{Mutation, StoredEntry};
 use crate::raft_proto as pb;
 use pb::message::Body;
 
@@ -56,6 +57,47 @@ fn snapshot_from_wire(snapshot: pb::Snapshot) -> Snapshot {
         },
         data: snapshot.data,
     }
+}
+
+/// The protobuf form of a write-behind mutation (in `Fill` commands and snapshots).
+pub fn mutation_to_wire(mutation: &Mutation) -> pb::StoredMutation {
+    match mutation {
+        Mutation::Upsert(entry) => pb::StoredMutation {
+            key: entry.key.clone(),
+            version: entry.version,
+            deleted: false,
+            value: entry.value.clone(),
+            ttl_ms: entry.ttl_ms,
+            created_at_ms: entry.created_at_ms,
+        },
+        Mutation::Delete { key, version } => pb::StoredMutation {
+            key: key.clone(),
+            version: *version,
+            deleted: true,
+            ..pb::StoredMutation::default()
+        },
+    }
+}
+
+/// A write-behind mutation from its protobuf form; a mutation without a version is malformed.
+pub fn mutation_from_wire(mutation: pb::StoredMutation) -> Result<Mutation, WireError> {
+    if mutation.version == 0 {
+        return Err(WireError("stored mutation without a version"));
+    }
+    Ok(if mutation.deleted {
+        Mutation::Delete {
+            key: mutation.key,
+            version: mutation.version,
+        }
+    } else {
+        Mutation::Upsert(StoredEntry {
+            key: mutation.key,
+            value: mutation.value,
+            version: mutation.version,
+            ttl_ms: mutation.ttl_ms,
+            created_at_ms: mutation.created_at_ms,
+        })
+    })
 }
 
 /// The protobuf form of a core message.
@@ -277,9 +319,7 @@ impl Command {
                 entry,
                 read_at_index,
             } => pb::command::Kind::Fill(pb::FillCommand {
-                entry: Some(super::record::mutation_to_wire(
-                    &crate::db::Mutation::Upsert(entry.clone()),
-                )),
+                entry: Some(mutation_to_wire(&Mutation::Upsert(entry.clone()))),
                 read_at_index: *read_at_index,
             }),
             Command::Flushed {
@@ -329,8 +369,8 @@ impl Command {
             },
             pb::command::Kind::Fill(fill) => {
                 let entry = fill.entry.ok_or(WireError("fill.entry"))?;
-                match super::record::mutation_from_wire(entry) {
-                    Ok(crate::db::Mutation::Upsert(entry)) => Command::Fill {
+                match mutation_from_wire(entry) {
+                    Ok(Mutation::Upsert(entry)) => Command::Fill {
                         entry,
                         read_at_index: fill.read_at_index,
                     },

@@ -1,6 +1,6 @@
 //! Hyperion's cache engine: the `CacheEntry` store. Pure and synchronous — no I/O, no async, no
-//! clock or randomness of its own — so it runs unchanged on tokio, under madsim, and later as the
-//! Raft state machine.
+//! clock or randomness of its own — so it runs unchanged on tokio and under madsim, inside the
+//! replicated state machine (`hyperion::replica::machine`).
 //!
 //! # Contracts
 //! - **Time is data.** Every operation takes `now_ms`, cluster time in milliseconds. An entry

@@ -1,84 +1,38 @@
-//! The system of record behind the replicated cache: write-behind and read-through.
-//!
-//! **Write-behind.** Every applied write also records, in replicated state ([`WriteBehind`]),
-//! the mutation the database still needs (compacted per key: only the newest counts). The leader
-//! writes the oldest pending mutations in batches; when a batch is stored it proposes a
+//! Write-behind: every applied write also records, in replicated state ([`WriteBehind`]), the
+//! mutation the database still needs (compacted per key: only the newest counts). The leader's
+//! flush loop writes the oldest pending mutations in batches; when a batch is stored it proposes a
 //! `Flushed` command naming exactly what was written, and every replica drops those entries. The
 //! position is therefore replicated: a new leader resumes from its own copy, and a batch written
 //! twice (leader change mid-flush) is harmless because the database keeps a row only when the
 //! version is higher.
 //!
-//! **Read-through.** A linearizable `Get` that misses on the leader may load the key from the
-//! database and fill it through the log (`Fill`), never over a newer version. A fill is refused
-//! at apply when anything newer about the key is known: a pending mutation (the database is
-//! behind), an entry already present, or a delete/expiry applied after the leader's read point
-//! (`removed_at`). `removed_at` entries are pruned below a replicated *fill horizon*; fills
-//! read before the horizon are refused, so pruning never lets a stale fill through.
-//!
-//! **Versions.** A cluster that starts empty over a database learns the database's highest
-//! version first (`VersionFloor`) and refuses writes until then, so a rebuilt cluster never
-//! writes versions the database would discard as old.
+//! The same state remembers recent removals of keys (deletes, expirations, evictions) and the
+//! *fill horizon*, which read-through fills are checked against (see [`super::read_through`]);
+//! and whether the cluster's versions are known to start above the database's (`VersionFloor`:
+//! a cluster that starts empty over a database learns its highest version first and refuses
+//! writes until then, so a rebuilt cluster never writes versions the database would discard).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use prost::Message as _;
 
-use crate::db::{DbClient, DbError, Mutation, PgDatabase, SimDatabase, StoredEntry};
+use super::wire::{mutation_from_wire, mutation_to_wire, WireError};
+use crate::db::Mutation;
 use crate::raft_proto as pb;
-use crate::resilience::BreakerState;
-use crate::runtime::{self, Instant};
 
 /// How often the leader writes pending mutations.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// Per-mutation bookkeeping charged against the backlog bound, besides key and value.
 const PENDING_OVERHEAD_BYTES: u64 = 64;
-/// Most keys the leader's negative cache remembers.
-pub const NEGATIVE_CACHE_KEYS_MAX: usize = 100_000;
 
-/// The database client of a node: PostgreSQL/CockroachDB in production, the simulated database
-/// in the simulator. The same client logic (pool cap, timeouts, retries, breaker, single-flight)
-/// wraps both.
-#[derive(Clone)]
-pub enum SystemOfRecord {
-    Postgres(DbClient<PgDatabase>),
-    Simulated(DbClient<SimDatabase>),
-}
-
-macro_rules! each {
-    ($self:ident, $client:ident => $body:expr) => {
-        match $self {
-            SystemOfRecord::Postgres($client) => $body,
-            SystemOfRecord::Simulated($client) => $body,
-        }
-    };
-}
-
-impl SystemOfRecord {
-    /// See [`DbClient::load`]: `read_point` is the applied index the miss was decided at.
-    pub async fn load(&self, key: &[u8], read_point: u64) -> Result<Option<StoredEntry>, DbError> {
-        each!(self, client => client.load(key, read_point).await)
-    }
-
-    pub async fn write_batch(&self, mutations: &[Mutation]) -> Result<(), DbError> {
-        each!(self, client => client.write_batch(mutations).await)
-    }
-
-    pub async fn max_version(&self) -> Result<u64, DbError> {
-        each!(self, client => client.max_version().await)
-    }
-
-    pub async fn warm_up(&self) -> Result<(), DbError> {
-        each!(self, client => client.warm_up().await)
-    }
-
-    pub fn breaker_state(&self) -> BreakerState {
-        each!(self, client => client.breaker_state())
-    }
-
-    pub fn metrics(&self) -> crate::db::DbMetrics {
-        each!(self, client => client.metrics())
-    }
+/// Why replicated write-behind state (from a snapshot) could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteBehindError {
+    #[error("write-behind state does not decode: {0}")]
+    Decode(String),
+    #[error(transparent)]
+    Mutation(#[from] WireError),
 }
 
 /// Replicated write-behind state; part of the state machine and of its snapshots.
@@ -229,15 +183,20 @@ impl WriteBehind {
         .encode_to_vec()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<WriteBehind, String> {
-        let state = pb::WriteBehindState::decode(bytes).map_err(|e| e.to_string())?;
+    pub fn decode(bytes: &[u8]) -> Result<WriteBehind, WriteBehindError> {
+        let state = pb::WriteBehindState::decode(bytes)
+            .map_err(|e| WriteBehindError::Decode(e.to_string()))?;
         let mut write_behind = WriteBehind {
             fill_horizon: state.fill_horizon,
             version_floor_known: state.version_floor_known,
             ..WriteBehind::default()
         };
         for pending in state.pending {
-            let mutation = mutation_from_wire(pending.mutation.ok_or("pending.mutation")?)?;
+            let mutation = mutation_from_wire(
+                pending
+                    .mutation
+                    .ok_or(WireError("write_behind.pending.mutation"))?,
+            )?;
             let key = mutation.key().to_vec();
             write_behind.bytes += mutation_bytes(&mutation);
             write_behind.order.insert((pending.index, key.clone()));
@@ -250,79 +209,10 @@ impl WriteBehind {
     }
 }
 
-pub fn mutation_to_wire(mutation: &Mutation) -> pb::StoredMutation {
-    match mutation {
-        Mutation::Upsert(entry) => pb::StoredMutation {
-            key: entry.key.clone(),
-            version: entry.version,
-            deleted: false,
-            value: entry.value.clone(),
-            ttl_ms: entry.ttl_ms,
-            created_at_ms: entry.created_at_ms,
-        },
-        Mutation::Delete { key, version } => pb::StoredMutation {
-            key: key.clone(),
-            version: *version,
-            deleted: true,
-            ..pb::StoredMutation::default()
-        },
-    }
-}
-
-pub fn mutation_from_wire(mutation: pb::StoredMutation) -> Result<Mutation, String> {
-    if mutation.version == 0 {
-        return Err("stored mutation without a version".to_string());
-    }
-    Ok(if mutation.deleted {
-        Mutation::Delete {
-            key: mutation.key,
-            version: mutation.version,
-        }
-    } else {
-        Mutation::Upsert(StoredEntry {
-            key: mutation.key,
-            value: mutation.value,
-            version: mutation.version,
-            ttl_ms: mutation.ttl_ms,
-            created_at_ms: mutation.created_at_ms,
-        })
-    })
-}
-
-/// The leader's memory of keys the database has no row for, so repeated misses (the
-/// 2024-10-15 pattern) do not each query it. Leader-local, bounded, short-lived.
-#[derive(Debug, Default)]
-pub struct NegativeCache {
-    until: HashMap<Vec<u8>, Instant>,
-}
-
-impl NegativeCache {
-    pub fn remembers(&mut self, key: &[u8], now: Instant) -> bool {
-        match self.until.get(key) {
-            Some(&until) if until > now => true,
-            Some(_) => {
-                self.until.remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    pub fn remember(&mut self, key: &[u8], until: Instant) {
-        if self.until.len() >= NEGATIVE_CACHE_KEYS_MAX {
-            let now = runtime::now();
-            self.until.retain(|_, until| *until > now);
-            if self.until.len() >= NEGATIVE_CACHE_KEYS_MAX {
-                self.until.clear();
-            }
-        }
-        self.until.insert(key.to_vec(), until);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::StoredEntry;
 
     fn upsert(key: &str, version: u64) -> Mutation {
         Mutation::Upsert(StoredEntry {

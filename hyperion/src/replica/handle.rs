@@ -1,0 +1,226 @@
+//! The handle request handlers use ([`Replica`]) and the state it shares with the node loop.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use hyperion_raft::{Message, NodeId, Role};
+use hyperion_store::StoreStats;
+use tokio::sync::{mpsc, oneshot};
+
+use super::machine::Machine;
+use super::negative_cache::NegativeCache;
+use super::types::{
+    RaftStatus, ReadAnswer, ReadOutcome, ReplicaError, Topology, WriteOutcome, WriteRequest,
+};
+use crate::db::SystemOfRecord;
+use crate::faults::FaultInjection;
+use crate::runtime::NodeClock;
+use crate::single_flight::SingleFlight;
+
+/// The state machine and what readers need, shared by the loop and handlers.
+pub struct Shared {
+    pub(super) machine: Mutex<Machine>,
+    pub(super) status: Mutex<RaftStatus>,
+    pub(super) clock: NodeClock,
+    pub(super) topology: Topology,
+    pub(super) client_caching: bool,
+    pub(super) faults: FaultInjection,
+    /// Where `faults.retain_read_values` (the 2024-11-22 memory growth, deliberately broken)
+    /// keeps a clone of every value the read path serves: a per-node leak, never freed.
+    pub(super) retained_reads: Mutex<Vec<Vec<u8>>>,
+    pub(super) record: Option<SystemOfRecord>,
+    pub(super) negative: Mutex<NegativeCache>,
+    pub(super) negative_cache_ms: u64,
+    /// Read points of this node's fills in flight (id → read index), for the fill horizon.
+    /// Each entry is owned by a fill registration, so it is removed however the fill ends.
+    pub(super) fills_in_flight: Mutex<BTreeMap<u64, u64>>,
+    /// Read-throughs in flight per key: concurrent misses of one key share one load. A miss
+    /// joins a flight only if the flight's read point is not older than its own, or nothing
+    /// about the key changed since the flight's read point (so no write acknowledged before the
+    /// miss can be missed; see [`crate::single_flight`]).
+    pub(super) read_throughs: SingleFlight<Vec<u8>, Option<ReadAnswer>>,
+    pub(super) next_fill_id: std::sync::atomic::AtomicU64,
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded state is only mutated by short, non-panicking sections or by the loop, which
+    // crashes the node on an invariant violation anyway.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(super) fn machine(&self) -> MutexGuard<'_, Machine> {
+        lock(&self.machine)
+    }
+
+    pub(super) fn status(&self) -> RaftStatus {
+        *lock(&self.status)
+    }
+
+    pub(super) fn publish(&self, status: RaftStatus) {
+        *lock(&self.status) = status;
+    }
+
+    pub(super) fn leader(&self) -> Option<(NodeId, String)> {
+        let leader = self.status().leader_id?;
+        let addr = self.topology.addresses.get(&leader)?.clone();
+        Some((leader, addr))
+    }
+
+    pub(super) fn cluster_now_ms(&self, machine: &Machine) -> u64 {
+        machine.cluster_now_ms(self.clock.now_ms())
+    }
+
+    pub(super) fn read(&self, key: &[u8], allow_stale: bool) -> ReadAnswer {
+        let mut machine = self.machine();
+        let now_ms = self.cluster_now_ms(&machine);
+        let answer = machine.read(key, now_ms, allow_stale, self.client_caching);
+        match &answer.outcome {
+            ReadOutcome::Hit { value, .. } if self.faults.retain_read_values => {
+                // The pre-fix `.cloned()` on the hot read path, kept alive (fault injection).
+                lock(&self.retained_reads).push(value.clone());
+            }
+            ReadOutcome::Corrupt => {
+                tracing::error!(
+                    key_bytes = key.len(),
+                    "an entry failed its integrity check and was dropped"
+                );
+            }
+            _ => {}
+        }
+        answer
+    }
+}
+
+/// What the node loop takes from handlers and peers.
+pub enum Input {
+    Write {
+        request: WriteRequest,
+        reply: oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
+    },
+    Read {
+        reply: oneshot::Sender<Result<(), ReplicaError>>,
+    },
+    Peer(Vec<Message>),
+}
+
+/// The handle request handlers use. Cheap to clone.
+#[derive(Clone)]
+pub struct Replica {
+    pub(super) inbox: mpsc::Sender<Input>,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Replica {
+    /// Proposes a write and waits until it is applied (or refused).
+    pub async fn write(&self, request: WriteRequest) -> Result<WriteOutcome, ReplicaError> {
+        if self.shared.status().role != Some(Role::Leader) {
+            return Err(ReplicaError::NotLeader {
+                leader: self.shared.leader(),
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::Write { request, reply })?;
+        // The loop dropped the reply: it stopped after taking the write, which may have applied.
+        answer.await.map_err(|_| ReplicaError::OutcomeUnknown)?
+    }
+
+    /// Waits until a read of the state machine is linearizable (leadership confirmed, read index
+    /// applied). The caller then reads with [`Replica::read_local`].
+    pub async fn linearizable_barrier(&self) -> Result<(), ReplicaError> {
+        if self.shared.status().role != Some(Role::Leader) {
+            return Err(ReplicaError::NotLeader {
+                leader: self.shared.leader(),
+            });
+        }
+        if self.shared.faults.unsafe_leader_reads {
+            // Fault injection: believing to lead is taken as proof (the pre-fix bug).
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::Read { reply })?;
+        answer.await.map_err(|_| ReplicaError::Stopped)?
+    }
+
+    /// Reads this replica's state machine as it is (stale reads, or after a barrier).
+    pub fn read_local(&self, key: &[u8], allow_stale: bool) -> ReadAnswer {
+        self.shared.read(key, allow_stale)
+    }
+
+    /// The system of record's client, if configured (metrics, breaker state).
+    pub fn record(&self) -> Option<&SystemOfRecord> {
+        self.shared.record.as_ref()
+    }
+
+    /// Pending write-behind mutations and their bytes.
+    pub fn write_behind_backlog(&self) -> (usize, u64) {
+        let machine = self.machine();
+        (
+            machine.write_behind.pending_count(),
+            machine.write_behind.pending_bytes(),
+        )
+    }
+
+    pub(super) fn send(&self, input: Input) -> Result<(), ReplicaError> {
+        self.inbox.try_send(input).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => ReplicaError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => ReplicaError::Stopped,
+        })
+    }
+
+    /// Hands peer messages to the loop; returns false if the inbox was full (they are dropped).
+    pub(super) fn deliver(&self, messages: Vec<Message>) -> bool {
+        self.inbox.try_send(Input::Peer(messages)).is_ok()
+    }
+
+    /// The core's state as of the loop's last turn.
+    pub fn status(&self) -> RaftStatus {
+        self.shared.status()
+    }
+
+    /// The leader's id and address, when known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        self.shared.leader()
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.shared.topology
+    }
+
+    /// The node clock (the simulator skews it).
+    pub fn clock(&self) -> &NodeClock {
+        &self.shared.clock
+    }
+
+    /// Counters and gauges of the store.
+    pub fn stats(&self) -> StoreStats {
+        self.machine().stats()
+    }
+
+    /// The applied log index and a digest of the whole state machine at that index, read
+    /// together. Replicas at the same index must have the same digest (state-machine safety;
+    /// the simulator checks it).
+    pub fn state_digest(&self) -> (u64, u64) {
+        let machine = self.machine();
+        (machine.applied_index(), machine.digest())
+    }
+
+    /// Bytes held outside the store by the `retain_read_values` fault (0 otherwise).
+    #[doc(hidden)]
+    pub fn retained_read_bytes(&self) -> u64 {
+        lock(&self.shared.retained_reads)
+            .iter()
+            .map(|value| value.len() as u64)
+            .sum()
+    }
+
+    /// Test support: damages a stored value so the integrity path can be exercised end to end.
+    #[doc(hidden)]
+    pub fn corrupt_for_test(&self, key: &[u8]) -> bool {
+        self.machine().store.corrupt_value_for_test(key)
+    }
+
+    pub(super) fn machine(&self) -> MutexGuard<'_, Machine> {
+        self.shared.machine()
+    }
+}

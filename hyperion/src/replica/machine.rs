@@ -1,0 +1,270 @@
+//! The replicated state machine: the cache engine plus the write-behind state, changed only by
+//! applying committed log commands in order. Synchronous and pure (time arrives inside commands,
+//! stamped by the leader), so every replica that applies the same log holds the same state, and it
+//! is unit-testable without a runtime.
+//!
+//! Contract: [`Machine::apply`] decides everything a command does — versions, compare-and-set,
+//! evictions, expirations, fills, the write-behind backlog — from the machine's state and the
+//! command alone; [`Machine::export`] / [`Machine::import`] round-trip the whole state (snapshots).
+
+use hyperion_store::{Lookup, Store, StoreConfig, StoreError, StoreStats};
+use prost::Message as _;
+
+use super::types::{ReadAnswer, ReadOutcome, WriteOutcome};
+use super::wire::Command;
+use super::write_behind::{WriteBehind, WriteBehindError};
+use crate::db::{Mutation, StoredEntry};
+
+/// Why a snapshot could not be loaded into the state machine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotLoadError {
+    #[error("the snapshot does not decode: {0}")]
+    Decode(String),
+    #[error("the snapshot's write-behind state is invalid: {0}")]
+    WriteBehind(#[from] WriteBehindError),
+    #[error("the snapshot's cache does not load: {0}")]
+    Store(#[from] hyperion_store::SnapshotError),
+}
+
+/// The state machine of one replica.
+pub struct Machine {
+    pub(super) store: Store,
+    /// The largest stamp applied; cluster time never goes behind it.
+    pub(super) applied_stamp_ms: u64,
+    /// The log index of the last entry applied to `store`.
+    pub(super) applied_index: u64,
+    /// Replicated write-behind state (maintained only with a system of record).
+    pub(super) write_behind: WriteBehind,
+    pub(super) write_behind_enabled: bool,
+}
+
+impl Machine {
+    /// An empty machine over a store with `store_config`; `write_behind_enabled` when the
+    /// cluster has a system of record (every replica must agree).
+    pub fn new(
+        store_config: StoreConfig,
+        write_behind_enabled: bool,
+    ) -> Result<Machine, hyperion_store::ConfigError> {
+        Ok(Machine {
+            store: Store::new(store_config)?,
+            applied_stamp_ms: 0,
+            applied_index: 0,
+            write_behind: WriteBehind::default(),
+            write_behind_enabled,
+        })
+    }
+
+    /// The next version: the log index, or higher when fills or the version floor raised the
+    /// counter (versions only grow).
+    fn next_version(&self, index: u64) -> u64 {
+        index.max(self.store.last_version() + 1)
+    }
+
+    /// Cluster time as this replica knows it: `node_now_ms` (the node clock), never behind the
+    /// stamps it applied.
+    pub fn cluster_now_ms(&self, node_now_ms: u64) -> u64 {
+        node_now_ms.max(self.applied_stamp_ms)
+    }
+
+    /// The log index of the last command applied.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Counters and gauges of the store.
+    pub fn stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+
+    /// Reads `key` at cluster time `now_ms`. `client_caching` adds the TTL hint to hits.
+    pub fn read(
+        &mut self,
+        key: &[u8],
+        now_ms: u64,
+        allow_stale: bool,
+        client_caching: bool,
+    ) -> ReadAnswer {
+        let expires_at_ms = self.store.expires_at_ms(key);
+        let outcome = match self.store.get(key, now_ms, allow_stale) {
+            Lookup::Hit {
+                value,
+                version,
+                is_stale,
+            } => ReadOutcome::Hit {
+                value: value.into_owned(),
+                version,
+                is_stale,
+                ttl_remaining_ms: if client_caching && !is_stale {
+                    expires_at_ms.map_or(0, |at| at.saturating_sub(now_ms))
+                } else {
+                    0
+                },
+            },
+            Lookup::Miss => ReadOutcome::Miss,
+            Lookup::Corrupt => ReadOutcome::Corrupt,
+        };
+        ReadAnswer {
+            outcome,
+            note: None,
+        }
+    }
+
+    /// Applies the committed command at `index` (see the module docs). An `Err` is the command's
+    /// refusal (a compare-and-set mismatch, a limit): the state is unchanged, as on every replica.
+    pub fn apply(&mut self, index: u64, command: Command) -> Result<WriteOutcome, StoreError> {
+        assert!(
+            index > self.applied_index,
+            "entry {index} applied after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+        self.apply_command(index, command)
+    }
+
+    /// Marks `index` applied without a command (a Raft no-op).
+    pub fn apply_noop(&mut self, index: u64) {
+        assert!(
+            index > self.applied_index,
+            "entry {index} applied after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+    }
+
+    fn apply_command(&mut self, index: u64, command: Command) -> Result<WriteOutcome, StoreError> {
+        self.applied_stamp_ms = self.applied_stamp_ms.max(command.stamp_ms());
+        match command {
+            Command::Set {
+                key,
+                value,
+                ttl_ms,
+                expected_version,
+                created_at_ms,
+            } => {
+                let version = self.next_version(index);
+                let outcome = self.store.apply_set(
+                    &key,
+                    &value,
+                    ttl_ms,
+                    expected_version,
+                    version,
+                    created_at_ms,
+                )?;
+                if self.write_behind_enabled {
+                    self.write_behind.note_removed(&outcome.evicted_keys, index);
+                    self.write_behind.record(
+                        index,
+                        Mutation::Upsert(StoredEntry {
+                            key,
+                            value,
+                            version,
+                            ttl_ms,
+                            created_at_ms,
+                        }),
+                    );
+                }
+                Ok(WriteOutcome::Set {
+                    version: outcome.version,
+                    ttl_ms,
+                })
+            }
+            Command::Delete {
+                key,
+                expected_version,
+                created_at_ms,
+            } => {
+                let version = self.next_version(index);
+                let outcome =
+                    self.store
+                        .apply_delete(&key, expected_version, version, created_at_ms)?;
+                if self.write_behind_enabled {
+                    self.write_behind
+                        .record(index, Mutation::Delete { key, version });
+                }
+                Ok(WriteOutcome::Deleted {
+                    existed: outcome.existed,
+                    version: outcome.version,
+                })
+            }
+            Command::Expire { now_ms, keys } => {
+                // Expiry ends the cached copy only; the system of record keeps the entry (a
+                // later miss reads it through with a fresh TTL).
+                let mut removed = Vec::new();
+                for (key, entry_version) in keys {
+                    if self.store.remove_expired(&key, entry_version, now_ms) {
+                        removed.push(key);
+                    }
+                }
+                if self.write_behind_enabled {
+                    self.write_behind.note_removed(&removed, index);
+                }
+                Ok(WriteOutcome::Done)
+            }
+            Command::Fill {
+                entry,
+                read_at_index,
+            } => {
+                self.applied_stamp_ms = self.applied_stamp_ms.max(entry.created_at_ms);
+                if !self.write_behind.fill_allowed(&entry.key, read_at_index) {
+                    return Ok(WriteOutcome::Filled { stored: false });
+                }
+                let outcome = self.store.apply_fill(
+                    &entry.key,
+                    &entry.value,
+                    entry.ttl_ms,
+                    entry.version,
+                    entry.created_at_ms,
+                )?;
+                if let Some(outcome) = &outcome {
+                    self.write_behind.note_removed(&outcome.evicted_keys, index);
+                }
+                Ok(WriteOutcome::Filled {
+                    stored: outcome.is_some(),
+                })
+            }
+            Command::Flushed {
+                written,
+                fill_horizon,
+            } => {
+                self.write_behind.flushed(&written);
+                self.write_behind.advance_fill_horizon(fill_horizon);
+                Ok(WriteOutcome::Done)
+            }
+            Command::VersionFloor { version } => {
+                self.store.raise_version_floor(version);
+                self.write_behind.set_version_floor_known();
+                Ok(WriteOutcome::Done)
+            }
+        }
+    }
+
+    /// The replica's snapshot: the store's bytes plus the write-behind state.
+    pub fn export(&self) -> Vec<u8> {
+        crate::raft_proto::MachineSnapshot {
+            store: self.store.export_snapshot().to_vec(),
+            write_behind: self.write_behind.encode(),
+        }
+        .encode_to_vec()
+    }
+
+    /// Replaces the state with a snapshot taken at log index `index`; on error nothing changed.
+    pub fn import(&mut self, data: &[u8], index: u64) -> Result<(), SnapshotLoadError> {
+        let snapshot = crate::raft_proto::MachineSnapshot::decode(data)
+            .map_err(|e| SnapshotLoadError::Decode(e.to_string()))?;
+        let write_behind = WriteBehind::decode(&snapshot.write_behind)?;
+        self.store.import_snapshot(&snapshot.store)?;
+        self.write_behind = write_behind;
+        self.applied_stamp_ms = self.applied_stamp_ms.max(self.store.max_created_at_ms());
+        self.applied_index = index;
+        Ok(())
+    }
+
+    /// A digest of the whole state (SipHash with fixed keys: deterministic across processes and
+    /// simulation runs). Replicas at the same applied index must have the same digest.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.export().hash(&mut hasher);
+        hasher.finish()
+    }
+}

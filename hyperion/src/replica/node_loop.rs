@@ -1,0 +1,517 @@
+//! The node loop: one task owns the Raft core and its storage, takes inputs (ticks on the node's
+//! monotonic clock, peer messages, writes, reads) and drains the core's `Ready` in the order its
+//! contract gives — send, persist, send what needed persistence, apply, release reads, snapshot,
+//! advance. It proposes writes (grouped into one entry batch when `enable_batching`), stamps them
+//! with cluster time, and proposes the removal of expired entries as leader.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyperion_raft::storage::Storage;
+use hyperion_raft::{Entry, EntryKind, ProposeError, RaftNode, ReadError, Ready, Role};
+use hyperion_store::stagger_ttl_ms;
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::{mpsc, oneshot};
+
+use super::handle::{Input, Shared};
+use super::transport::Peers;
+use super::types::{
+    BoxedDisk, RaftStatus, ReplicaConfig, ReplicaError, WriteOutcome, WriteRequest,
+};
+use super::wire::Command;
+use crate::runtime;
+
+/// Capacity of the node loop's inbox. A full inbox answers writes and reads with
+/// [`ReplicaError::Overloaded`] and drops peer messages (Raft retransmits).
+pub const INBOX_MAX: usize = 4096;
+/// Most commands proposed as one group commit (`enable_batching`).
+pub const WRITE_BATCH_MAX: usize = 256;
+/// Most command bytes proposed as one group commit.
+pub const WRITE_BATCH_BYTES_MAX: usize = 4 << 20;
+/// Most writes waiting for their entry to apply; beyond it new writes are refused.
+pub const PENDING_WRITES_MAX: usize = 16_384;
+/// Most reads waiting for confirmation or for the state machine to catch up.
+pub const PENDING_READS_MAX: usize = 16_384;
+/// Most expired entries the leader proposes for removal in one `Expire` command.
+pub const EXPIRE_BATCH_MAX: usize = 1000;
+/// How often the leader looks for expired entries (node time).
+pub const REAP_INTERVAL: Duration = Duration::from_millis(100);
+
+struct PendingWrite {
+    term: u64,
+    ttl_ms: u64,
+    reply: oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
+}
+
+/// The node loop's state.
+pub(super) struct NodeLoop {
+    raft: RaftNode,
+    storage: Storage<BoxedDisk>,
+    shared: Arc<Shared>,
+    config: ReplicaConfig,
+    rng: ChaCha8Rng,
+    inbox: mpsc::Receiver<Input>,
+    peers: Peers,
+    /// Monotonic time fed to the core (never decreases).
+    raft_now_ms: u64,
+    /// The largest stamp proposed by this node as leader.
+    proposed_stamp_ms: u64,
+    pending_writes: BTreeMap<u64, PendingWrite>,
+    next_read_id: u64,
+    pending_reads: BTreeMap<u64, oneshot::Sender<Result<(), ReplicaError>>>,
+    /// Confirmed reads waiting for the state machine to apply their index.
+    reads_awaiting_apply: VecDeque<(u64, oneshot::Sender<Result<(), ReplicaError>>)>,
+    /// Queued writes to propose as one group.
+    write_batch: Vec<(
+        WriteRequest,
+        oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
+    )>,
+    next_reap_ms: u64,
+}
+
+impl NodeLoop {
+    /// The loop of a replica just recovered: `raft` from its storage, `now_ms` its clock.
+    pub(super) fn new(
+        raft: RaftNode,
+        storage: Storage<BoxedDisk>,
+        shared: Arc<Shared>,
+        config: ReplicaConfig,
+        inbox: mpsc::Receiver<Input>,
+        peers: Peers,
+        now_ms: u64,
+    ) -> NodeLoop {
+        NodeLoop {
+            raft,
+            storage,
+            shared,
+            config,
+            rng: runtime::seeded_rng(),
+            inbox,
+            peers,
+            raft_now_ms: now_ms,
+            proposed_stamp_ms: 0,
+            pending_writes: BTreeMap::new(),
+            next_read_id: 1,
+            pending_reads: BTreeMap::new(),
+            reads_awaiting_apply: VecDeque::new(),
+            write_batch: Vec::new(),
+            next_reap_ms: 0,
+        }
+    }
+}
+
+impl NodeLoop {
+    pub(super) async fn run(mut self) {
+        let tick = Duration::from_millis(self.config.raft.tick_interval_ms);
+        loop {
+            let sleep = runtime::sleep(self.shared.clock.runtime_duration(tick));
+            tokio::pin!(sleep);
+            let first = tokio::select! {
+                biased;
+                input = self.inbox.recv() => match input {
+                    Some(input) => Some(input),
+                    None => return,
+                },
+                () = &mut sleep => None,
+            };
+            // The core reads the time of the latest tick in `step`: tick first.
+            self.tick();
+            if let Some(input) = first {
+                self.handle(input);
+                // Take whatever else is queued, bounded so ticks are never starved.
+                for _ in 0..INBOX_MAX {
+                    match self.inbox.try_recv() {
+                        Ok(input) => self.handle(input),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.propose_batch();
+            self.process_ready();
+            self.publish_status();
+        }
+    }
+
+    fn tick(&mut self) {
+        self.raft_now_ms = self.raft_now_ms.max(self.shared.clock.monotonic_ms());
+        self.raft.tick(self.raft_now_ms);
+        if let Err(error) = self.storage.tick(self.raft_now_ms) {
+            fatal(&error);
+        }
+        if self.raft.role() == Role::Leader && self.raft_now_ms >= self.next_reap_ms {
+            self.next_reap_ms = self.raft_now_ms + REAP_INTERVAL.as_millis() as u64;
+            self.propose_expirations();
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Peer(messages) => {
+                for message in messages {
+                    if let Err(error) = self.raft.step(message) {
+                        tracing::warn!(%error, "ignored peer message");
+                    }
+                }
+            }
+            Input::Write { request, reply } => {
+                if self.pending_writes.len() + self.write_batch.len() >= PENDING_WRITES_MAX {
+                    let _ = reply.send(Err(ReplicaError::Overloaded));
+                    return;
+                }
+                self.write_batch.push((request, reply));
+                if !self.config.enable_batching {
+                    self.propose_batch();
+                }
+            }
+            Input::Read { reply } => {
+                if self.pending_reads.len() + self.reads_awaiting_apply.len() >= PENDING_READS_MAX {
+                    let _ = reply.send(Err(ReplicaError::Overloaded));
+                    return;
+                }
+                let request_id = self.next_read_id;
+                self.next_read_id += 1;
+                match self.raft.read_index(request_id) {
+                    Ok(()) => {
+                        self.pending_reads.insert(request_id, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(self.read_error(error)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_error(&self, error: ReadError) -> ReplicaError {
+        match error {
+            ReadError::NotLeader { .. } => ReplicaError::NotLeader {
+                leader: self.shared.leader(),
+            },
+            ReadError::TooManyPendingReads => ReplicaError::Overloaded,
+            ReadError::LeadershipLost => ReplicaError::ReadAborted,
+        }
+    }
+
+    /// Cluster time for a new stamp: the node clock, never behind what was proposed or applied.
+    fn next_stamp_ms(&mut self) -> u64 {
+        let applied = self.shared.machine().applied_stamp_ms;
+        let stamp = self
+            .shared
+            .clock
+            .now_ms()
+            .max(applied)
+            .max(self.proposed_stamp_ms);
+        self.proposed_stamp_ms = stamp;
+        stamp
+    }
+
+    /// Proposes the queued writes as one group (bounded by count and bytes).
+    fn propose_batch(&mut self) {
+        while !self.write_batch.is_empty() {
+            let mut commands = Vec::new();
+            let mut replies = Vec::new();
+            let mut bytes = 0;
+            while let Some((request, reply)) = (!self.write_batch.is_empty()
+                && commands.len() < WRITE_BATCH_MAX
+                && bytes < WRITE_BATCH_BYTES_MAX)
+                .then(|| self.write_batch.remove(0))
+            {
+                if request.is_client_write() {
+                    if let Some(refusal) = self.record_refusal() {
+                        let _ = reply.send(Err(refusal));
+                        continue;
+                    }
+                }
+                let stamp = self.next_stamp_ms();
+                let (command, ttl_ms) = match request {
+                    WriteRequest::Set {
+                        key,
+                        value,
+                        ttl_ms,
+                        expected_version,
+                    } => {
+                        let ttl_ms = if self.config.stagger_ttl {
+                            stagger_ttl_ms(ttl_ms, &mut self.rng)
+                        } else {
+                            ttl_ms
+                        };
+                        let command = Command::Set {
+                            key,
+                            value,
+                            ttl_ms,
+                            expected_version,
+                            created_at_ms: stamp,
+                        };
+                        (command, ttl_ms)
+                    }
+                    WriteRequest::Delete {
+                        key,
+                        expected_version,
+                    } => (
+                        Command::Delete {
+                            key,
+                            expected_version,
+                            created_at_ms: stamp,
+                        },
+                        0,
+                    ),
+                    WriteRequest::Fill {
+                        mut entry,
+                        read_at_index,
+                    } => {
+                        // A refilled copy's TTL is staggered like a write's (2024-10-15).
+                        if self.config.stagger_ttl {
+                            entry.ttl_ms = stagger_ttl_ms(entry.ttl_ms, &mut self.rng);
+                        }
+                        (
+                            Command::Fill {
+                                entry,
+                                read_at_index,
+                            },
+                            0,
+                        )
+                    }
+                    WriteRequest::Flushed {
+                        written,
+                        fill_horizon,
+                    } => (
+                        Command::Flushed {
+                            written,
+                            fill_horizon,
+                        },
+                        0,
+                    ),
+                    WriteRequest::VersionFloor { version } => {
+                        (Command::VersionFloor { version }, 0)
+                    }
+                };
+                let encoded = command.encode();
+                bytes += encoded.len();
+                commands.push(encoded);
+                replies.push((ttl_ms, reply));
+            }
+            if commands.is_empty() {
+                // Every write of this round was refused before proposing.
+                continue;
+            }
+            match self.raft.propose(commands) {
+                Ok(indexes) => {
+                    let term = self.raft.term();
+                    for (index, (ttl_ms, reply)) in indexes.zip(replies) {
+                        self.pending_writes.insert(
+                            index,
+                            PendingWrite {
+                                term,
+                                ttl_ms,
+                                reply,
+                            },
+                        );
+                    }
+                }
+                Err(error) => {
+                    let refusal = match error {
+                        ProposeError::NotLeader { .. } | ProposeError::TransferInProgress => {
+                            ReplicaError::NotLeader {
+                                leader: self.shared.leader(),
+                            }
+                        }
+                        ProposeError::TooManyUncommitted => ReplicaError::Overloaded,
+                        ProposeError::Empty => unreachable!("batches are never empty"),
+                    };
+                    for (_, reply) in replies {
+                        let _ = reply.send(Err(refusal.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why client writes must wait for the system of record, if they must.
+    fn record_refusal(&self) -> Option<ReplicaError> {
+        let machine = self.shared.machine();
+        if !machine.write_behind_enabled {
+            return None;
+        }
+        if !machine.write_behind.version_floor_known() {
+            return Some(ReplicaError::RecordBehind(
+                "the cluster is learning the database's version floor; retry shortly".to_string(),
+            ));
+        }
+        let bytes = machine.write_behind.pending_bytes();
+        (bytes > self.config.backlog_bytes_max).then(|| {
+            ReplicaError::RecordBehind(format!(
+                "the database is behind by {bytes} bytes of writes (limit {}); writes wait until \
+                 it catches up",
+                self.config.backlog_bytes_max
+            ))
+        })
+    }
+
+    /// The leader's reaper: proposes the removal of entries expired longer than the stale grace.
+    fn propose_expirations(&mut self) {
+        let stamp = self.next_stamp_ms();
+        let horizon_ms = stamp.saturating_sub(self.config.stale_grace_ms);
+        let keys = self
+            .shared
+            .machine()
+            .store
+            .collect_expired(horizon_ms, EXPIRE_BATCH_MAX);
+        if keys.is_empty() {
+            return;
+        }
+        let command = Command::Expire {
+            now_ms: horizon_ms,
+            keys,
+        };
+        if let Err(error) = self.raft.propose(vec![command.encode()]) {
+            tracing::debug!(%error, "expiry proposal refused");
+        }
+    }
+
+    fn process_ready(&mut self) {
+        while self.raft.has_ready() {
+            let ready = self.raft.ready();
+            self.handle_ready(ready);
+        }
+        self.release_applied_reads();
+        self.pending_writes
+            .retain(|_, pending| !pending.reply.is_closed());
+    }
+
+    fn handle_ready(&mut self, mut ready: Ready) {
+        // 1. Messages that need no persistence leave at once.
+        self.peers.send_all(std::mem::take(&mut ready.messages));
+        // 2. Persist.
+        let durable = match self.storage.persist(&ready, self.raft_now_ms) {
+            Ok(durable) => durable,
+            Err(error) => fatal(&error),
+        };
+        // 3. Votes and acknowledgements, now that what they promise is durable.
+        let persisted = std::mem::take(&mut ready.persisted_messages);
+        self.peers.send_all(persisted.release(durable));
+        // 4. Install a snapshot from the leader, then apply committed entries.
+        if ready.snapshot_install {
+            if let Some(snapshot) = &ready.snapshot {
+                self.install_snapshot(&snapshot.data, snapshot.meta.index);
+            }
+        }
+        for entry in std::mem::take(&mut ready.committed_entries) {
+            self.apply(entry);
+        }
+        // 5. Reads: linearizable once the entries above are applied.
+        for read in std::mem::take(&mut ready.reads) {
+            if let Some(reply) = self.pending_reads.remove(&read.request_id) {
+                self.reads_awaiting_apply.push_back((read.index, reply));
+            }
+        }
+        for (request_id, error) in std::mem::take(&mut ready.failed_reads) {
+            if let Some(reply) = self.pending_reads.remove(&request_id) {
+                let _ = reply.send(Err(self.read_error(error)));
+            }
+        }
+        // 6. Snapshot the state machine when the core asks (compaction).
+        let snapshot_request = ready.snapshot_request;
+        // 7. Advance.
+        self.raft.advance(durable);
+        if let Some(index) = snapshot_request {
+            let data = self.shared.machine().export();
+            if let Err(error) = self.raft.snapshot_taken(index, data) {
+                tracing::warn!(%error, "snapshot not taken");
+            }
+        }
+    }
+
+    fn install_snapshot(&mut self, data: &[u8], index: u64) {
+        if let Err(error) = self.shared.machine().import(data, index) {
+            // The leader's snapshot is its state machine; a replica that cannot load it cannot
+            // continue consistently.
+            panic!("cannot install the leader's snapshot: {error}");
+        }
+        // Writes waiting on entries covered by the snapshot learn their fate from it no more;
+        // they were applied (or not) on the leader, so their outcome is unknown here.
+        let covered: Vec<u64> = self.pending_writes.keys().copied().collect();
+        for index in covered {
+            if index <= self.raft.commit_index() {
+                if let Some(pending) = self.pending_writes.remove(&index) {
+                    let _ = pending.reply.send(Err(ReplicaError::OutcomeUnknown));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, entry: Entry) {
+        let pending = self.pending_writes.remove(&entry.index);
+        let result = match &entry.kind {
+            EntryKind::NoOp => {
+                self.shared.machine().apply_noop(entry.index);
+                None
+            }
+            EntryKind::Command(bytes) => {
+                let command = match Command::decode(bytes) {
+                    Ok(command) => command,
+                    Err(error) => panic!("log entry {} does not decode: {error}", entry.index),
+                };
+                Some(self.shared.machine().apply(entry.index, command))
+            }
+        };
+        if let Some(pending) = pending {
+            let answer = match result {
+                Some(Ok(outcome)) if pending.term == entry.term => Ok(match outcome {
+                    WriteOutcome::Set { version, .. } => WriteOutcome::Set {
+                        version,
+                        ttl_ms: pending.ttl_ms,
+                    },
+                    other => other,
+                }),
+                Some(Err(error)) if pending.term == entry.term => Err(ReplicaError::Store(error)),
+                _ => Err(ReplicaError::WriteDropped),
+            };
+            let _ = pending.reply.send(answer);
+        }
+    }
+
+    fn release_applied_reads(&mut self) {
+        let applied = self.raft.applied_index();
+        let mut waiting = VecDeque::new();
+        while let Some((index, reply)) = self.reads_awaiting_apply.pop_front() {
+            if index <= applied {
+                let _ = reply.send(Ok(()));
+            } else {
+                waiting.push_back((index, reply));
+            }
+        }
+        self.reads_awaiting_apply = waiting;
+        // Reads confirmed by a leader that lost leadership since cannot be trusted to complete;
+        // the core reports them in `failed_reads`. Reads whose caller gave up are dropped.
+        self.pending_reads.retain(|_, reply| !reply.is_closed());
+    }
+
+    pub(super) fn publish_status(&self) {
+        let lease_expires_at = self
+            .raft
+            .lease_valid_until()
+            .filter(|&until| until > self.raft_now_ms)
+            .map(|until| {
+                let remaining = Duration::from_millis(until - self.raft_now_ms);
+                runtime::now() + self.shared.clock.runtime_duration(remaining)
+            });
+        let status = RaftStatus {
+            role: Some(self.raft.role()),
+            term: self.raft.term(),
+            leader_id: self.raft.leader_id(),
+            commit_index: self.raft.commit_index(),
+            applied_index: self.raft.applied_index(),
+            last_index: self.raft.last_index(),
+            lease_expires_at,
+        };
+        self.shared.publish(status);
+    }
+}
+
+/// A storage failure leaves the node's durable state unknown: it must stop rather than answer
+/// votes or acknowledge writes it may not have persisted.
+pub(super) fn fatal(error: &dyn std::fmt::Display) -> ! {
+    tracing::error!(%error, "fatal storage error; stopping the node");
+    panic!("fatal storage error: {error}");
+}

@@ -1,0 +1,212 @@
+//! The replica's domain types: what handlers ask of it and what it answers. The API layer alone
+//! maps them to protobuf and gRPC status codes.
+
+use std::collections::BTreeMap;
+
+use hyperion_raft::storage::{Disk, DiskError, SyncPolicy};
+use hyperion_raft::{NodeId, Role};
+use hyperion_store::{StoreConfig, StoreError};
+
+use crate::db::{StoredEntry, SystemOfRecord};
+use crate::faults::FaultInjection;
+use crate::runtime;
+
+/// Why a request could not be served by this replica.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicaError {
+    /// This node does not lead; `leader` is the leader's id and address when known.
+    #[error("not the leader")]
+    NotLeader { leader: Option<(NodeId, String)> },
+    /// The write's log entry was replaced by another leader's: it was not applied.
+    #[error("leadership changed before the write committed; it was not applied")]
+    WriteDropped,
+    /// Leadership changed before the read was confirmed.
+    #[error("leadership changed before the read was confirmed")]
+    ReadAborted,
+    /// The write's fate is unknown here (this node installed a snapshot past it, or stopped
+    /// after taking it).
+    #[error("the write's outcome is unknown")]
+    OutcomeUnknown,
+    /// Too many requests are queued at this node.
+    #[error("node overloaded: too many queued requests")]
+    Overloaded,
+    /// The node loop stopped (shutdown or a fatal storage error).
+    #[error("node is stopping")]
+    Stopped,
+    /// The engine refused the write (CAS mismatch, limits).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writes wait for the system of record (its version floor is not known yet, or the
+    /// write-behind backlog is full); nothing was applied.
+    #[error("{0}")]
+    RecordBehind(String),
+}
+
+/// A write request, as handlers pass it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteRequest {
+    Set {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl_ms: u64,
+        expected_version: u64,
+    },
+    Delete {
+        key: Vec<u8>,
+        expected_version: u64,
+    },
+    /// Internal: a read-through fill (see [`record`]).
+    Fill {
+        entry: StoredEntry,
+        read_at_index: u64,
+    },
+    /// Internal: the leader stored these pending mutations.
+    Flushed {
+        written: Vec<(Vec<u8>, u64)>,
+        fill_horizon: u64,
+    },
+    /// Internal: versions start above this one.
+    VersionFloor {
+        version: u64,
+    },
+}
+
+impl WriteRequest {
+    /// Client writes (as opposed to the node's own bookkeeping).
+    pub(super) fn is_client_write(&self) -> bool {
+        matches!(self, WriteRequest::Set { .. } | WriteRequest::Delete { .. })
+    }
+}
+
+/// The applied result of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Set {
+        version: u64,
+        ttl_ms: u64,
+    },
+    Deleted {
+        existed: bool,
+        version: u64,
+    },
+    /// A fill was applied, or refused because something newer about the key is known.
+    Filled {
+        stored: bool,
+    },
+    /// Bookkeeping applied.
+    Done,
+}
+
+/// What handlers and operators can see of the core, refreshed by the loop every turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RaftStatus {
+    pub role: Option<Role>,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_index: u64,
+    /// While this node holds a leader lease: when it ends, in runtime time (the node's own lease
+    /// deadline converted at its clock rate). For the simulator's lease-safety check.
+    pub lease_expires_at: Option<runtime::Instant>,
+}
+
+/// Static description of the cluster, from the configuration: this node's id and every voter's
+/// address (the Raft core's own [`hyperion_raft::Membership`] is the voter set alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// This node's Raft id.
+    pub id: NodeId,
+    /// Every voter's id and gRPC address (including this node).
+    pub addresses: BTreeMap<NodeId, String>,
+}
+
+impl Topology {
+    /// A stable name of the cluster (its members), checked on every peer batch so nodes of two
+    /// clusters never exchange messages by mistake.
+    pub fn cluster_name(&self) -> String {
+        self.addresses
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn voters(&self) -> Vec<NodeId> {
+        self.addresses.keys().copied().collect()
+    }
+}
+
+/// What a read found, in domain terms (the API layer maps it to a `GetResponse`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadOutcome {
+    Hit {
+        value: Vec<u8>,
+        version: u64,
+        /// Expired, served only because the read allowed stale data.
+        is_stale: bool,
+        /// Client-caching hint: how long the entry stays fresh (0: no hint).
+        ttl_remaining_ms: u64,
+    },
+    Miss,
+    /// The entry failed its integrity check; it is never served.
+    Corrupt,
+}
+
+/// A read's answer: the outcome and, when the system of record could not be consulted on a miss,
+/// why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAnswer {
+    pub outcome: ReadOutcome,
+    pub note: Option<String>,
+}
+
+/// Settings of one replica.
+#[derive(Clone)]
+pub struct ReplicaConfig {
+    pub topology: Topology,
+    pub raft: hyperion_raft::Config,
+    pub sync_policy: SyncPolicy,
+    pub store: StoreConfig,
+    pub enable_batching: bool,
+    pub stagger_ttl: bool,
+    pub client_caching: bool,
+    pub stale_grace_ms: u64,
+    /// Fault injection (inert in production); the Raft core's mutations travel in `raft`.
+    pub faults: FaultInjection,
+    /// The system of record, if configured. Every replica of a cluster must agree on whether
+    /// there is one (write-behind state is replicated).
+    pub record: Option<SystemOfRecord>,
+    /// How long the leader remembers that the database has no row for a key.
+    pub negative_cache_ms: u64,
+    /// Most bytes of unwritten mutations before client writes are refused.
+    pub backlog_bytes_max: u64,
+}
+
+/// A [`Disk`] chosen at run time (a real directory in production, a simulated disk in the
+/// simulator).
+pub struct BoxedDisk(pub Box<dyn Disk + Send>);
+
+impl Disk for BoxedDisk {
+    fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        self.0.read(name)
+    }
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.0.append(name, data)
+    }
+    fn write_file(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.0.write_file(name, data)
+    }
+    fn sync(&mut self, name: &str) -> Result<(), DiskError> {
+        self.0.sync(name)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), DiskError> {
+        self.0.rename(from, to)
+    }
+    fn sync_dir(&mut self) -> Result<(), DiskError> {
+        self.0.sync_dir()
+    }
+    fn remove(&mut self, name: &str) -> Result<(), DiskError> {
+        self.0.remove(name)
+    }
+}
