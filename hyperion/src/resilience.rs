@@ -577,13 +577,13 @@ mod tests {
             max_attempts: 0,
             ..RetryPolicy::database()
         };
-        assert!(zero.validate().unwrap_err().contains("max_attempts"));
+        assert!(zero.validate().unwrap_err().to_string().contains("max_attempts"));
         let inverted = RetryPolicy {
             base_delay: ms(10),
             max_delay: ms(1),
             ..RetryPolicy::database()
         };
-        assert!(inverted.validate().unwrap_err().contains("base_delay"));
+        assert!(inverted.validate().unwrap_err().to_string().contains("base_delay"));
         assert!(RetryPolicy::database().validate().is_ok());
         assert!(BreakerConfig::product().validate().is_ok());
     }
