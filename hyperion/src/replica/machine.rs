@@ -268,3 +268,129 @@ impl Machine {
         hasher.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyperion_store::IntegrityKey;
+
+    fn machine(write_behind: bool, capacity_bytes: u64) -> Machine {
+        let mut config = StoreConfig::with_defaults(IntegrityKey::new(vec![7; 32]));
+        config.capacity_bytes = capacity_bytes;
+        config.max_value_bytes = 4096;
+        config.eviction_batch_size = 1;
+        config.compression = false;
+        config.reads_update_recency = false;
+        Machine::new(config, write_behind).unwrap()
+    }
+
+    fn set(key: &str, value: &[u8], expected_version: u64) -> Command {
+        Command::Set {
+            key: key.as_bytes().to_vec(),
+            value: value.to_vec(),
+            ttl_ms: 0,
+            expected_version,
+            created_at_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn versions_are_log_indexes_and_a_refused_write_changes_nothing() {
+        let mut m = machine(false, 1 << 20);
+        assert_eq!(
+            m.apply(3, set("k", b"a", 0)).unwrap(),
+            WriteOutcome::Set {
+                version: 3,
+                ttl_ms: 0
+            }
+        );
+        let before = m.digest();
+        let refused = m.apply(4, set("k", b"b", 2)).unwrap_err();
+        assert!(
+            matches!(refused, StoreError::VersionMismatch { current: 3, .. }),
+            "{refused:?}"
+        );
+        assert_eq!(m.digest(), before, "a refused CAS changes nothing");
+        assert_eq!(m.applied_index(), 4);
+        let deleted = m
+            .apply(
+                5,
+                Command::Delete {
+                    key: b"k".to_vec(),
+                    expected_version: 3,
+                    created_at_ms: 1_001,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            deleted,
+            WriteOutcome::Deleted {
+                existed: true,
+                version: 3
+            }
+        );
+        assert_eq!(m.read(b"k", 1_002, false, true).outcome, ReadOutcome::Miss);
+    }
+
+    #[test]
+    fn export_and_import_carry_the_whole_state() {
+        let mut m = machine(true, 1 << 20);
+        m.apply_noop(1);
+        m.apply(2, set("a", b"1", 0)).unwrap();
+        m.apply(3, set("b", b"2", 0)).unwrap();
+        let mut copy = machine(true, 1 << 20);
+        copy.import(&m.export(), 3).unwrap();
+        assert_eq!(copy.digest(), m.digest());
+        assert_eq!(copy.applied_index(), 3);
+        assert_eq!(copy.write_behind.pending_count(), 2);
+        let error = copy.import(b"\xff\xff", 9).unwrap_err();
+        assert!(matches!(error, SnapshotLoadError::Decode(_)), "{error}");
+        assert_eq!(copy.digest(), m.digest(), "a failed import changes nothing");
+    }
+
+    #[test]
+    fn an_eviction_refuses_fills_read_before_it() {
+        // Room for one 4 KB entry and one small one (the largest entry must fit: 8448 bytes):
+        // the second 4 KB write evicts the first.
+        let mut m = machine(true, 8600);
+        m.apply(1, set("a", &[1; 4000], 0)).unwrap();
+        m.apply(2, set("b", &[2; 100], 0)).unwrap();
+        m.apply(3, set("c", &[3; 4000], 0)).unwrap();
+        assert_eq!(m.read(b"a", 1_000, false, false).outcome, ReadOutcome::Miss);
+        m.apply(
+            4,
+            Command::Flushed {
+                written: vec![(b"a".to_vec(), 1), (b"b".to_vec(), 2), (b"c".to_vec(), 3)],
+                fill_horizon: 0,
+            },
+        )
+        .unwrap();
+        let fill = |read_at_index| Command::Fill {
+            entry: StoredEntry {
+                key: b"a".to_vec(),
+                value: vec![1; 4000],
+                version: 1,
+                ttl_ms: 0,
+                created_at_ms: 1_000,
+            },
+            read_at_index,
+        };
+        assert_eq!(
+            m.apply(5, fill(2)).unwrap(),
+            WriteOutcome::Filled { stored: false },
+            "read before the eviction at index 3"
+        );
+        assert_eq!(
+            m.apply(6, fill(4)).unwrap(),
+            WriteOutcome::Filled { stored: true }
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "applied after")]
+    fn applying_out_of_order_is_a_bug() {
+        let mut m = machine(false, 1 << 20);
+        m.apply_noop(2);
+        m.apply_noop(2);
+    }
+}
