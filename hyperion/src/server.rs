@@ -67,36 +67,42 @@ struct ClusterState {
     last_index: u64,
 }
 
+/// One round of `Status` queries to every peer of `topology`; the answers of those that replied
+/// within [`ADMISSION_QUERY_TIMEOUT`], with their addresses.
+async fn peer_statuses(topology: &Topology) -> Vec<(String, crate::raft_proto::StatusResponse)> {
+    use crate::raft_proto::raft_service_client::RaftServiceClient;
+    use crate::raft_proto::StatusRequest;
+    let cluster = topology.cluster_name();
+    let mut answers = Vec::new();
+    for (&id, addr) in &topology.addresses {
+        if id == topology.id {
+            continue;
+        }
+        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+            continue;
+        };
+        let mut client = RaftServiceClient::new(
+            endpoint
+                .connect_timeout(ADMISSION_QUERY_TIMEOUT)
+                .connect_lazy(),
+        );
+        let query = client.status(StatusRequest {
+            cluster: cluster.clone(),
+        });
+        if let Ok(Ok(status)) = crate::runtime::timeout(ADMISSION_QUERY_TIMEOUT, query).await {
+            answers.push((addr.clone(), status.into_inner()));
+        }
+    }
+    answers
+}
+
 /// Asks every peer for its Raft status; `None` when no peer has any state (a cluster being
 /// bootstrapped) or none answered.
 async fn peer_state(config: &Config) -> Option<ClusterState> {
-    use crate::raft_proto::raft_service_client::RaftServiceClient;
-    use crate::raft_proto::StatusRequest;
     let topology = replica_config(config).topology;
-    let cluster = topology.cluster_name();
     let mut best: Option<ClusterState> = None;
     for attempt in 0..ADMISSION_ATTEMPTS {
-        for (&id, addr) in &topology.addresses {
-            if id == topology.id {
-                continue;
-            }
-            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            else {
-                continue;
-            };
-            let mut client = RaftServiceClient::new(
-                endpoint
-                    .connect_timeout(ADMISSION_QUERY_TIMEOUT)
-                    .connect_lazy(),
-            );
-            let query = client.status(StatusRequest {
-                cluster: cluster.clone(),
-            });
-            let Ok(Ok(status)) = crate::runtime::timeout(ADMISSION_QUERY_TIMEOUT, query).await
-            else {
-                continue;
-            };
-            let status = status.into_inner();
+        for (addr, status) in peer_statuses(&topology).await {
             let is_leader = status.leader_id == status.node_id && status.node_id != 0;
             let better = match &best {
                 None => true,
@@ -105,7 +111,7 @@ async fn peer_state(config: &Config) -> Option<ClusterState> {
             if status.term > 0 && better {
                 best = Some(ClusterState {
                     term: status.term,
-                    peer: addr.clone(),
+                    peer: addr,
                     last_index: status.last_index,
                 });
             }
@@ -118,6 +124,32 @@ async fn peer_state(config: &Config) -> Option<ClusterState> {
         }
     }
     None
+}
+
+/// While this node abstains from votes (it must catch up with a leader) and knows no leader,
+/// asks its peers every election timeout whether they abstain too. When a majority of the voters
+/// abstains, nobody can be caught up from (they lost power together): the node votes again, so
+/// the cluster elects a leader instead of waiting forever.
+async fn watch_abstention(replica: Replica, election_timeout: std::time::Duration) {
+    let topology = replica.topology().clone();
+    let quorum = topology.addresses.len() / 2 + 1;
+    loop {
+        replica.clock().sleep(election_timeout).await;
+        let status = replica.status();
+        if !status.abstaining {
+            return;
+        }
+        if status.leader_id.is_some() {
+            continue;
+        }
+        let peers = peer_statuses(&topology).await;
+        let abstaining = 1 + peers.iter().filter(|(_, s)| s.abstaining).count();
+        let leader_known = peers.iter().any(|(_, s)| s.leader_id != 0);
+        if abstaining >= quorum && !leader_known {
+            let _ = replica.stop_abstaining();
+            return;
+        }
+    }
 }
 
 /// Replica settings derived from the node configuration.
@@ -226,6 +258,12 @@ impl Server {
         let mut replica_config = replica_config(config);
         replica_config.record = record;
         let replica = replica::start(replica_config, clock, disk, abstain_until)?;
+        if config.cluster_nodes.len() > 1 {
+            crate::runtime::spawn(watch_abstention(
+                replica.clone(),
+                std::time::Duration::from_millis(config.raft.election_timeout_ms),
+            ));
+        }
         if config.dev_mode {
             tracing::warn!(
                 "DEVELOPMENT MODE: plaintext gRPC on loopback and a built-in integrity key; \
@@ -276,6 +314,7 @@ impl Server {
 
         let limiter = Arc::new(RateLimiter::new(self.rate_limits));
         let api = CacheApi::new(self.replica.clone(), limiter, self.max_value_bytes);
+        let replica = self.replica.clone();
         let raft = RaftApi::new(self.replica);
         let client_message_bytes = CacheApi::max_message_bytes(self.max_value_bytes);
         let router = tonic::transport::Server::builder()
@@ -291,6 +330,8 @@ impl Server {
             );
         tracing::info!(addr = %self.listener.local_addr(), "serving CacheService and RaftService");
         let served = self.listener.serve(router, shutdown).await;
+        // Requests are done: sync, leave the clean-shutdown marker, stop the node loop.
+        replica.stop().await;
         tracing::info!("stopped");
         Ok(served?)
     }

@@ -93,6 +93,17 @@ pub struct Mutations {
     pub skip_lease_validation: bool,
     /// On restart, ignore the persisted term and vote (as if they had never been synced).
     pub forget_term_and_vote: bool,
+    /// A follower commits up to its last index on a heartbeat even where its log was never
+    /// verified against the leader's, and storage writes the commit before the entries of the
+    /// same Ready (the pre-fix behaviour: a torn write or an unsynced acknowledgement could
+    /// commit entries that were never committed).
+    pub unverified_commit: bool,
+    /// A node that may have lost acknowledged entries to a power loss votes at once instead of
+    /// abstaining until it caught up (the pre-fix behaviour).
+    pub vote_after_power_loss: bool,
+    /// Recovery takes a WAL record damaged before the end of the file for a torn last write and
+    /// drops everything after it, synced terms and votes included (the pre-fix behaviour).
+    pub wal_corruption_as_torn_tail: bool,
 }
 
 impl Default for Config {

@@ -55,6 +55,22 @@ use crate::message::{
 /// CheckQuorum would have deposed the leader anyway; forgetting it only forgoes a lease extension.
 pub const ROUNDS_TRACKED_MAX: usize = 64;
 
+/// The request id a catching-up node uses for its read-index request to the leader (drivers
+/// number their own reads from 1, so it never collides).
+pub const CATCH_UP_REQUEST_ID: u64 = u64::MAX;
+
+/// Why, and until when, a node neither votes nor campaigns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Abstention {
+    None,
+    /// Until the commit index reaches this.
+    UntilCommit(u64),
+    /// Until a leader told it how far to catch up (`asked`: a request is out).
+    UntilCaughtUp {
+        asked: bool,
+    },
+}
+
 /// The role of a node (§3.3, plus the pre-candidate of §9.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -183,6 +199,12 @@ pub struct Recovered {
     pub snapshot: Option<Snapshot>,
     /// Entries after the snapshot, consecutive.
     pub entries: Vec<Entry>,
+    /// The node must catch up with a leader before it votes again: it stopped without a clean
+    /// shutdown and the machine lost power (or rebooted) since, while entry data was not synced
+    /// on every write (`EverySec`), so entries it acknowledged may be gone; or an earlier such
+    /// catch-up (or a rejoin with an empty log) is not finished. It then neither votes nor
+    /// campaigns until it has caught up (see [`RaftNode::abstain_until_caught_up`]).
+    pub unsynced_loss_possible: bool,
 }
 
 /// Proof that the persistent parts of the [`Ready`] numbered `ready_number` are durable.
@@ -319,9 +341,13 @@ pub struct RaftNode {
     election_deadline_ms: u64,
     last_heard_leader_ms: Option<u64>,
     sticky_until_ms: u64,
-    /// Rejoin after data loss: neither vote nor campaign until the commit index reaches this
-    /// (see [`RaftNode::abstain_until`]).
-    abstain_until_commit: Option<u64>,
+    /// Rejoin after data loss: neither vote nor campaign until caught up (see
+    /// [`RaftNode::abstain_until`] and [`RaftNode::abstain_until_caught_up`]).
+    abstention: Abstention,
+    /// The highest index known to match the log of `leader_id` in this term: a commit index
+    /// learned from that leader is only ever applied up to here (§5.3: only entries the leader
+    /// verified by the consistency check are known to be its).
+    leader_matched: u64,
     votes: BTreeMap<NodeId, bool>,
 
     progress: BTreeMap<NodeId, Progress>,
@@ -371,6 +397,7 @@ impl RaftNode {
             mut hard_state,
             snapshot,
             entries,
+            unsynced_loss_possible,
         } = recovered;
         let (snap_index, snap_term) = snapshot
             .as_ref()
@@ -415,7 +442,8 @@ impl RaftNode {
             applied: snap_index,
             snapshot,
             election_deadline_ms: 0,
-            abstain_until_commit: None,
+            abstention: Abstention::None,
+            leader_matched: 0,
             last_heard_leader_ms: None,
             sticky_until_ms: now_ms,
             votes: BTreeMap::new(),
@@ -447,6 +475,10 @@ impl RaftNode {
         node.emitted_hard_state.commit = node.log.commit;
         node.sticky_until_ms = now_ms + node.config.election_timeout_ms;
         node.reset_election_deadline();
+        node.leader_matched = node.log.commit;
+        if unsynced_loss_possible && !node.config.mutations.vote_after_power_loss {
+            node.abstain_until_caught_up();
+        }
         if node.voters.len() == 1 {
             // A one-voter cluster has nobody to wait for or to split a vote with: it campaigns at
             // its first tick instead of after an election timeout.
@@ -612,13 +644,46 @@ impl RaftNode {
     /// leader that lacks those entries (§3.8 relies on durable acknowledgements). It still
     /// replicates, so the majority holding them is restored.
     pub fn abstain_until(&mut self, index: u64) {
-        self.abstain_until_commit = Some(index);
+        self.abstention = Abstention::UntilCommit(index);
+    }
+
+    /// Like [`RaftNode::abstain_until`], when the node does not know how far it must catch up (it
+    /// may have lost acknowledged entries to a power loss): on first hearing from a leader it
+    /// asks for a read index (§6.4; the leader answers once it has committed an entry of its term,
+    /// so the index covers everything committed before), then abstains until its commit index
+    /// reaches it. A single-voter cluster has nobody to catch up from and does not abstain.
+    pub fn abstain_until_caught_up(&mut self) {
+        if self.voters.len() > 1 {
+            self.abstention = Abstention::UntilCaughtUp { asked: false };
+        }
+    }
+
+    /// Ends an abstention at once: the driver learned that there is nobody to catch up from (a
+    /// majority of the cluster is abstaining after losing power together).
+    pub fn stop_abstaining(&mut self) {
+        self.abstention = Abstention::None;
+    }
+
+    /// Ends an abstention whose target the commit index reached. The node may have voted in
+    /// this term before it lost its state, and does not remember for whom: it takes its own vote
+    /// for the rest of the term (persisted with the hard state), so it can never vote twice in
+    /// it (§5.2).
+    fn finish_abstention(&mut self) {
+        if let Abstention::UntilCommit(index) = self.abstention {
+            if self.log.commit >= index {
+                self.abstention = Abstention::None;
+                if self.vote.is_none() {
+                    self.vote = Some(self.id);
+                }
+            }
+        }
     }
 
     /// Whether the node is still abstaining (see [`RaftNode::abstain_until`]).
     pub fn abstaining(&self) -> bool {
-        self.abstain_until_commit
-            .is_some_and(|index| self.log.commit < index)
+        // Ends only in `finish_abstention` (at the next `ready()` once caught up), which also
+        // takes the node's own vote for the term.
+        self.abstention != Abstention::None
     }
 
     /// Processes one message (using the time of the latest tick).
@@ -726,20 +791,28 @@ impl RaftNode {
                 round,
             } => {
                 self.follow(from);
-                let last_index = self.log.last_index();
-                let commit = leader_commit.min(last_index);
-                self.log.commit_to(commit);
+                // A heartbeat carries no entries, so it proves nothing about our log: commit
+                // only what an append of this leader verified (§5.3). Our log may hold a
+                // conflicting suffix at those indexes (a power loss took the entries we had
+                // acknowledged, and older ones came back).
+                let verified = if self.config.mutations.unverified_commit {
+                    self.log.last_index()
+                } else {
+                    self.leader_matched
+                };
+                self.log.commit_to(leader_commit.min(verified));
                 self.send(from, MessageBody::HeartbeatResponse { round });
-                if leader_commit > last_index {
-                    // The leader's hint is min(commit, our match index): we acknowledged
-                    // entries we no longer hold. Ask it to replicate them again.
+                if leader_commit > verified {
+                    // The leader's hint is min(commit, our match index): it believes we hold
+                    // entries we cannot show we hold. Ask it to replicate from where our log is
+                    // known to match, so the consistency check repairs any conflict.
                     self.send(
                         from,
                         MessageBody::AppendResponse {
                             result: Err(AppendReject {
                                 rejected_prev_index: crate::message::LOG_LOST,
                                 conflict_term: None,
-                                conflict_index: last_index + 1,
+                                conflict_index: verified + 1,
                             }),
                             round,
                         },
@@ -773,8 +846,11 @@ impl RaftNode {
                 }
             }
             MessageBody::TimeoutNow => {
-                if self.role == Role::Follower && self.leader_id == Some(from) {
-                    // §3.10: the leader asked us to take over; skip PreVote.
+                // §3.10: the leader asked us to take over; skip PreVote. Not while abstaining:
+                // a node that may lack acknowledged entries must not lead (and the request may
+                // be for an earlier incarnation of this node).
+                if self.role == Role::Follower && self.leader_id == Some(from) && !self.abstaining()
+                {
                     self.become_candidate(true);
                 }
             }
@@ -803,7 +879,15 @@ impl RaftNode {
                 request_id,
                 read_index,
             } => {
-                if self.forwarded_reads.remove(&request_id) {
+                if request_id == CATCH_UP_REQUEST_ID {
+                    if let Abstention::UntilCaughtUp { .. } = self.abstention {
+                        self.abstention = match read_index {
+                            Some(index) => Abstention::UntilCommit(index),
+                            // Leadership changed: ask the next leader we hear from.
+                            None => Abstention::UntilCaughtUp { asked: false },
+                        };
+                    }
+                } else if self.forwarded_reads.remove(&request_id) {
                     match read_index {
                         Some(index) => self
                             .reads_awaiting_apply
@@ -939,6 +1023,7 @@ impl RaftNode {
             self.outstanding.is_none(),
             "ready() called again before advance()"
         );
+        self.finish_abstention();
         if self.reads_need_round() {
             // One heartbeat round confirms every read queued since the last Ready (§6.4).
             for read in &mut self.pending_reads {
@@ -1160,7 +1245,8 @@ impl RaftNode {
     }
 
     fn become_follower(&mut self, term: u64, leader: Option<NodeId>) {
-        if term > self.term {
+        let term_changed = term > self.term;
+        if term_changed {
             self.set_term(term);
         }
         if self.role == Role::Leader {
@@ -1172,8 +1258,15 @@ impl RaftNode {
             self.transfer = None;
             self.round_started_ms.clear();
         }
+        if self.leader_id != leader || term_changed {
+            // Only committed entries are known to be in every leader's log (§5.4).
+            self.leader_matched = self.log.commit;
+        }
         if self.leader_id != leader {
             self.fail_forwarded_reads();
+            if let Abstention::UntilCaughtUp { .. } = self.abstention {
+                self.abstention = Abstention::UntilCaughtUp { asked: false };
+            }
         }
         self.role = Role::Follower;
         self.leader_id = leader;
@@ -1194,6 +1287,15 @@ impl RaftNode {
         }
         self.last_heard_leader_ms = Some(self.now_ms);
         self.reset_election_deadline();
+        if let Abstention::UntilCaughtUp { asked: false } = self.abstention {
+            self.abstention = Abstention::UntilCaughtUp { asked: true };
+            self.send(
+                leader,
+                MessageBody::ReadIndexRequest {
+                    request_id: CATCH_UP_REQUEST_ID,
+                },
+            );
+        }
     }
 
     fn become_leader(&mut self) {
@@ -1367,6 +1469,7 @@ impl RaftNode {
     ) {
         let result = if prev_log_index < self.log.commit {
             // Committed entries match the leader's (Leader Completeness); report our commit.
+            self.leader_matched = self.leader_matched.max(self.log.commit);
             Ok(self.log.commit)
         } else {
             match self.log.term(prev_log_index) {
@@ -1376,6 +1479,8 @@ impl RaftNode {
                     }
                     self.log.merge(entries);
                     let last_new = prev_log_index + entries.len() as u64;
+                    // Our log now matches this leader's up to `last_new` (§5.3).
+                    self.leader_matched = self.leader_matched.max(last_new);
                     self.log.commit_to(leader_commit.min(last_new));
                     Ok(last_new)
                 }
@@ -1397,6 +1502,7 @@ impl RaftNode {
     fn handle_install_snapshot(&mut self, from: NodeId, snapshot: Snapshot, round: u64) {
         let index = snapshot.meta.index;
         if index > self.log.commit {
+            self.leader_matched = self.leader_matched.max(index);
             self.log.compact(index, snapshot.meta.term);
             self.snapshot = Some(snapshot.clone());
             self.pending_snapshot = Some((snapshot, true));

@@ -33,7 +33,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let mut disk = SimDisk::new(seed);
-        disk.write_file("log", b"").unwrap();
+        disk.write_file("log", hyperion_raft::storage::wal::MAGIC).unwrap();
         disk.sync("log").unwrap();
         disk.sync_dir().unwrap();
         let mut synced = 0usize;
@@ -51,7 +51,11 @@ proptest! {
             Failure::PowerLoss => disk.power_loss(),
         }
         let bytes = disk.read("log").unwrap().unwrap_or_default();
-        let (frames, _) = decode_frames(&bytes);
+        let (frames, _, end) = decode_frames(&bytes);
+        prop_assert!(
+            !matches!(end, hyperion_raft::storage::wal::FramesEnd::Corrupt { .. }),
+            "a crash or power loss tears the tail, never corrupts before it: {end:?}"
+        );
         prop_assert!(frames.len() <= records.len());
         for (got, (want, _)) in frames.iter().zip(&records) {
             prop_assert_eq!(*got, want.as_slice());
@@ -329,9 +333,12 @@ fn torn_tail_is_dropped_and_repaired() {
         ..Ready::default()
     };
     storage.persist(&ready, 0).unwrap();
-    // Garbage after the last record (a torn write): recovery ignores it and `open` truncates it.
+    // Garbage after the last record (a torn write, which only a power loss leaves): recovery
+    // ignores it and `open` truncates it.
     let mut d = disk.clone();
     d.append("wal", &[0xff, 0x00, 0x00, 0x10, 1, 2, 3]).unwrap();
+    d.sync("wal").unwrap();
+    disk.power_loss();
     let report = recover_report(&mut d).unwrap();
     assert_eq!(report.recovered.entries.len(), 3);
     assert!(report.wal_valid_bytes < report.wal_total_bytes);
@@ -339,6 +346,34 @@ fn torn_tail_is_dropped_and_repaired() {
     assert_eq!(rec.entries.len(), 3);
     let report = recover_report(&mut d).unwrap();
     assert_eq!(report.wal_valid_bytes, report.wal_total_bytes);
+}
+
+/// Without a power loss since the last open, nothing can be torn: a bad last record is damage to
+/// data that was written whole, and `open` refuses it with the recovery steps.
+#[test]
+fn a_bad_last_record_without_a_power_loss_is_refused() {
+    let disk = SimDisk::new(8);
+    let (mut storage, _) = Storage::open(disk.clone(), SyncPolicy::EverySec, 0).unwrap();
+    let ready = Ready {
+        number: 1,
+        hard_state: Some(HardState {
+            term: 1,
+            vote: Some(1),
+            commit: 0,
+        }),
+        ..Ready::default()
+    };
+    storage.persist(&ready, 0).unwrap();
+    drop(storage);
+    let mut d = disk.clone();
+    d.append("wal", &[0xff, 0x00, 0x00, 0x10, 1, 2, 3]).unwrap();
+    let error = Storage::open(disk.clone(), SyncPolicy::EverySec, 0).expect_err("refused");
+    let message = error.to_string();
+    assert!(message.contains("WAL is corrupt"), "{message}");
+    assert!(
+        message.contains("HYPERION_JOIN_EXISTING_CLUSTER"),
+        "{message}"
+    );
 }
 
 #[test]

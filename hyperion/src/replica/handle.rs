@@ -102,6 +102,12 @@ pub enum Input {
         reply: oneshot::Sender<Result<(), ReplicaError>>,
     },
     Peer(Vec<Message>),
+    /// Nobody can be caught up from (a majority of the voters abstains): vote again.
+    StopAbstaining,
+    /// Sync everything, leave the clean-shutdown marker and stop.
+    Stop {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// The handle request handlers use. Cheap to clone.
@@ -171,6 +177,20 @@ impl Replica {
     /// Hands peer messages to the loop; returns false if the inbox was full (they are dropped).
     pub(super) fn deliver(&self, messages: Vec<Message>) -> bool {
         self.inbox.try_send(Input::Peer(messages)).is_ok()
+    }
+
+    /// Ends this node's abstention (see [`Input::StopAbstaining`]).
+    pub fn stop_abstaining(&self) -> Result<(), ReplicaError> {
+        self.send(Input::StopAbstaining)
+    }
+
+    /// Stops the node loop cleanly: everything written is synced and the clean-shutdown marker
+    /// is left, so the next start knows nothing acknowledged was lost. Waits until it stopped.
+    pub async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.inbox.send(Input::Stop { done }).await.is_ok() {
+            let _ = stopped.await;
+        }
     }
 
     /// The core's state as of the loop's last turn.

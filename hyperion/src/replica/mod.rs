@@ -85,7 +85,12 @@ pub fn start(
     abstain_until: Option<u64>,
 ) -> Result<Replica, ReplicaStartError> {
     let now_ms = clock.monotonic_ms();
-    let (storage, recovered) = Storage::open(BoxedDisk(disk), config.sync_policy, now_ms)?;
+    let (mut storage, recovered) = Storage::open_with(
+        BoxedDisk(disk),
+        config.sync_policy,
+        now_ms,
+        &config.raft.mutations,
+    )?;
     let config_record = config.record.clone();
     let mut store_config = config.store.clone();
     store_config.reads_update_recency = false;
@@ -103,7 +108,16 @@ pub fn start(
         now_ms,
     )?;
     if let Some(index) = abstain_until {
+        // Durably: a restart before the node caught up keeps abstaining.
+        storage.begin_catch_up()?;
         raft.abstain_until(index);
+    }
+    if raft.abstaining() {
+        tracing::warn!(
+            "this node may lack entries it acknowledged (it rejoined with an empty log, or lost \
+             power with unsynced writes): it neither votes nor campaigns until it has caught up \
+             with a leader"
+        );
     }
     let shared = Arc::new(Shared {
         machine: Mutex::new(machine),

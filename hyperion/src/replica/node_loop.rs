@@ -68,6 +68,8 @@ pub(super) struct NodeLoop {
         oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
     )>,
     next_reap_ms: u64,
+    /// A clean stop was asked for; done at the end of this turn.
+    stop_requested: Option<oneshot::Sender<()>>,
 }
 
 impl NodeLoop {
@@ -97,6 +99,7 @@ impl NodeLoop {
             reads_awaiting_apply: VecDeque::new(),
             write_batch: Vec::new(),
             next_reap_ms: 0,
+            stop_requested: None,
         }
     }
 }
@@ -130,6 +133,15 @@ impl NodeLoop {
             self.propose_batch();
             self.process_ready();
             self.publish_status();
+            if let Some(done) = self.stop_requested.take() {
+                let now_ms = self.shared.clock.monotonic_ms().max(self.raft_now_ms);
+                if let Err(error) = self.storage.mark_clean_shutdown(now_ms) {
+                    fatal(&error);
+                }
+                tracing::info!("node loop stopped cleanly");
+                let _ = done.send(());
+                return;
+            }
         }
     }
 
@@ -163,6 +175,19 @@ impl NodeLoop {
                 if !self.config.enable_batching {
                     self.propose_batch();
                 }
+            }
+            Input::StopAbstaining => {
+                if self.raft.abstaining() {
+                    tracing::error!(
+                        "a majority of the voters is abstaining after losing power together: \
+                         nobody holds everything that was acknowledged, so this node votes again; \
+                         writes acknowledged in the last sync interval may be lost"
+                    );
+                    self.raft.stop_abstaining();
+                }
+            }
+            Input::Stop { done } => {
+                self.stop_requested = Some(done);
             }
             Input::Read { reply } => {
                 if self.pending_reads.len() + self.reads_awaiting_apply.len() >= PENDING_READS_MAX {
@@ -374,6 +399,12 @@ impl NodeLoop {
             let ready = self.raft.ready();
             self.handle_ready(ready);
         }
+        if self.storage.catching_up() && !self.raft.abstaining() {
+            if let Err(error) = self.storage.mark_caught_up() {
+                fatal(&error);
+            }
+            tracing::info!("caught up with the leader; voting again");
+        }
         self.release_applied_reads();
         self.pending_writes
             .retain(|_, pending| !pending.reply.is_closed());
@@ -504,6 +535,7 @@ impl NodeLoop {
             applied_index: self.raft.applied_index(),
             last_index: self.raft.last_index(),
             lease_expires_at,
+            abstaining: self.raft.abstaining(),
         };
         self.shared.publish(status);
     }

@@ -220,6 +220,7 @@ impl RaftService for RaftApi {
             used_bytes: stats.used_bytes,
             capacity_bytes: stats.capacity_bytes,
             database,
+            abstaining: status.abstaining,
         }))
     }
 }

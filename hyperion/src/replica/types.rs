@@ -109,6 +109,8 @@ pub struct RaftStatus {
     /// While this node holds a leader lease: when it ends, in runtime time (the node's own lease
     /// deadline converted at its clock rate). For the simulator's lease-safety check.
     pub lease_expires_at: Option<runtime::Instant>,
+    /// The node neither votes nor campaigns until it has caught up with a leader.
+    pub abstaining: bool,
 }
 
 /// Static description of the cluster, from the configuration: this node's id and every voter's
@@ -208,5 +210,8 @@ impl Disk for BoxedDisk {
     }
     fn remove(&mut self, name: &str) -> Result<(), DiskError> {
         self.0.remove(name)
+    }
+    fn boot_id(&mut self) -> Result<Option<String>, DiskError> {
+        self.0.boot_id()
     }
 }

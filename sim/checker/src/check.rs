@@ -696,11 +696,12 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
     fn positioned(&self) -> Vec<Positioned> {
         let mut positioned = Vec::new();
         for (&version, source) in &self.versions {
-            let op = self.ops[source.op_index];
             positioned.push(Positioned {
                 op_index: source.op_index,
                 position: (version, AT_WRITE),
-                invoke_ms: op.invoke_ms,
+                // For a version matched to an unknown Set, the earliest invocation of every Set
+                // that could have produced it: another eligible Set may be the real one.
+                invoke_ms: source.invoke_ms,
                 return_ms: source.return_ms,
             });
         }

@@ -734,3 +734,24 @@ fn generated_histories_are_mostly_decided() {
         );
     }
 }
+
+/// Found by `correct_histories_are_accepted` (a random seed): two unknown-outcome Sets of the same
+/// value, one invoked before an acknowledged write of a higher version returned and one after. The
+/// unobserved-value version was matched to the later Set, and the real-time order check used that
+/// Set's invocation, although the earlier one could equally have produced the version: a false
+/// violation. The order check now uses the earliest invocation among the eligible Sets.
+#[test]
+fn a_version_from_one_of_several_unknown_sets_takes_the_earliest_invocation() {
+    let trace = include_str!("data/unknown-sets-of-one-value.jsonl");
+    let history = History::read_jsonl(trace.as_bytes()).expect("history");
+    for allow_eviction in [true, false] {
+        let report = check(
+            &history,
+            &CheckerConfig {
+                allow_eviction,
+                ..CheckerConfig::default()
+            },
+        );
+        assert!(report.is_violation_free(), "{report}");
+    }
+}

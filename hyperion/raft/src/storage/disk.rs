@@ -14,7 +14,7 @@
 //! garbled (a torn write). Its state lives behind a shared handle, outside any node, so a crashed
 //! node is rebuilt from the same `SimDisk`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -53,6 +53,10 @@ pub trait Disk {
     fn sync_dir(&mut self) -> Result<(), DiskError>;
     /// Removes the file if it exists.
     fn remove(&mut self, name: &str) -> Result<(), DiskError>;
+    /// An id of the current boot of the machine (it changes when the machine loses power or
+    /// reboots, never when only the process restarts), if the platform has one. Unsynced writes
+    /// survive a process crash but not a new boot.
+    fn boot_id(&mut self) -> Result<Option<String>, DiskError>;
 }
 
 /// [`Disk`] on a real directory.
@@ -152,7 +156,18 @@ impl Disk for FileDisk {
             _ => Ok(()),
         }
     }
+
+    fn boot_id(&mut self) -> Result<Option<String>, DiskError> {
+        // Linux: a random id chosen by the kernel at every boot.
+        match std::fs::read_to_string(LINUX_BOOT_ID) {
+            Ok(id) => Ok(Some(id.trim().to_string())),
+            Err(_) => Ok(None),
+        }
+    }
 }
+
+/// Where Linux publishes the id of the current boot.
+const LINUX_BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 #[derive(Debug, Clone, Default)]
 struct SimFile {
@@ -168,6 +183,8 @@ struct SimDiskState {
     next_file: u64,
     rng: ChaCha8Rng,
     syncs: u64,
+    /// Power losses so far: the simulated machine's boot id.
+    boots: u64,
 }
 
 /// An in-memory [`Disk`] with crash and power-loss models; cloning shares the same disk.
@@ -187,6 +204,7 @@ impl SimDisk {
                 next_file: 0,
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 syncs: 0,
+                boots: 0,
             })),
         }
     }
@@ -202,12 +220,37 @@ impl SimDisk {
     /// drops the node and its storage and recovers from this disk.)
     pub fn crash(&self) {}
 
-    /// A power loss: names revert to the last `sync_dir`; each file keeps its synced contents
-    /// plus a random prefix of its unsynced tail, whose last kept byte may be garbled.
+    /// A power loss: each name created, renamed or removed since the last `sync_dir` keeps its
+    /// new state or reverts to the old one (the directory entry may or may not have reached the
+    /// disk); each file keeps its synced contents plus any prefix of its unsynced appends (cut at
+    /// any byte), whose last kept byte may be garbled (a torn write). The machine reboots: its
+    /// boot id changes.
     pub fn power_loss(&self) {
         let mut st = self.lock();
         let st = &mut *st;
-        st.names = st.durable_names.clone();
+        st.boots += 1;
+        let mut names = st.durable_names.clone();
+        let changed: BTreeSet<String> = st
+            .names
+            .keys()
+            .chain(st.durable_names.keys())
+            .filter(|name| st.names.get(*name) != st.durable_names.get(*name))
+            .cloned()
+            .collect();
+        for name in changed {
+            if st.rng.random_bool(0.5) {
+                match st.names.get(&name) {
+                    Some(id) => {
+                        names.insert(name, *id);
+                    }
+                    None => {
+                        names.remove(&name);
+                    }
+                }
+            }
+        }
+        st.names = names.clone();
+        st.durable_names = names;
         let live: Vec<u64> = st.names.values().copied().collect();
         st.files.retain(|id, _| live.contains(id));
         for file in st.files.values_mut() {
@@ -224,6 +267,24 @@ impl SimDisk {
             file.durable = kept.clone();
             file.current = kept;
         }
+    }
+
+    /// Latent media damage: flips the bits of `mask` in byte `offset` of `name`, durably (a bit
+    /// rot the checksums must catch). Returns whether the byte exists.
+    pub fn flip_bits(&self, name: &str, offset: usize, mask: u8) -> bool {
+        let mut st = self.lock();
+        let Some(id) = st.names.get(name).copied() else {
+            return false;
+        };
+        let file = st.files.entry(id).or_default();
+        if offset >= file.current.len() {
+            return false;
+        }
+        file.current[offset] ^= mask;
+        if offset < file.durable.len() {
+            file.durable[offset] ^= mask;
+        }
+        true
     }
 
     /// A lost or replaced disk: every file is gone (the node restarts with an empty data
@@ -334,6 +395,10 @@ impl Disk for SimDisk {
         self.lock().names.remove(name);
         Ok(())
     }
+
+    fn boot_id(&mut self) -> Result<Option<String>, DiskError> {
+        Ok(Some(format!("simulated-boot-{}", self.lock().boots)))
+    }
 }
 
 #[cfg(test)]
@@ -357,13 +422,42 @@ mod tests {
     }
 
     #[test]
-    fn unsynced_rename_reverts_on_power_loss() {
-        let mut disk = SimDisk::new(1);
+    fn an_unsynced_rename_is_kept_or_reverted_on_power_loss() {
+        let (mut kept, mut reverted) = (0, 0);
+        for seed in 0..40 {
+            let mut disk = SimDisk::new(seed);
+            disk.write_file("a.tmp", b"x").unwrap();
+            disk.sync("a.tmp").unwrap();
+            disk.rename("a.tmp", "a").unwrap();
+            let boot = disk.boot_id().unwrap();
+            disk.power_loss();
+            assert_ne!(disk.boot_id().unwrap(), boot, "a power loss is a new boot");
+            match (disk.read("a").unwrap(), disk.read("a.tmp").unwrap()) {
+                (Some(a), None) => {
+                    assert_eq!(a, b"x");
+                    kept += 1;
+                }
+                (None, _) => reverted += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(kept > 0 && reverted > 0, "kept {kept}, reverted {reverted}");
+    }
+
+    #[test]
+    fn a_synced_rename_survives_and_a_crash_is_not_a_new_boot() {
+        let mut disk = SimDisk::new(3);
         disk.write_file("a.tmp", b"x").unwrap();
         disk.sync("a.tmp").unwrap();
         disk.rename("a.tmp", "a").unwrap();
+        disk.sync_dir().unwrap();
+        let boot = disk.boot_id().unwrap();
+        disk.crash();
+        assert_eq!(disk.boot_id().unwrap(), boot);
         disk.power_loss();
-        assert_eq!(disk.read("a").unwrap(), None);
+        assert_eq!(disk.read("a").unwrap().unwrap(), b"x");
+        assert!(disk.flip_bits("a", 0, 0x01));
+        assert_eq!(disk.read("a").unwrap().unwrap(), b"y");
     }
 
     #[test]

@@ -6,8 +6,12 @@
 //!   and returns the [`Durable`] proof that releases its persisted messages.
 //! - **Term and vote are synced before `persist` returns whenever they changed**, under every
 //!   policy: no vote or append response can leave before the term/vote it implies is durable
-//!   (Raft §5.1, Figure 2). The hard-state record precedes the entries of the same Ready, so a
+//!   (Raft §5.1, Figure 2). The term/vote record precedes the entries of the same Ready, so a
 //!   torn tail can never keep entries of a term whose term record it lost.
+//! - **The commit index is written after the entries it covers** (its own record), so whatever
+//!   prefix of the WAL survives a power loss, a recovered commit index never covers an entry
+//!   that was not recovered with it (a commit covering a torn suffix would apply entries that
+//!   were never committed). The term/vote record carries the commit already written.
 //! - Entry data follows the [`SyncPolicy`]:
 //!   - `Always`: entries are synced before `persist` returns (acknowledged ⇒ durable). A Ready
 //!     that only advances `commit` is written but not synced (commit is re-learned from the
@@ -25,8 +29,17 @@
 //! - Snapshots are written atomically: `snapshot.tmp` is written and synced, renamed over
 //!   `snapshot`, and the directory synced. The WAL is then rewritten (same protocol) to start
 //!   at the snapshot, which bounds its size by the compaction threshold.
-//! - [`recover`] returns the last complete state: it stops at the first torn or corrupt WAL
-//!   record (never inventing data) and drops WAL entries that do not continue the snapshot.
+//! - [`recover`] returns the last complete state: it drops a torn last write (never inventing
+//!   data) and WAL entries that do not continue the snapshot, and refuses a WAL corrupted before
+//!   its end ([`StorageError::CorruptWal`]): dropping valid records after a bad one would drop
+//!   synced terms and votes and allow a double vote. [`Storage::open`] goes further: a torn last
+//!   write is only possible after a power loss (another boot id, no clean shutdown); otherwise
+//!   even a bad *last* record is damage to synced data, and refused.
+//! - **Unclean stops.** A clean shutdown ([`Storage::mark_clean_shutdown`]) leaves a marker;
+//!   every open records the machine's boot id ([`Disk::boot_id`]). A node that finds no marker
+//!   and another boot id (the machine lost power or rebooted since) under `EverySec` may have lost
+//!   entries it acknowledged: [`Recovered::unsynced_loss_possible`]. A process crash keeps the
+//!   page cache, and with it everything written.
 
 mod disk;
 pub mod wal;
@@ -35,9 +48,10 @@ pub use disk::{Disk, DiskError, FileDisk, SimDisk};
 
 use thiserror::Error;
 
+use crate::config::Mutations;
 use crate::message::{Entry, EntryKind, HardState, Membership, Snapshot, SnapshotMeta};
 use crate::node::{Durable, Ready, Recovered};
-use wal::{decode_frames, encode_frame, Reader, Writer};
+use wal::{decode_frames, encode_frame, FramesEnd, Reader, Writer};
 
 /// Longest time `EverySec` leaves written entries unsynced, in the node's clock.
 pub const EVERYSEC_INTERVAL_MS: u64 = 1000;
@@ -46,10 +60,19 @@ const WAL: &str = "wal";
 const WAL_TMP: &str = "wal.tmp";
 const SNAPSHOT: &str = "snapshot";
 const SNAPSHOT_TMP: &str = "snapshot.tmp";
+/// Present after a clean shutdown, removed at every open.
+const CLEAN_SHUTDOWN: &str = "clean-shutdown";
+/// The boot id of the machine when the storage was last opened.
+const BOOT: &str = "boot";
+/// Present while the node must catch up with a leader before it may vote again; survives
+/// restarts until [`Storage::mark_caught_up`].
+const CATCH_UP: &str = "catch-up";
+const BOOT_TMP: &str = "boot.tmp";
 
 const RECORD_HARD_STATE: u8 = 1;
 const RECORD_ENTRIES: u8 = 2;
 const RECORD_BASE: u8 = 3;
+const RECORD_COMMIT: u8 = 4;
 
 /// When entry data is synced; term and vote are always synced (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +93,20 @@ pub enum StorageError {
     /// corruption, not a torn write).
     #[error("snapshot file is corrupt")]
     CorruptSnapshot,
+    /// A WAL record before the end of the file fails its checksum: data that was written whole
+    /// (possibly a synced term or vote) was damaged. Truncating there would lose it silently.
+    #[error(
+        "the WAL is corrupt at byte {offset} of {len} (a damaged record is followed by more \
+         data, so this is not a torn last write); this node's Raft state cannot be trusted: wipe \
+         its data directory and restart it with HYPERION_JOIN_EXISTING_CLUSTER=true, so that it \
+         rejoins from its peers and votes only after it has caught up"
+    )]
+    CorruptWal {
+        /// Where the damaged record starts.
+        offset: usize,
+        /// The WAL's size.
+        len: usize,
+    },
 }
 
 /// A WAL record.
@@ -83,6 +120,8 @@ enum Record {
     HardState(HardState),
     /// Replaces entries from `entries[0].index` on.
     Entries(Vec<Entry>),
+    /// The commit index, written after the entries it covers.
+    Commit(u64),
 }
 
 fn encode_record(record: &Record) -> Vec<u8> {
@@ -104,6 +143,10 @@ fn encode_record(record: &Record) -> Vec<u8> {
                 None => w.u8(0),
             }
             w.u64(hs.commit);
+        }
+        Record::Commit(commit) => {
+            w.u8(RECORD_COMMIT);
+            w.u64(*commit);
         }
         Record::Entries(entries) => {
             w.u8(RECORD_ENTRIES);
@@ -144,6 +187,7 @@ fn decode_record(payload: &[u8]) -> Option<Record> {
                 commit: r.u64()?,
             })
         }
+        RECORD_COMMIT => Record::Commit(r.u64()?),
         RECORD_ENTRIES => {
             let n = r.u64()?;
             let mut entries = Vec::new();
@@ -173,13 +217,13 @@ fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
         w.u64(*v);
     }
     w.bytes(&s.data);
-    let mut out = Vec::new();
+    let mut out = wal::MAGIC.to_vec();
     encode_frame(&w.buf, &mut out);
     out
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot> {
-    let (frames, len) = decode_frames(bytes);
+    let (frames, len, _) = decode_frames(bytes);
     if frames.len() != 1 || len != bytes.len() {
         return None;
     }
@@ -219,6 +263,7 @@ impl Replay {
                 self.entries.clear();
             }
             Record::HardState(hs) => self.hard_state = hs,
+            Record::Commit(commit) => self.hard_state.commit = commit,
             Record::Entries(new) => {
                 let Some(first) = new.first() else {
                     return true;
@@ -261,6 +306,72 @@ pub fn recover(disk: &mut dyn Disk) -> Result<Recovered, StorageError> {
     recover_report(disk).map(|r| r.recovered)
 }
 
+/// [`recover_report`], with the fault-injection switch that takes mid-WAL corruption for a torn
+/// tail ([`Mutations::wal_corruption_as_torn_tail`]).
+fn recover_with(
+    disk: &mut dyn Disk,
+    mutations: &Mutations,
+    torn_tail_possible: bool,
+) -> Result<RecoveryReport, StorageError> {
+    let report = recover_report(disk);
+    if let Ok(report) = &report {
+        if report.wal_valid_bytes < report.wal_total_bytes && !torn_tail_possible {
+            // No power loss since the last open (same boot, or a clean shutdown): nothing can
+            // have been torn, so a bad last record is damage too.
+            return Err(StorageError::CorruptWal {
+                offset: report.wal_valid_bytes,
+                len: report.wal_total_bytes,
+            });
+        }
+    }
+    match report {
+        Err(StorageError::CorruptWal { offset, .. }) if mutations.wal_corruption_as_torn_tail => {
+            // The pre-fix behaviour: keep the records before the damage, drop the rest.
+            let mut wal = disk.read(WAL)?.unwrap_or_default();
+            wal.truncate(offset);
+            let mut truncated = TruncatedWal { disk, wal };
+            recover_report(&mut truncated)
+        }
+        other => other,
+    }
+}
+
+/// A view of a disk whose WAL reads as a given prefix (for [`recover_with`]).
+struct TruncatedWal<'a> {
+    disk: &'a mut dyn Disk,
+    wal: Vec<u8>,
+}
+
+impl Disk for TruncatedWal<'_> {
+    fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        if name == WAL {
+            return Ok(Some(self.wal.clone()));
+        }
+        self.disk.read(name)
+    }
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.disk.append(name, data)
+    }
+    fn write_file(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
+        self.disk.write_file(name, data)
+    }
+    fn sync(&mut self, name: &str) -> Result<(), DiskError> {
+        self.disk.sync(name)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), DiskError> {
+        self.disk.rename(from, to)
+    }
+    fn sync_dir(&mut self) -> Result<(), DiskError> {
+        self.disk.sync_dir()
+    }
+    fn remove(&mut self, name: &str) -> Result<(), DiskError> {
+        self.disk.remove(name)
+    }
+    fn boot_id(&mut self) -> Result<Option<String>, DiskError> {
+        self.disk.boot_id()
+    }
+}
+
 /// [`recover`], also reporting how much of the WAL was valid.
 pub fn recover_report(disk: &mut dyn Disk) -> Result<RecoveryReport, StorageError> {
     let snapshot = match disk.read(SNAPSHOT)? {
@@ -268,17 +379,30 @@ pub fn recover_report(disk: &mut dyn Disk) -> Result<RecoveryReport, StorageErro
         None => None,
     };
     let wal_bytes = disk.read(WAL)?.unwrap_or_default();
-    let (frames, _) = decode_frames(&wal_bytes);
+    let (frames, _, end) = decode_frames(&wal_bytes);
+    if let FramesEnd::Corrupt { offset } = end {
+        return Err(StorageError::CorruptWal {
+            offset,
+            len: wal_bytes.len(),
+        });
+    }
     let mut replay = Replay::default();
-    let mut valid_len = 0usize;
+    let (first_frame, header_bytes) = wal::framing(&wal_bytes);
+    let mut valid_len = first_frame;
     for payload in frames {
         let Some(record) = decode_record(payload) else {
-            break;
+            return Err(StorageError::CorruptWal {
+                offset: valid_len,
+                len: wal_bytes.len(),
+            });
         };
         if !replay.apply(record) {
-            break;
+            return Err(StorageError::CorruptWal {
+                offset: valid_len,
+                len: wal_bytes.len(),
+            });
         }
-        valid_len += 8 + payload.len();
+        valid_len += header_bytes + payload.len();
     }
     let Replay {
         base,
@@ -310,6 +434,7 @@ pub fn recover_report(disk: &mut dyn Disk) -> Result<RecoveryReport, StorageErro
             hard_state,
             snapshot,
             entries,
+            unsynced_loss_possible: false,
         },
         wal_valid_bytes: valid_len,
         wal_total_bytes: wal_bytes.len(),
@@ -324,21 +449,51 @@ pub struct Storage<D: Disk> {
     /// Mirror of the WAL's log after the snapshot, used to rewrite the WAL on compaction.
     base: (u64, u64),
     entries: Vec<Entry>,
+    /// The hard state as written to the WAL (not necessarily synced).
     hard_state: HardState,
     synced_term_vote: (u64, Option<u64>),
     unsynced: bool,
     last_sync_ms: u64,
+    /// Fault injection: the pre-fix record order (hard state with its commit before the entries).
+    commit_before_entries: bool,
+    /// The node owes a catch-up (see [`Storage::begin_catch_up`]).
+    catching_up: bool,
 }
 
 impl<D: Disk> Storage<D> {
     /// Recovers the state on `disk` and repairs a torn WAL tail (the valid prefix is rewritten
-    /// atomically so that new records are never appended after garbage).
+    /// atomically so that new records are never appended after garbage). Refuses a WAL corrupted
+    /// before its end. Records the machine's boot id and consumes the clean-shutdown marker (see
+    /// the module docs for [`Recovered::unsynced_loss_possible`]).
     pub fn open(
-        mut disk: D,
+        disk: D,
         policy: SyncPolicy,
         now_ms: u64,
     ) -> Result<(Self, Recovered), StorageError> {
-        let recovered = recover(&mut disk)?;
+        Storage::open_with(disk, policy, now_ms, &Mutations::default())
+    }
+
+    /// [`Storage::open`] with the storage's fault-injection switches
+    /// ([`Mutations::unverified_commit`], [`Mutations::wal_corruption_as_torn_tail`]).
+    pub fn open_with(
+        mut disk: D,
+        policy: SyncPolicy,
+        now_ms: u64,
+        mutations: &Mutations,
+    ) -> Result<(Self, Recovered), StorageError> {
+        let clean = disk.read(CLEAN_SHUTDOWN)?.is_some();
+        let boot = disk.boot_id()?;
+        let same_boot =
+            boot.is_some() && disk.read(BOOT)?.as_deref() == boot.as_deref().map(str::as_bytes);
+        let torn_tail_possible = !clean && !same_boot;
+        let mut recovered = recover_with(&mut disk, mutations, torn_tail_possible)?.recovered;
+        let had_state = recovered.hard_state.term > 0
+            || recovered.snapshot.is_some()
+            || !recovered.entries.is_empty();
+        let lost_unsynced = policy == SyncPolicy::EverySec && had_state && !clean && !same_boot;
+        // Once owed, a catch-up is owed until done, across any number of restarts.
+        let catching_up = lost_unsynced || disk.read(CATCH_UP)?.is_some();
+        recovered.unsynced_loss_possible = catching_up;
         let base = recovered
             .snapshot
             .as_ref()
@@ -352,16 +507,69 @@ impl<D: Disk> Storage<D> {
             synced_term_vote: (recovered.hard_state.term, recovered.hard_state.vote),
             unsynced: false,
             last_sync_ms: now_ms,
+            commit_before_entries: mutations.unverified_commit,
+            catching_up,
         };
         // Always rewrite: it drops a torn tail, drops entries that do not continue the
         // snapshot, and makes the WAL's *name* durable (an fsync of a new file does not).
         storage.rewrite_wal()?;
+        if let Some(boot) = boot {
+            storage.disk.write_file(BOOT_TMP, boot.as_bytes())?;
+            storage.disk.sync(BOOT_TMP)?;
+            storage.disk.rename(BOOT_TMP, BOOT)?;
+        }
+        storage.disk.remove(CLEAN_SHUTDOWN)?;
+        if catching_up {
+            storage.write_marker(CATCH_UP)?;
+        }
+        storage.disk.sync_dir()?;
         Ok((storage, recovered))
+    }
+
+    /// Records durably that the node must catch up with a leader before it votes again (a node
+    /// joining with an empty log, or one that may have lost acknowledged entries); the record
+    /// survives restarts until [`Storage::mark_caught_up`].
+    pub fn begin_catch_up(&mut self) -> Result<(), StorageError> {
+        self.write_marker(CATCH_UP)?;
+        self.disk.sync_dir()?;
+        self.catching_up = true;
+        Ok(())
+    }
+
+    /// Whether a catch-up is owed (the driver calls [`Storage::mark_caught_up`] once the core no
+    /// longer abstains).
+    pub fn catching_up(&self) -> bool {
+        self.catching_up
+    }
+
+    /// The node has caught up: it may vote again, also after a restart.
+    pub fn mark_caught_up(&mut self) -> Result<(), StorageError> {
+        self.disk.remove(CATCH_UP)?;
+        self.disk.sync_dir()?;
+        self.catching_up = false;
+        Ok(())
+    }
+
+    fn write_marker(&mut self, name: &str) -> Result<(), StorageError> {
+        self.disk.write_file(name, b"1\n")?;
+        self.disk.sync(name)?;
+        Ok(())
     }
 
     /// The disk (e.g. for a simulated power loss in tests).
     pub fn disk(&self) -> &D {
         &self.disk
+    }
+
+    /// Makes everything written durable and leaves the clean-shutdown marker: the next open knows
+    /// nothing acknowledged was lost. Call it last, when the node stops on purpose.
+    pub fn mark_clean_shutdown(&mut self, now_ms: u64) -> Result<(), StorageError> {
+        if self.unsynced {
+            self.sync(now_ms)?;
+        }
+        self.write_marker(CLEAN_SHUTDOWN)?;
+        self.disk.sync_dir()?;
+        Ok(())
     }
 
     /// Persists the durable parts of `ready`; see the module docs for what is synced.
@@ -394,10 +602,27 @@ impl<D: Disk> Storage<D> {
         let mut buf = Vec::new();
         let mut term_vote_changed = false;
         // With a snapshot, the rewritten (and synced) WAL already holds the hard state.
-        if let Some(hs) = ready.hard_state.filter(|_| ready.snapshot.is_none()) {
-            encode_frame(&encode_record(&Record::HardState(hs)), &mut buf);
-            self.hard_state = hs;
+        let hard_state = ready.hard_state.filter(|_| ready.snapshot.is_none());
+        let mut commit_after_entries = None;
+        if let Some(hs) = hard_state {
+            let written = self.hard_state;
             term_vote_changed = (hs.term, hs.vote) != self.synced_term_vote;
+            if self.commit_before_entries {
+                encode_frame(&encode_record(&Record::HardState(hs)), &mut buf);
+            } else {
+                if (hs.term, hs.vote) != (written.term, written.vote) {
+                    // Term and vote first, with the commit already written (never a new one).
+                    let term_vote = HardState {
+                        commit: written.commit,
+                        ..hs
+                    };
+                    encode_frame(&encode_record(&Record::HardState(term_vote)), &mut buf);
+                }
+                if hs.commit != written.commit {
+                    commit_after_entries = Some(hs.commit);
+                }
+            }
+            self.hard_state = hs;
         }
         if !ready.entries.is_empty() {
             let first = ready.entries[0].index;
@@ -414,6 +639,9 @@ impl<D: Disk> Storage<D> {
                 &encode_record(&Record::Entries(ready.entries.clone())),
                 &mut buf,
             );
+        }
+        if let Some(commit) = commit_after_entries {
+            encode_frame(&encode_record(&Record::Commit(commit)), &mut buf);
         }
         if !buf.is_empty() {
             self.disk.append(WAL, &buf)?;
@@ -445,7 +673,7 @@ impl<D: Disk> Storage<D> {
     }
 
     fn rewrite_wal(&mut self) -> Result<(), StorageError> {
-        let mut buf = Vec::new();
+        let mut buf = wal::MAGIC.to_vec();
         let (index, term) = self.base;
         encode_frame(&encode_record(&Record::Base { index, term }), &mut buf);
         encode_frame(
@@ -486,6 +714,7 @@ mod tests {
                 vote: None,
                 commit: 7,
             }),
+            Record::Commit(9),
             Record::Entries(vec![
                 Entry {
                     index: 6,

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hyperion_raft::storage::{SimDisk, Storage, SyncPolicy};
+use hyperion_raft::storage::{SimDisk, Storage, StorageError, SyncPolicy};
 use hyperion_raft::{Config, Entry, EntryKind, Message, NodeId, RaftNode, Role};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -126,6 +126,8 @@ pub struct Slot {
     pub rate_ppm: u64,
     pub offset_ms: u64,
     pub restarts: u64,
+    /// Times the node was wiped and rejoined (its WAL was corrupt).
+    pub rejoins: u64,
     /// Observations for the monotonicity checks (reset on restart except `durable_term`).
     pub seen_term: u64,
     pub seen_commit: u64,
@@ -195,6 +197,7 @@ impl Cluster {
                     0
                 },
                 restarts: 0,
+                rejoins: 0,
                 seen_term: 0,
                 seen_commit: 0,
                 seen_applied: 0,
@@ -240,13 +243,34 @@ impl Cluster {
         let policy = self.opts.policy;
         let voters = self.voters();
         let slot = &mut self.nodes[i];
+        let mutations = &self.opts.config.mutations;
+        let mut wiped = false;
         let (storage, recovered) =
-            Storage::open(slot.disk.clone(), policy, clock).expect("sim disk recovery");
-        assert!(
-            recovered.hard_state.term >= slot.durable_term
-                || self.opts.config.mutations.forget_term_and_vote,
-            "durable term lost"
-        );
+            match Storage::open_with(slot.disk.clone(), policy, clock, mutations) {
+                Ok(opened) => opened,
+                Err(StorageError::CorruptWal { .. }) => {
+                    // What the operator does (the error says so): wipe the node and rejoin it,
+                    // abstaining until it has caught up.
+                    slot.disk.wipe();
+                    let (mut storage, mut recovered) =
+                        Storage::open_with(slot.disk.clone(), policy, clock, mutations)
+                            .expect("an empty disk opens");
+                    storage.begin_catch_up().expect("sim disk");
+                    recovered.unsynced_loss_possible = true;
+                    slot.rejoins += 1;
+                    wiped = true;
+                    (storage, recovered)
+                }
+                Err(error) => panic!("sim disk recovery: {error}"),
+            };
+        if wiped {
+            slot.durable_term = 0;
+        } else if recovered.hard_state.term < slot.durable_term && !mutations.forget_term_and_vote {
+            self.checker.violations.push(format!(
+                "durability: n{} recovered term {} below its synced term {}",
+                slot.id, recovered.hard_state.term, slot.durable_term
+            ));
+        }
         slot.sm = match &recovered.snapshot {
             Some(s) => Sm::decode(&s.data),
             None => Sm::default(),
@@ -465,7 +489,10 @@ impl Cluster {
             let durable = storage.persist(&ready, clock).expect("sim disk");
             if let Some(hs) = ready.hard_state {
                 slot.durable_term = slot.durable_term.max(hs.term);
-                if let Some(v) = hs.vote {
+                // A node's vote for itself elects it only if it is a candidate in that term; a
+                // follower's own vote only blocks voting again (after a rejoin).
+                let counts = |v: NodeId| v != id || node.role() != Role::Follower;
+                if let Some(v) = hs.vote.filter(|&v| counts(v)) {
                     match self.checker.votes.insert((id, hs.term), v) {
                         Some(old) if old != v => self.checker.violations.push(format!(
                             "vote safety: n{id} voted for n{old} and n{v} in term {}",
@@ -529,6 +556,9 @@ impl Cluster {
             let mut out = ready.messages;
             out.extend(ready.persisted_messages.release(durable));
             node.advance(durable);
+            if storage.catching_up() && !node.abstaining() {
+                storage.mark_caught_up().expect("sim disk");
+            }
             for m in out {
                 self.enqueue(m);
             }
