@@ -228,9 +228,11 @@ fn get_response(key: Vec<u8>, answer: ReadAnswer) -> GetResponse {
             response.ttl_remaining_ms = ttl_remaining_ms;
         }
         ReadOutcome::Miss => response.status = CacheStatus::Miss as i32,
-        ReadOutcome::Corrupt => {
+        ReadOutcome::Corrupt { .. } => {
             response.status = CacheStatus::Error as i32;
-            response.error_message = "entry failed its integrity check and was dropped".to_string();
+            response.error_message =
+                "entry failed its integrity check; it is not served, and is being removed"
+                    .to_string();
         }
     }
     response

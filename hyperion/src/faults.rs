@@ -29,6 +29,22 @@ pub struct FaultInjection {
     /// A node whose WAL never learned a term counts as having lost its data at start (the
     /// pre-fix admission rule: it is refused unless `HYPERION_JOIN_EXISTING_CLUSTER`).
     pub admission_by_term: bool,
+    /// The lease check of a read uses the time of the node loop's last tick, not the clock read
+    /// at the check (the pre-fix behaviour: a pause inside a turn serves stale reads).
+    pub stale_lease_clock: bool,
+    /// A panic in a task the node cannot live without ends only that task: the process lives on
+    /// as a zombie (the pre-fix behaviour).
+    pub zombie_on_task_panic: bool,
+    /// An entry that fails its integrity check is removed from this replica only, outside the
+    /// log (the pre-fix behaviour: replicas diverge).
+    pub local_integrity_removal: bool,
+    /// Apply-affecting settings (cache size, eviction, compression, value limit) come from each
+    /// node's own configuration instead of the replicated cluster settings (the pre-fix
+    /// behaviour).
+    pub local_apply_settings: bool,
+    /// Peer messages share the client requests' inbox, and a refused batch is ignored by its
+    /// sender (the pre-fix behaviour: client overload starves Raft).
+    pub shared_peer_inbox: bool,
 }
 
 impl FaultInjection {
@@ -39,6 +55,12 @@ impl FaultInjection {
             ("disable_vote_stickiness", raft.disable_vote_stickiness),
             ("skip_lease_validation", raft.skip_lease_validation),
             ("forget_term_and_vote", raft.forget_term_and_vote),
+            ("unverified_commit", raft.unverified_commit),
+            ("vote_after_power_loss", raft.vote_after_power_loss),
+            (
+                "wal_corruption_as_torn_tail",
+                raft.wal_corruption_as_torn_tail,
+            ),
             ("unsafe_leader_reads", self.unsafe_leader_reads),
             ("retain_read_values", self.retain_read_values),
             (
@@ -47,6 +69,11 @@ impl FaultInjection {
             ),
             ("join_stale_loads", self.join_stale_loads),
             ("admission_by_term", self.admission_by_term),
+            ("stale_lease_clock", self.stale_lease_clock),
+            ("zombie_on_task_panic", self.zombie_on_task_panic),
+            ("local_integrity_removal", self.local_integrity_removal),
+            ("local_apply_settings", self.local_apply_settings),
+            ("shared_peer_inbox", self.shared_peer_inbox),
         ]
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))

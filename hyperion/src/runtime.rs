@@ -40,6 +40,21 @@ pub fn now() -> Instant {
     Instant::now()
 }
 
+/// A point inside a unit of work where the process may be preempted: in simulation the task
+/// yields for a seeded sliver of simulated time (up to [`PREEMPTION_MAX`]), so a pause, a crash or
+/// a stall scheduled by the fault model can land in the middle of the work, as a SIGSTOP or a VM
+/// stall can in production; in production it costs nothing.
+pub async fn preemption_point() {
+    #[cfg(madsim)]
+    {
+        let micros = madsim::rand::random::<u64>() % (PREEMPTION_MAX.as_micros() as u64 + 1);
+        tokio::time::sleep(Duration::from_micros(micros)).await;
+    }
+}
+
+/// The longest simulated preemption at a [`preemption_point`].
+pub const PREEMPTION_MAX: Duration = Duration::from_micros(500);
+
 /// Spawns a task on the current runtime (in simulation: on the current simulated node, so the task
 /// dies with the node).
 pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
@@ -48,6 +63,107 @@ where
     F::Output: Send + 'static,
 {
     tokio::spawn(future)
+}
+
+/// Why a node process ends on its own: it cannot go on (a task it cannot live without panicked, or
+/// its storage failed and its durable state is unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FatalExit {
+    /// The process exit status (see [`EXIT_TASK_PANICKED`], [`EXIT_STORAGE_FAILED`]).
+    pub code: i32,
+    /// One line for the operator: what failed and what it means.
+    pub reason: String,
+}
+
+/// Exit status when a task the node cannot live without panicked (EX_SOFTWARE).
+pub const EXIT_TASK_PANICKED: i32 = 70;
+/// Exit status when the node's storage failed (EX_IOERR): an fsync error is never retried.
+pub const EXIT_STORAGE_FAILED: i32 = 74;
+/// Exit status when the node's configuration cannot work with its cluster's (EX_CONFIG).
+pub const EXIT_CONFIG: i32 = 78;
+
+/// The message with which a simulated node "exits": the simulator restarts a node whose task
+/// panics with it (madsim's restart on panic), as a supervisor restarts a process that exited.
+pub const SIMULATED_EXIT_MARKER: &str = "hyperion: simulated process exit";
+
+/// What a node does when it cannot go on; passed explicitly to what may need it. The default
+/// ([`FatalHandler::exit_process`]) ends the process; the simulator's records the exit first.
+#[derive(Clone)]
+pub struct FatalHandler(Arc<dyn Fn(&FatalExit) + Send + Sync>);
+
+impl FatalHandler {
+    /// Ends the process: one clear log line, then exit with the status. In simulation the node
+    /// is killed and later restarted instead.
+    pub fn exit_process() -> FatalHandler {
+        FatalHandler(Arc::new(|_| {}))
+    }
+
+    /// Calls `record` with the exit, then ends the process as [`FatalHandler::exit_process`].
+    pub fn recording(record: impl Fn(&FatalExit) + Send + Sync + 'static) -> FatalHandler {
+        FatalHandler(Arc::new(record))
+    }
+
+    /// The node cannot go on.
+    pub fn exit(&self, exit: FatalExit) -> ! {
+        (self.0)(&exit);
+        tracing::error!(code = exit.code, "fatal: {}; the node exits", exit.reason);
+        #[cfg(not(madsim))]
+        {
+            std::process::exit(exit.code)
+        }
+        #[cfg(madsim)]
+        {
+            panic!(
+                "{SIMULATED_EXIT_MARKER} (status {}): {}",
+                exit.code, exit.reason
+            )
+        }
+    }
+}
+
+impl std::fmt::Debug for FatalHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FatalHandler")
+    }
+}
+
+/// Spawns a task the node cannot live without (the node loop, a peer's sender, the flush loop).
+/// If it panics, the node does not live on as a zombie serving frozen state: `fatal` ends it with
+/// one clear line. `zombie_on_panic` is fault injection (the pre-fix behaviour: the panic ends the
+/// task alone, as it would in a plain task, and the process lives on).
+pub fn spawn_critical<F>(name: &'static str, fatal: FatalHandler, zombie_on_panic: bool, future: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    use futures::FutureExt;
+    spawn(async move {
+        // Boxed: the node loop's future is large, and holding it inline in this wrapper (which
+        // the simulator polls on a test thread's stack) overflowed a 2 MiB stack.
+        let Err(panic) = std::panic::AssertUnwindSafe(Box::pin(future)).catch_unwind().await else {
+            return;
+        };
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)")
+            .to_string();
+        if message.starts_with(SIMULATED_EXIT_MARKER) {
+            // A simulated exit from inside the task: pass it on to the simulator.
+            std::panic::resume_unwind(panic);
+        }
+        if zombie_on_panic {
+            tracing::error!(
+                task = name,
+                "task panicked: {message}; the node lives on without it"
+            );
+            return;
+        }
+        fatal.exit(FatalExit {
+            code: EXIT_TASK_PANICKED,
+            reason: format!("the {name} task panicked: {message}"),
+        });
+    });
 }
 
 /// 64 bits of entropy to seed one RNG: from the OS in production (once per component at start), from

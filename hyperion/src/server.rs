@@ -18,7 +18,7 @@ use crate::db::SystemOfRecord;
 use crate::limits::{RateLimiter, RateLimits};
 use crate::replica::transport::RaftApi;
 use crate::replica::{self, Replica, ReplicaConfig, ReplicaStartError, Topology};
-use crate::runtime::{GrpcListener, NodeClock, ServeError};
+use crate::runtime::{FatalHandler, GrpcListener, NodeClock, ServeError};
 
 /// Name of the identity file in the data directory.
 pub const NODE_ID_FILE: &str = "node.id";
@@ -222,8 +222,20 @@ impl Server {
     pub async fn start(
         config: &Config,
         clock: NodeClock,
+        disk: Box<dyn Disk + Send>,
+        record: Option<SystemOfRecord>,
+    ) -> Result<Server, StartError> {
+        Server::start_with(config, clock, disk, record, FatalHandler::exit_process()).await
+    }
+
+    /// [`Server::start`], with what the node does when it cannot go on (the simulator records
+    /// the exit before the node is restarted).
+    pub async fn start_with(
+        config: &Config,
+        clock: NodeClock,
         mut disk: Box<dyn Disk + Send>,
         record: Option<SystemOfRecord>,
+        fatal: FatalHandler,
     ) -> Result<Server, StartError> {
         let report = hyperion_raft::storage::recover_report(&mut *disk)?;
         // Lost: no Raft state was ever written here (a new or replaced disk). A node whose WAL
@@ -257,7 +269,7 @@ impl Server {
         let listener = GrpcListener::bind(config.listen_addr)?;
         let mut replica_config = replica_config(config);
         replica_config.record = record;
-        let replica = replica::start(replica_config, clock, disk, abstain_until)?;
+        let replica = replica::start(replica_config, clock, disk, abstain_until, fatal)?;
         if config.cluster_nodes.len() > 1 {
             crate::runtime::spawn(watch_abstention(
                 replica.clone(),

@@ -40,6 +40,8 @@ pub struct Shared {
     /// miss can be missed; see [`crate::single_flight`]).
     pub(super) read_throughs: SingleFlight<Vec<u8>, Option<ReadAnswer>>,
     pub(super) next_fill_id: std::sync::atomic::AtomicU64,
+    /// Keys whose removal (they failed the integrity check) this leader has proposed.
+    pub(super) removals_in_flight: Mutex<std::collections::BTreeSet<Vec<u8>>>,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,11 +82,16 @@ impl Shared {
                 // The pre-fix `.cloned()` on the hot read path, kept alive (fault injection).
                 lock(&self.retained_reads).push(value.clone());
             }
-            ReadOutcome::Corrupt => {
+            ReadOutcome::Corrupt { version } => {
                 tracing::error!(
                     key_bytes = key.len(),
-                    "an entry failed its integrity check and was dropped"
+                    version,
+                    "an entry failed its integrity check; it is not served"
                 );
+                if self.faults.local_integrity_removal {
+                    // The pre-fix behaviour: dropped here only, outside the log.
+                    machine.store.remove_version(key, *version);
+                }
             }
             _ => {}
         }
@@ -114,6 +121,8 @@ pub enum Input {
 #[derive(Clone)]
 pub struct Replica {
     pub(super) inbox: mpsc::Sender<Input>,
+    /// Peer message batches: a queue of their own, served first.
+    pub(super) peer_inbox: mpsc::Sender<Vec<Message>>,
     pub(super) shared: Arc<Shared>,
 }
 
@@ -150,7 +159,35 @@ impl Replica {
 
     /// Reads this replica's state machine as it is (stale reads, or after a barrier).
     pub fn read_local(&self, key: &[u8], allow_stale: bool) -> ReadAnswer {
-        self.shared.read(key, allow_stale)
+        let answer = self.shared.read(key, allow_stale);
+        if let ReadOutcome::Corrupt { version } = answer.outcome {
+            self.remove_corrupt(key, version);
+        }
+        answer
+    }
+
+    /// A replica changes only through the log: the leader proposes the removal of an entry that
+    /// failed its integrity check (once per key at a time), and every replica applies it at the
+    /// same index. A follower leaves its copy (never served) until then.
+    fn remove_corrupt(&self, key: &[u8], version: u64) {
+        if self.shared.faults.local_integrity_removal
+            || self.shared.status().role != Some(Role::Leader)
+            || !lock(&self.shared.removals_in_flight).insert(key.to_vec())
+        {
+            return;
+        }
+        let replica = self.clone();
+        let key = key.to_vec();
+        crate::runtime::spawn(async move {
+            let removal = WriteRequest::DropCorrupt {
+                key: key.clone(),
+                version,
+            };
+            if let Err(error) = replica.write(removal).await {
+                tracing::warn!(%error, "the removal of a corrupt entry was not applied; a later read retries");
+            }
+            lock(&replica.shared.removals_in_flight).remove(&key);
+        });
     }
 
     /// The system of record's client, if configured (metrics, breaker state).
@@ -176,7 +213,11 @@ impl Replica {
 
     /// Hands peer messages to the loop; returns false if the inbox was full (they are dropped).
     pub(super) fn deliver(&self, messages: Vec<Message>) -> bool {
-        self.inbox.try_send(Input::Peer(messages)).is_ok()
+        if self.shared.faults.shared_peer_inbox {
+            // The pre-fix path: peers compete with clients for one inbox.
+            return self.inbox.try_send(Input::Peer(messages)).is_ok();
+        }
+        self.peer_inbox.try_send(messages).is_ok()
     }
 
     /// Ends this node's abstention (see [`Input::StopAbstaining`]).

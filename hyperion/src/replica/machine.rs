@@ -10,8 +10,8 @@
 use hyperion_store::{Lookup, Store, StoreConfig, StoreError, StoreStats};
 use prost::Message as _;
 
-use super::types::{ReadAnswer, ReadOutcome, WriteOutcome};
-use super::wire::Command;
+use super::types::{ClusterSettings, ReadAnswer, ReadOutcome, WriteOutcome};
+use super::wire::{settings_from_wire, settings_to_wire, Command};
 use super::write_behind::{WriteBehind, WriteBehindError};
 use crate::db::{Mutation, StoredEntry};
 
@@ -29,6 +29,14 @@ pub enum SnapshotLoadError {
 /// The state machine of one replica.
 pub struct Machine {
     pub(super) store: Store,
+    /// The store configuration of this node (its integrity key, and the settings it proposes as
+    /// leader).
+    local: StoreConfig,
+    /// The cluster's settings, from the log (`None` until the first `Settings` command: the
+    /// product defaults, the same on every replica).
+    pub(super) settings: Option<ClusterSettings>,
+    /// Fault injection: apply writes with this node's own settings (the pre-fix behaviour).
+    local_settings: bool,
     /// The largest stamp applied; cluster time never goes behind it.
     pub(super) applied_stamp_ms: u64,
     /// The log index of the last entry applied to `store`.
@@ -44,9 +52,23 @@ impl Machine {
     pub fn new(
         store_config: StoreConfig,
         write_behind_enabled: bool,
+        local_settings: bool,
     ) -> Result<Machine, hyperion_store::ConfigError> {
+        store_config.validate()?;
+        let applied = if local_settings {
+            store_config.clone()
+        } else {
+            // Until the cluster's settings arrive through the log: the product defaults, which
+            // every replica has, whatever its own configuration.
+            store_config.with_apply_settings(
+                StoreConfig::with_defaults(store_config.integrity_key.clone()).apply_settings(),
+            )
+        };
         Ok(Machine {
-            store: Store::new(store_config)?,
+            store: Store::new(applied)?,
+            local: store_config,
+            settings: None,
+            local_settings,
             applied_stamp_ms: 0,
             applied_index: 0,
             write_behind: WriteBehind::default(),
@@ -101,7 +123,9 @@ impl Machine {
                 },
             },
             Lookup::Miss => ReadOutcome::Miss,
-            Lookup::Corrupt => ReadOutcome::Corrupt,
+            Lookup::Corrupt => ReadOutcome::Corrupt {
+                version: self.store.entry_version(key).unwrap_or(0),
+            },
         };
         ReadAnswer {
             outcome,
@@ -235,7 +259,42 @@ impl Machine {
                 self.write_behind.set_version_floor_known();
                 Ok(WriteOutcome::Done)
             }
+            Command::Remove { key, version } => {
+                // The system of record keeps its copy: a later miss reads it through again.
+                if self.store.remove_version(&key, version) && self.write_behind_enabled {
+                    self.write_behind.note_removed(&[key], index);
+                }
+                Ok(WriteOutcome::Done)
+            }
+            Command::Settings(settings) => {
+                if self.local_settings {
+                    return Ok(WriteOutcome::Done);
+                }
+                // Validated by the leader that proposed them; the check is pure, so a refusal
+                // here would be the same on every replica.
+                if let Ok(evicted) = self.store.reconfigure(settings.store) {
+                    if self.write_behind_enabled {
+                        self.write_behind.note_removed(&evicted, index);
+                    }
+                    self.settings = Some(settings);
+                }
+                Ok(WriteOutcome::Done)
+            }
         }
+    }
+
+    /// The settings writes apply with now (the cluster's, or the defaults before the first
+    /// `Settings` command).
+    pub fn applied_settings(&self) -> ClusterSettings {
+        ClusterSettings {
+            store: self.store.config().apply_settings(),
+            ..ClusterSettings::of(&self.local)
+        }
+    }
+
+    /// The settings this node proposes as leader (its own configuration).
+    pub fn local_settings(&self) -> ClusterSettings {
+        ClusterSettings::of(&self.local)
     }
 
     /// The replica's snapshot: the store's bytes plus the write-behind state.
@@ -243,6 +302,7 @@ impl Machine {
         crate::raft_proto::MachineSnapshot {
             store: self.store.export_snapshot().to_vec(),
             write_behind: self.write_behind.encode(),
+            settings: self.settings.as_ref().map(settings_to_wire),
         }
         .encode_to_vec()
     }
@@ -252,7 +312,23 @@ impl Machine {
         let snapshot = crate::raft_proto::MachineSnapshot::decode(data)
             .map_err(|e| SnapshotLoadError::Decode(e.to_string()))?;
         let write_behind = WriteBehind::decode(&snapshot.write_behind)?;
-        self.store.import_snapshot(&snapshot.store)?;
+        let settings = snapshot
+            .settings
+            .map(settings_from_wire)
+            .transpose()
+            .map_err(|e| SnapshotLoadError::Decode(e.to_string()))?;
+        // The snapshot's entries were stored under the cluster's settings as of the snapshot
+        // (its capacity, not this node's): load them into a store configured so.
+        let config = match (&settings, self.local_settings) {
+            (Some(settings), false) => self.store.config().with_apply_settings(settings.store),
+            _ => self.store.config().clone(),
+        };
+        let mut store = Store::new(config).map_err(|e| SnapshotLoadError::Decode(e.to_string()))?;
+        store.import_snapshot(&snapshot.store)?;
+        self.store = store;
+        if !self.local_settings {
+            self.settings = settings;
+        }
         self.write_behind = write_behind;
         self.applied_stamp_ms = self.applied_stamp_ms.max(self.store.max_created_at_ms());
         self.applied_index = index;
@@ -260,11 +336,19 @@ impl Machine {
     }
 
     /// A digest of the whole state (SipHash with fixed keys: deterministic across processes and
-    /// simulation runs). Replicas at the same applied index must have the same digest.
+    /// simulation runs). Replicas at the same applied index must have the same digest. Stored
+    /// value bytes enter through their integrity tags (see [`Store::digest`]), so an entry damaged
+    /// on one replica after it was written (quarantined: never served, removed through the log)
+    /// does not make the replicas differ.
     pub fn digest(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::hash::DefaultHasher::new();
-        self.export().hash(&mut hasher);
+        self.store.digest(&mut hasher);
+        self.write_behind.encode().hash(&mut hasher);
+        self.settings
+            .as_ref()
+            .map(|settings| settings_to_wire(settings).encode_to_vec())
+            .hash(&mut hasher);
         hasher.finish()
     }
 }
@@ -281,7 +365,9 @@ mod tests {
         config.eviction_batch_size = 1;
         config.compression = false;
         config.reads_update_recency = false;
-        Machine::new(config, write_behind).unwrap()
+        // One replica alone: its own settings apply from the start (as if the cluster's settings,
+        // the same, had been applied first).
+        Machine::new(config, write_behind, true).unwrap()
     }
 
     fn set(key: &str, value: &[u8], expected_version: u64) -> Command {
@@ -384,6 +470,97 @@ mod tests {
             m.apply(6, fill(4)).unwrap(),
             WriteOutcome::Filled { stored: true }
         );
+    }
+
+    fn replicas(capacities: [u64; 2], local_settings: bool) -> [Machine; 2] {
+        capacities.map(|capacity| {
+            let mut config = StoreConfig::with_defaults(IntegrityKey::new(vec![7; 32]));
+            config.capacity_bytes = capacity;
+            config.max_value_bytes = 4096;
+            config.eviction_batch_size = 1;
+            config.compression = false;
+            config.reads_update_recency = false;
+            config.drop_corrupt_on_read = false;
+            Machine::new(config, false, local_settings).unwrap()
+        })
+    }
+
+    /// Safety hole 7: replicas whose own cache sizes differ evict differently, unless they apply
+    /// the cluster's settings from the log (the leader's, here the first replica's).
+    #[test]
+    fn replicated_settings_make_replicas_with_different_configurations_agree() {
+        for local_settings in [true, false] {
+            let mut machines = replicas([20_000, 200_000], local_settings);
+            let settings = machines[0].local_settings();
+            for machine in &mut machines {
+                machine
+                    .apply(1, Command::Settings(settings.clone()))
+                    .unwrap();
+                for i in 0..30u64 {
+                    let key = format!("k{i}");
+                    machine
+                        .apply(2 + i, set(&key, &[i as u8; 1000], 0))
+                        .unwrap();
+                }
+            }
+            let agree = machines[0].digest() == machines[1].digest();
+            assert_eq!(
+                agree, !local_settings,
+                "local_settings={local_settings}: the replicas must agree exactly when the \
+                 settings are replicated"
+            );
+        }
+    }
+
+    #[test]
+    fn a_snapshot_carries_the_cluster_settings_to_a_smaller_node() {
+        let [mut big, mut small] = replicas([200_000, 20_000], false);
+        let settings = big.local_settings();
+        big.apply(1, Command::Settings(settings.clone())).unwrap();
+        for i in 0..100u64 {
+            big.apply(2 + i, set(&format!("k{i}"), &[1; 1000], 0))
+                .unwrap();
+        }
+        // More than the small node's own capacity: it loads under the cluster's settings.
+        small.import(&big.export(), 101).unwrap();
+        assert_eq!(small.digest(), big.digest());
+        assert_eq!(small.applied_settings().store, settings.store);
+    }
+
+    /// Safety hole 6: an entry damaged on one replica is never served there, and its removal
+    /// goes through the log, so the replicas stay equal apart from the damaged bytes.
+    #[test]
+    fn a_corrupt_entry_is_removed_through_the_log() {
+        let mut machines = replicas([200_000, 200_000], false);
+        for machine in &mut machines {
+            machine.apply(1, set("k", b"value", 0)).unwrap();
+        }
+        assert!(machines[1].store.corrupt_value_for_test(b"k"));
+        assert_eq!(
+            machines[1].read(b"k", 1_000, false, false).outcome,
+            ReadOutcome::Corrupt { version: 1 }
+        );
+        assert_eq!(
+            machines[0].digest(),
+            machines[1].digest(),
+            "quarantined, not diverged"
+        );
+        for machine in &mut machines {
+            machine
+                .apply(
+                    2,
+                    Command::Remove {
+                        key: b"k".to_vec(),
+                        version: 1,
+                    },
+                )
+                .unwrap();
+            assert_eq!(
+                machine.read(b"k", 1_000, false, false).outcome,
+                ReadOutcome::Miss
+            );
+        }
+        assert_eq!(machines[0].digest(), machines[1].digest());
     }
 
     #[test]

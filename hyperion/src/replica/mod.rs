@@ -44,7 +44,7 @@ use hyperion_raft::storage::{Disk, Storage};
 use hyperion_raft::RaftNode;
 use tokio::sync::mpsc;
 
-use crate::runtime::{self, NodeClock};
+use crate::runtime::{self, FatalHandler, NodeClock};
 use crate::single_flight::{JoinRule, SingleFlight};
 pub use handle::Replica;
 use handle::Shared;
@@ -52,8 +52,8 @@ use machine::Machine;
 use negative_cache::NegativeCache;
 use node_loop::NodeLoop;
 pub use node_loop::{
-    EXPIRE_BATCH_MAX, INBOX_MAX, PENDING_READS_MAX, PENDING_WRITES_MAX, REAP_INTERVAL,
-    WRITE_BATCH_BYTES_MAX, WRITE_BATCH_MAX,
+    EXPIRE_BATCH_MAX, INBOX_MAX, PEER_INBOX_MAX, PENDING_READS_MAX, PENDING_WRITES_MAX,
+    REAP_INTERVAL, WRITE_BATCH_BYTES_MAX, WRITE_BATCH_MAX,
 };
 pub use types::{
     BoxedDisk, RaftStatus, ReadAnswer, ReadOutcome, ReplicaConfig, ReplicaError, Topology,
@@ -78,11 +78,14 @@ pub enum ReplicaStartError {
 /// `abstain_until`: for a node rejoining with an empty data directory, the leader's last index;
 /// the node grants no votes until it has committed that far (see
 /// [`RaftNode::abstain_until`]).
+/// `fatal`: what the node does when it cannot go on (a storage failure, a panic in a task it
+/// cannot live without: the node loop, a peer's sender, the flush loop).
 pub fn start(
     config: ReplicaConfig,
     clock: NodeClock,
     disk: Box<dyn Disk + Send>,
     abstain_until: Option<u64>,
+    fatal: FatalHandler,
 ) -> Result<Replica, ReplicaStartError> {
     let now_ms = clock.monotonic_ms();
     let (mut storage, recovered) = Storage::open_with(
@@ -94,7 +97,11 @@ pub fn start(
     let config_record = config.record.clone();
     let mut store_config = config.store.clone();
     store_config.reads_update_recency = false;
-    let mut machine = Machine::new(store_config, config.record.is_some())?;
+    let mut machine = Machine::new(
+        store_config,
+        config.record.is_some(),
+        config.faults.local_apply_settings,
+    )?;
     if let Some(snapshot) = &recovered.snapshot {
         machine.import(&snapshot.data, snapshot.meta.index)?;
     }
@@ -133,18 +140,39 @@ pub fn start(
         fills_in_flight: Mutex::new(BTreeMap::new()),
         read_throughs: SingleFlight::new(JoinRule::CoveringReadPoint),
         next_fill_id: std::sync::atomic::AtomicU64::new(1),
+        removals_in_flight: Mutex::new(std::collections::BTreeSet::new()),
     });
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
+    let (peer_inbox_tx, peer_inbox) = mpsc::channel(PEER_INBOX_MAX);
     let replica = Replica {
         inbox: inbox_tx,
+        peer_inbox: peer_inbox_tx,
         shared: Arc::clone(&shared),
     };
-    let peers = transport::Peers::start(&topology);
-    let node_loop = NodeLoop::new(raft, storage, shared, config, inbox, peers, now_ms);
+    let zombie = config.faults.zombie_on_task_panic;
+    let peers = transport::Peers::start(&topology, &config.faults, &fatal);
+    let node_loop = NodeLoop::new(
+        raft,
+        storage,
+        shared,
+        config,
+        node_loop::Channels {
+            inbox,
+            peer_inbox,
+            peers,
+        },
+        now_ms,
+        fatal.clone(),
+    );
     node_loop.publish_status();
-    runtime::spawn(node_loop.run());
+    runtime::spawn_critical("node loop", fatal.clone(), zombie, node_loop.run());
     if let Some(record) = config_record {
-        runtime::spawn(flush::flush_loop(replica.clone(), record));
+        runtime::spawn_critical(
+            "write-behind flush",
+            fatal,
+            zombie,
+            flush::flush_loop(replica.clone(), record),
+        );
     }
     Ok(replica)
 }

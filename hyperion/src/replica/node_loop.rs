@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyperion_raft::storage::Storage;
-use hyperion_raft::{Entry, EntryKind, ProposeError, RaftNode, ReadError, Ready, Role};
+use hyperion_raft::{
+    Entry, EntryKind, Message, MessageBody, ProposeError, RaftNode, ReadError, Ready, Role,
+};
 use hyperion_store::stagger_ttl_ms;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, oneshot};
@@ -17,14 +19,17 @@ use tokio::sync::{mpsc, oneshot};
 use super::handle::{Input, Shared};
 use super::transport::Peers;
 use super::types::{
-    BoxedDisk, RaftStatus, ReplicaConfig, ReplicaError, WriteOutcome, WriteRequest,
+    BoxedDisk, ClusterSettings, RaftStatus, ReplicaConfig, ReplicaError, WriteOutcome, WriteRequest,
 };
 use super::wire::Command;
-use crate::runtime;
+use crate::runtime::{self, FatalExit, FatalHandler};
 
-/// Capacity of the node loop's inbox. A full inbox answers writes and reads with
-/// [`ReplicaError::Overloaded`] and drops peer messages (Raft retransmits).
+/// Capacity of the node loop's inbox of client inputs. A full inbox answers writes and reads with
+/// [`ReplicaError::Overloaded`].
 pub const INBOX_MAX: usize = 4096;
+/// Capacity of the node loop's inbox of peer message batches, served before client inputs. A full
+/// one refuses a batch (the sender counts it and retries; Raft retransmits).
+pub const PEER_INBOX_MAX: usize = 1024;
 /// Most commands proposed as one group commit (`enable_batching`).
 pub const WRITE_BATCH_MAX: usize = 256;
 /// Most command bytes proposed as one group commit.
@@ -52,6 +57,8 @@ pub(super) struct NodeLoop {
     config: ReplicaConfig,
     rng: ChaCha8Rng,
     inbox: mpsc::Receiver<Input>,
+    /// Peer messages, served before client inputs.
+    peer_inbox: mpsc::Receiver<Vec<Message>>,
     peers: Peers,
     /// Monotonic time fed to the core (never decreases).
     raft_now_ms: u64,
@@ -70,6 +77,20 @@ pub(super) struct NodeLoop {
     next_reap_ms: u64,
     /// A clean stop was asked for; done at the end of this turn.
     stop_requested: Option<oneshot::Sender<()>>,
+    /// What to do when the node cannot go on.
+    fatal: FatalHandler,
+    /// The last term in which this node became leader (and proposed its settings).
+    led_term: Option<u64>,
+}
+
+/// The node loop's channels: the receiving ends of its two queues, and its peers' senders.
+pub(super) struct Channels {
+    /// Client writes and reads (and the node's own requests).
+    pub inbox: mpsc::Receiver<Input>,
+    /// Peer message batches, served first.
+    pub peer_inbox: mpsc::Receiver<Vec<Message>>,
+    /// Outbound links to every other voter.
+    pub peers: Peers,
 }
 
 impl NodeLoop {
@@ -79,10 +100,15 @@ impl NodeLoop {
         storage: Storage<BoxedDisk>,
         shared: Arc<Shared>,
         config: ReplicaConfig,
-        inbox: mpsc::Receiver<Input>,
-        peers: Peers,
+        channels: Channels,
         now_ms: u64,
+        fatal: FatalHandler,
     ) -> NodeLoop {
+        let Channels {
+            inbox,
+            peer_inbox,
+            peers,
+        } = channels;
         NodeLoop {
             raft,
             storage,
@@ -90,6 +116,7 @@ impl NodeLoop {
             config,
             rng: runtime::seeded_rng(),
             inbox,
+            peer_inbox,
             peers,
             raft_now_ms: now_ms,
             proposed_stamp_ms: 0,
@@ -100,6 +127,8 @@ impl NodeLoop {
             write_batch: Vec::new(),
             next_reap_ms: 0,
             stop_requested: None,
+            fatal,
+            led_term: None,
         }
     }
 }
@@ -110,8 +139,10 @@ impl NodeLoop {
         loop {
             let sleep = runtime::sleep(self.shared.clock.runtime_duration(tick));
             tokio::pin!(sleep);
+            // Peer traffic first: client load must never starve Raft (heartbeats, votes, acks).
             let first = tokio::select! {
                 biased;
+                messages = self.peer_inbox.recv() => messages.map(Input::Peer),
                 input = self.inbox.recv() => match input {
                     Some(input) => Some(input),
                     None => return,
@@ -120,9 +151,17 @@ impl NodeLoop {
             };
             // The core reads the time of the latest tick in `step`: tick first.
             self.tick();
+            // A pause can land here, inside the turn (see `refresh_clock`).
+            runtime::preemption_point().await;
             if let Some(input) = first {
                 self.handle(input);
-                // Take whatever else is queued, bounded so ticks are never starved.
+                // Take whatever else is queued, peers first, bounded so ticks are never starved.
+                for _ in 0..PEER_INBOX_MAX {
+                    match self.peer_inbox.try_recv() {
+                        Ok(messages) => self.handle(Input::Peer(messages)),
+                        Err(_) => break,
+                    }
+                }
                 for _ in 0..INBOX_MAX {
                     match self.inbox.try_recv() {
                         Ok(input) => self.handle(input),
@@ -130,13 +169,17 @@ impl NodeLoop {
                     }
                 }
             }
+            if self.raft.role() == Role::Leader && self.led_term != Some(self.raft.term()) {
+                self.led_term = Some(self.raft.term());
+                self.propose_settings();
+            }
             self.propose_batch();
             self.process_ready();
             self.publish_status();
             if let Some(done) = self.stop_requested.take() {
                 let now_ms = self.shared.clock.monotonic_ms().max(self.raft_now_ms);
                 if let Err(error) = self.storage.mark_clean_shutdown(now_ms) {
-                    fatal(&error);
+                    storage_failed(&self.shared, &self.fatal, &error);
                 }
                 tracing::info!("node loop stopped cleanly");
                 let _ = done.send(());
@@ -145,11 +188,73 @@ impl NodeLoop {
         }
     }
 
+    /// Before the cluster's settings apply here: every replica must hold the integrity key the
+    /// cluster writes with (else it could not verify what it receives), and an operator should
+    /// know when this node's own configuration is not what the cluster applies.
+    fn check_cluster_settings(&self, settings: &ClusterSettings) {
+        if self.shared.faults.local_apply_settings {
+            return;
+        }
+        let local = self.shared.machine().local_settings();
+        if settings.integrity_key_fingerprint != local.integrity_key_fingerprint {
+            self.fatal.exit(FatalExit {
+                code: runtime::EXIT_CONFIG,
+                reason: "HYPERION_HMAC_KEY_FILE: this node's integrity key differs from the one \
+                         the cluster writes with (their SHA-256 fingerprints differ); every node \
+                         of a cluster must hold the same key"
+                    .to_string(),
+            });
+        }
+        let differences = local.differences(settings);
+        if !differences.is_empty() {
+            tracing::warn!(
+                settings = %differences.join(", "),
+                "this node's configuration differs from the cluster's settings, which the leader \
+                 proposed and every replica applies; set them alike on every node"
+            );
+        }
+    }
+
+    /// As a new leader: proposes this node's settings when the cluster applies others, so that
+    /// every replica evicts, compresses and refuses alike (they apply from the log).
+    fn propose_settings(&mut self) {
+        if self.shared.faults.local_apply_settings {
+            return;
+        }
+        let (local, applied, known) = {
+            let machine = self.shared.machine();
+            let applied = machine.applied_settings();
+            let known = machine.settings.clone();
+            (machine.local_settings(), applied, known)
+        };
+        let same = match known {
+            Some(cluster) => cluster == local,
+            None => applied == local,
+        };
+        if !same {
+            let (reply, _) = oneshot::channel();
+            self.write_batch
+                .push((WriteRequest::Settings(local), reply));
+        }
+    }
+
+    /// Reads the clock and hands the time to the core before a decision that depends on it (a
+    /// lease check for a read, or for a follower's read-index request): the tick at the start of
+    /// the turn may be arbitrarily old if the process was paused since (SIGSTOP, a VM stall), and
+    /// a lease checked against it could be served after a new leader took writes.
+    fn refresh_clock(&mut self) {
+        if self.shared.faults.stale_lease_clock {
+            return;
+        }
+        self.raft_now_ms = self.raft_now_ms.max(self.shared.clock.monotonic_ms());
+        self.raft.tick(self.raft_now_ms);
+    }
+
     fn tick(&mut self) {
         self.raft_now_ms = self.raft_now_ms.max(self.shared.clock.monotonic_ms());
         self.raft.tick(self.raft_now_ms);
         if let Err(error) = self.storage.tick(self.raft_now_ms) {
-            fatal(&error);
+            storage_failed(&self.shared, &self.fatal, &error);
         }
         if self.raft.role() == Role::Leader && self.raft_now_ms >= self.next_reap_ms {
             self.next_reap_ms = self.raft_now_ms + REAP_INTERVAL.as_millis() as u64;
@@ -160,6 +265,12 @@ impl NodeLoop {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Peer(messages) => {
+                if messages
+                    .iter()
+                    .any(|m| matches!(m.body, MessageBody::ReadIndexRequest { .. }))
+                {
+                    self.refresh_clock();
+                }
                 for message in messages {
                     if let Err(error) = self.raft.step(message) {
                         tracing::warn!(%error, "ignored peer message");
@@ -194,6 +305,7 @@ impl NodeLoop {
                     let _ = reply.send(Err(ReplicaError::Overloaded));
                     return;
                 }
+                self.refresh_clock();
                 let request_id = self.next_read_id;
                 self.next_read_id += 1;
                 match self.raft.read_index(request_id) {
@@ -310,6 +422,10 @@ impl NodeLoop {
                     WriteRequest::VersionFloor { version } => {
                         (Command::VersionFloor { version }, 0)
                     }
+                    WriteRequest::DropCorrupt { key, version } => {
+                        (Command::Remove { key, version }, 0)
+                    }
+                    WriteRequest::Settings(settings) => (Command::Settings(settings), 0),
                 };
                 let encoded = command.encode();
                 bytes += encoded.len();
@@ -401,7 +517,7 @@ impl NodeLoop {
         }
         if self.storage.catching_up() && !self.raft.abstaining() {
             if let Err(error) = self.storage.mark_caught_up() {
-                fatal(&error);
+                storage_failed(&self.shared, &self.fatal, &error);
             }
             tracing::info!("caught up with the leader; voting again");
         }
@@ -416,7 +532,7 @@ impl NodeLoop {
         // 2. Persist.
         let durable = match self.storage.persist(&ready, self.raft_now_ms) {
             Ok(durable) => durable,
-            Err(error) => fatal(&error),
+            Err(error) => storage_failed(&self.shared, &self.fatal, &error),
         };
         // 3. Votes and acknowledgements, now that what they promise is durable.
         let persisted = std::mem::take(&mut ready.persisted_messages);
@@ -483,6 +599,9 @@ impl NodeLoop {
                     Ok(command) => command,
                     Err(error) => panic!("log entry {} does not decode: {error}", entry.index),
                 };
+                if let Command::Settings(settings) = &command {
+                    self.check_cluster_settings(settings);
+                }
                 Some(self.shared.machine().apply(entry.index, command))
             }
         };
@@ -542,8 +661,18 @@ impl NodeLoop {
 }
 
 /// A storage failure leaves the node's durable state unknown: it must stop rather than answer
-/// votes or acknowledge writes it may not have persisted.
-pub(super) fn fatal(error: &dyn std::fmt::Display) -> ! {
-    tracing::error!(%error, "fatal storage error; stopping the node");
-    panic!("fatal storage error: {error}");
+/// votes or acknowledge writes it may not have persisted, and never retry an fsync that failed
+/// (the page cache may have dropped the dirty pages: the fsyncgate lesson).
+fn storage_failed(shared: &Shared, fatal: &FatalHandler, error: &dyn std::fmt::Display) -> ! {
+    if shared.faults.zombie_on_task_panic {
+        // The pre-fix behaviour: the node loop panics, and the process lives on without it.
+        panic!("fatal storage error: {error}");
+    }
+    fatal.exit(FatalExit {
+        code: runtime::EXIT_STORAGE_FAILED,
+        reason: format!(
+            "storage failed ({error}); this node's durable state is unknown, so it stops rather \
+             than acknowledge what it may not have stored"
+        ),
+    })
 }

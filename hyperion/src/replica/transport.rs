@@ -18,10 +18,11 @@ use tonic::{Request, Response, Status};
 use super::handle::Replica;
 use super::types::Topology;
 use super::wire::{from_wire, to_wire};
+use crate::faults::FaultInjection;
 use crate::raft_proto as pb;
 use crate::raft_proto::raft_service_client::RaftServiceClient;
 use crate::raft_proto::raft_service_server::RaftService;
-use crate::runtime;
+use crate::runtime::{self, FatalHandler};
 
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE_MAX: usize = 1024;
@@ -42,8 +43,10 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// Spawns one sender task per peer.
-    pub fn start(topology: &Topology) -> Peers {
+    /// Spawns one sender task per peer (a task the node cannot live without: a dead sender would
+    /// cut this node off from its peer for good). `faults.shared_peer_inbox` makes the senders
+    /// ignore refused batches (fault injection).
+    pub fn start(topology: &Topology, faults: &FaultInjection, fatal: &FatalHandler) -> Peers {
         let dropped = Arc::new(AtomicU64::new(0));
         let cluster = topology.cluster_name();
         let mut queues = BTreeMap::new();
@@ -53,13 +56,19 @@ impl Peers {
             }
             let (queue, outbox) = mpsc::channel(PEER_QUEUE_MAX);
             queues.insert(id, queue);
-            runtime::spawn(send_loop(
-                id,
-                addr.clone(),
-                cluster.clone(),
-                outbox,
-                Arc::clone(&dropped),
-            ));
+            runtime::spawn_critical(
+                "peer sender",
+                fatal.clone(),
+                faults.zombie_on_task_panic,
+                send_loop(
+                    id,
+                    addr.clone(),
+                    cluster.clone(),
+                    outbox,
+                    Arc::clone(&dropped),
+                    faults.shared_peer_inbox,
+                ),
+            );
         }
         Peers { queues, dropped }
     }
@@ -85,6 +94,7 @@ async fn send_loop(
     cluster: String,
     mut outbox: mpsc::Receiver<Message>,
     dropped: Arc<AtomicU64>,
+    ignore_refusals: bool,
 ) {
     let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
         Ok(endpoint) => endpoint.connect_timeout(PEER_SEND_TIMEOUT),
@@ -112,9 +122,17 @@ async fn send_loop(
         request.set_timeout(PEER_SEND_TIMEOUT);
         let mut client = client.clone();
         let sent = runtime::timeout(PEER_SEND_TIMEOUT, client.send(request)).await;
-        if !matches!(sent, Ok(Ok(_))) {
-            dropped.fetch_add(count, Ordering::Relaxed);
-            tracing::trace!(peer, "send to peer failed");
+        let (reached, accepted) = match sent {
+            Ok(Ok(ack)) => (true, u64::from(ack.into_inner().accepted)),
+            _ => (false, 0),
+        };
+        // The peer was unreachable, or its inbox was full and it refused the batch (with
+        // `ignore_refusals`, the pre-fix behaviour, a refusal counted as delivered). Raft
+        // retransmits; back off so an overloaded peer is not hammered.
+        let refused = reached && accepted < count && !ignore_refusals;
+        if !reached || refused {
+            dropped.fetch_add(count - accepted, Ordering::Relaxed);
+            tracing::trace!(peer, accepted, count, "peer batch not delivered");
             runtime::sleep(PEER_RETRY_PAUSE).await;
         }
     }

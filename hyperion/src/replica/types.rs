@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use hyperion_raft::storage::{Disk, DiskError, SyncPolicy};
 use hyperion_raft::{NodeId, Role};
-use hyperion_store::{StoreConfig, StoreError};
+use hyperion_store::{ApplySettings, StoreConfig, StoreError};
 
 use crate::db::{StoredEntry, SystemOfRecord};
 use crate::faults::FaultInjection;
@@ -69,11 +69,62 @@ pub enum WriteRequest {
     VersionFloor {
         version: u64,
     },
+    /// Internal: the leader found this entry failing its integrity check; remove it everywhere.
+    DropCorrupt {
+        key: Vec<u8>,
+        version: u64,
+    },
+    /// Internal: the settings every replica applies writes with, from now on.
+    Settings(ClusterSettings),
+}
+
+/// The settings that decide how writes apply, replicated through the log (a node's own
+/// configuration only proposes them, as leader): the store's apply settings, and the fingerprint
+/// of the integrity key every replica must share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub store: ApplySettings,
+    /// SHA-256 of the HMAC key.
+    pub integrity_key_fingerprint: [u8; 32],
+}
+
+impl ClusterSettings {
+    /// The settings a node's store configuration proposes.
+    pub fn of(store: &StoreConfig) -> ClusterSettings {
+        use sha2::Digest;
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(&sha2::Sha256::digest(store.integrity_key.as_bytes()));
+        ClusterSettings {
+            store: store.apply_settings(),
+            integrity_key_fingerprint: fingerprint,
+        }
+    }
+
+    /// The names (`HYPERION_*` and flags) of the store settings in which `other` differs.
+    pub fn differences(&self, other: &ClusterSettings) -> Vec<&'static str> {
+        let (a, b) = (&self.store, &other.store);
+        [
+            (
+                "HYPERION_CACHE_SIZE_MB",
+                a.capacity_bytes != b.capacity_bytes,
+            ),
+            (
+                "HYPERION_EVICTION_BATCH_SIZE",
+                a.eviction_batch_size != b.eviction_batch_size,
+            ),
+            ("new_eviction_algorithm", a.eviction != b.eviction),
+            ("enable_compression", a.compression != b.compression),
+            ("max_value_size_kb", a.max_value_bytes != b.max_value_bytes),
+        ]
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect()
+    }
 }
 
 impl WriteRequest {
     /// Client writes (as opposed to the node's own bookkeeping).
-    pub(super) fn is_client_write(&self) -> bool {
+    pub fn is_client_write(&self) -> bool {
         matches!(self, WriteRequest::Set { .. } | WriteRequest::Delete { .. })
     }
 }
@@ -151,8 +202,11 @@ pub enum ReadOutcome {
         ttl_remaining_ms: u64,
     },
     Miss,
-    /// The entry failed its integrity check; it is never served.
-    Corrupt,
+    /// The entry failed its integrity check; it is never served. `version` is the damaged
+    /// entry's (what its removal must name).
+    Corrupt {
+        version: u64,
+    },
 }
 
 /// A read's answer: the outcome and, when the system of record could not be consulted on a miss,

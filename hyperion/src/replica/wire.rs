@@ -9,6 +9,9 @@ use hyperion_raft::{
 };
 use prost::Message as _;
 
+use hyperion_store::{ApplySettings, EvictionPolicy};
+
+use super::types::ClusterSettings;
 use crate::db::{Mutation, StoredEntry};
 use crate::raft_proto as pb;
 use pb::message::Body;
@@ -97,6 +100,46 @@ pub fn mutation_from_wire(mutation: pb::StoredMutation) -> Result<Mutation, Wire
             ttl_ms: mutation.ttl_ms,
             created_at_ms: mutation.created_at_ms,
         })
+    })
+}
+
+/// The protobuf form of the cluster's settings (commands and snapshots).
+pub fn settings_to_wire(settings: &ClusterSettings) -> pb::ClusterSettings {
+    let store = &settings.store;
+    pb::ClusterSettings {
+        capacity_bytes: store.capacity_bytes,
+        eviction_batch_size: store.eviction_batch_size as u64,
+        lru_k2: store.eviction == EvictionPolicy::LruK2,
+        compression: store.compression,
+        max_value_bytes: store.max_value_bytes as u64,
+        integrity_key_fingerprint: settings.integrity_key_fingerprint.to_vec(),
+    }
+}
+
+/// The cluster's settings from their protobuf form.
+pub fn settings_from_wire(settings: pb::ClusterSettings) -> Result<ClusterSettings, WireError> {
+    let integrity_key_fingerprint: [u8; 32] = settings
+        .integrity_key_fingerprint
+        .as_slice()
+        .try_into()
+        .map_err(|_| WireError("settings.integrity_key_fingerprint"))?;
+    let size = |value: u64, field| usize::try_from(value).map_err(|_| WireError(field));
+    Ok(ClusterSettings {
+        store: ApplySettings {
+            capacity_bytes: settings.capacity_bytes,
+            eviction_batch_size: size(
+                settings.eviction_batch_size,
+                "settings.eviction_batch_size",
+            )?,
+            eviction: if settings.lru_k2 {
+                EvictionPolicy::LruK2
+            } else {
+                EvictionPolicy::Lru
+            },
+            compression: settings.compression,
+            max_value_bytes: size(settings.max_value_bytes, "settings.max_value_bytes")?,
+        },
+        integrity_key_fingerprint,
     })
 }
 
@@ -277,6 +320,10 @@ pub enum Command {
     },
     /// Versions start above this one.
     VersionFloor { version: u64 },
+    /// Remove an entry that failed its integrity check on the leader, if it has this version.
+    Remove { key: Vec<u8>, version: u64 },
+    /// The settings every replica applies writes with, from now on.
+    Settings(ClusterSettings),
 }
 
 impl Command {
@@ -338,6 +385,13 @@ impl Command {
             Command::VersionFloor { version } => {
                 pb::command::Kind::VersionFloor(pb::VersionFloorCommand { version: *version })
             }
+            Command::Remove { key, version } => pb::command::Kind::Remove(pb::RemoveCommand {
+                key: key.clone(),
+                version: *version,
+            }),
+            Command::Settings(settings) => pb::command::Kind::Settings(pb::SettingsCommand {
+                settings: Some(settings_to_wire(settings)),
+            }),
         };
         pb::Command { kind: Some(kind) }.encode_to_vec()
     }
@@ -388,6 +442,13 @@ impl Command {
             pb::command::Kind::VersionFloor(floor) => Command::VersionFloor {
                 version: floor.version,
             },
+            pb::command::Kind::Remove(remove) => Command::Remove {
+                key: remove.key,
+                version: remove.version,
+            },
+            pb::command::Kind::Settings(settings) => Command::Settings(settings_from_wire(
+                settings.settings.ok_or(WireError("settings.settings"))?,
+            )?),
         })
     }
 
@@ -398,7 +459,11 @@ impl Command {
                 *created_at_ms
             }
             Command::Expire { now_ms, .. } => *now_ms,
-            Command::Fill { .. } | Command::Flushed { .. } | Command::VersionFloor { .. } => 0,
+            Command::Fill { .. }
+            | Command::Flushed { .. }
+            | Command::VersionFloor { .. }
+            | Command::Remove { .. }
+            | Command::Settings(_) => 0,
         }
     }
 }

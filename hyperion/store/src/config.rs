@@ -90,9 +90,48 @@ pub struct StoreConfig {
     /// (and compare-and-set answers the same everywhere); reads reach recency through
     /// [`crate::Store::touch_keys`], which the leader replicates.
     pub reads_update_recency: bool,
+    /// Whether a `get` that finds an entry failing its integrity check drops it. A replicated
+    /// store turns this off: a replica changes only through the log, so the entry stays (never
+    /// served) until its removal, proposed by the leader, applies everywhere
+    /// ([`crate::Store::remove_version`]).
+    pub drop_corrupt_on_read: bool,
+}
+
+/// The settings that change how writes apply (what a replicated store must agree on with its
+/// replicas): capacity, eviction, compression and the value limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplySettings {
+    pub capacity_bytes: u64,
+    pub eviction_batch_size: usize,
+    pub eviction: EvictionPolicy,
+    pub compression: bool,
+    pub max_value_bytes: usize,
 }
 
 impl StoreConfig {
+    /// The settings of this configuration that change how writes apply.
+    pub fn apply_settings(&self) -> ApplySettings {
+        ApplySettings {
+            capacity_bytes: self.capacity_bytes,
+            eviction_batch_size: self.eviction_batch_size,
+            eviction: self.eviction,
+            compression: self.compression,
+            max_value_bytes: self.max_value_bytes,
+        }
+    }
+
+    /// This configuration with `settings` in place of its own.
+    pub fn with_apply_settings(&self, settings: ApplySettings) -> StoreConfig {
+        StoreConfig {
+            capacity_bytes: settings.capacity_bytes,
+            eviction_batch_size: settings.eviction_batch_size,
+            eviction: settings.eviction,
+            compression: settings.compression,
+            max_value_bytes: settings.max_value_bytes,
+            ..self.clone()
+        }
+    }
+
     /// The product defaults with the given integrity key.
     pub fn with_defaults(integrity_key: IntegrityKey) -> Self {
         Self {
@@ -104,6 +143,7 @@ impl StoreConfig {
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             integrity_key,
             reads_update_recency: true,
+            drop_corrupt_on_read: true,
         }
     }
 

@@ -18,7 +18,8 @@
 //!   before any mutation, and a validated write cannot fail afterwards.
 //! - **Integrity**: every write stores an HMAC-SHA256 tag over (key, stored value, version, flags),
 //!   length-prefixed; every read verifies it in constant time. A mismatch is never served: `get`
-//!   drops the entry and returns [`Lookup::Corrupt`].
+//!   returns [`Lookup::Corrupt`], and drops the entry unless the store is replicated (then the
+//!   removal goes through the log: [`Store::remove_version`]).
 //! - **Compression**: with `compression` on, values over [`COMPRESSION_THRESHOLD_BYTES`] are
 //!   stored LZ4-compressed when that is smaller ([`EntryFlags::COMPRESSED`]); reads decompress
 //!   transparently.
@@ -74,10 +75,10 @@ mod error;
 mod store;
 
 pub use config::{
-    EvictionPolicy, IntegrityKey, StoreConfig, COMPRESSION_THRESHOLD_BYTES, DEFAULT_CACHE_SIZE_MB,
-    DEFAULT_CAPACITY_BYTES, DEFAULT_EVICTION_BATCH_SIZE, DEFAULT_MAX_KEY_BYTES,
-    DEFAULT_MAX_VALUE_BYTES, EVICTION_BATCH_SIZE_MAX, INTEGRITY_KEY_MIN_BYTES,
-    MAX_KEY_BYTES_CEILING, MAX_VALUE_BYTES_CEILING,
+    ApplySettings, EvictionPolicy, IntegrityKey, StoreConfig, COMPRESSION_THRESHOLD_BYTES,
+    DEFAULT_CACHE_SIZE_MB, DEFAULT_CAPACITY_BYTES, DEFAULT_EVICTION_BATCH_SIZE,
+    DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES, EVICTION_BATCH_SIZE_MAX,
+    INTEGRITY_KEY_MIN_BYTES, MAX_KEY_BYTES_CEILING, MAX_VALUE_BYTES_CEILING,
 };
 pub use entry::{
     entry_bytes, stagger_ttl_ms, CacheEntry, EntryFlags, ValueBuf, ENTRY_OVERHEAD_BYTES,

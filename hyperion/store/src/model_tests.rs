@@ -49,6 +49,7 @@ impl ModelConfig {
             max_key_bytes: MAX_KEY_BYTES,
             integrity_key: IntegrityKey::new(vec![0x42; INTEGRITY_KEY_MIN_BYTES]),
             reads_update_recency: true,
+            drop_corrupt_on_read: true,
         }
     }
 }

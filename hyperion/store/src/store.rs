@@ -7,7 +7,7 @@ use std::hash::{BuildHasher, RandomState};
 use hashbrown::HashTable;
 use hmac::Mac;
 
-use crate::config::{EvictionPolicy, StoreConfig, COMPRESSION_THRESHOLD_BYTES};
+use crate::config::{ApplySettings, EvictionPolicy, StoreConfig, COMPRESSION_THRESHOLD_BYTES};
 use crate::entry::{
     entry_bytes, integrity_ok, integrity_tag, CacheEntry, EntryFlags, HmacSha256, IntegrityTag,
     ValueBuf,
@@ -419,7 +419,8 @@ impl Store {
 
     /// Reads `key` at `now_ms`, marking it used for eviction. Expired entries are a
     /// [`Lookup::Miss`] unless `allow_stale`, then a stale [`Lookup::Hit`]. An entry whose
-    /// integrity tag fails is dropped and reported as [`Lookup::Corrupt`].
+    /// integrity tag fails is reported as [`Lookup::Corrupt`] and never served; it is dropped
+    /// unless the store is replicated ([`StoreConfig::drop_corrupt_on_read`]).
     pub fn get(&mut self, key: &[u8], now_ms: u64, allow_stale: bool) -> Lookup<'_> {
         let Some(idx) = self.find(key) else {
             self.stats.misses += 1;
@@ -433,9 +434,11 @@ impl Store {
         let decoded = match self.verify_and_decode(idx) {
             Ok(decoded) => decoded,
             Err(()) => {
-                drop(self.remove_slot(idx));
                 self.stats.integrity_failures += 1;
-                self.assert_accounting();
+                if self.config.drop_corrupt_on_read {
+                    drop(self.remove_slot(idx));
+                    self.assert_accounting();
+                }
                 return Lookup::Corrupt;
             }
         };
@@ -503,6 +506,61 @@ impl Store {
         }
         drop(self.remove_slot(idx));
         self.stats.expirations += 1;
+        self.assert_accounting();
+        true
+    }
+
+    /// Changes the settings that decide how writes apply (a replicated store applies the
+    /// cluster's settings from the log, at the same index on every replica). A smaller capacity
+    /// evicts, in eviction order and in whole batches, until the store fits; a change of
+    /// eviction policy re-orders every entry by its access history, deterministically. Returns
+    /// the evicted keys. An invalid setting is refused and changes nothing.
+    pub fn reconfigure(&mut self, settings: ApplySettings) -> Result<Vec<Vec<u8>>, ConfigError> {
+        let config = self.config.with_apply_settings(settings);
+        config.validate()?;
+        if config.eviction != self.config.eviction {
+            let mut occupied: Vec<(u64, usize)> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(idx, slot)| slot.as_ref().map(|s| (s.last_access, idx)))
+                .collect();
+            occupied.sort_unstable();
+            for &(_, idx) in &occupied {
+                self.unlink_recency(idx);
+            }
+            self.config.eviction = config.eviction;
+            for &(_, idx) in &occupied {
+                self.link_recency(idx);
+            }
+        }
+        self.config = config;
+        self.stats.capacity_bytes = self.config.capacity_bytes;
+        let mut evicted = Vec::new();
+        while self.used_bytes > self.config.capacity_bytes {
+            self.evict_into(self.config.eviction_batch_size, &mut evicted);
+        }
+        self.assert_accounting();
+        Ok(evicted)
+    }
+
+    /// The version of the entry under `key`, whatever its state (expired, or failing its
+    /// integrity check): what a removal of it must name.
+    pub fn entry_version(&self, key: &[u8]) -> Option<u64> {
+        self.find(key).map(|idx| self.slot(idx).entry.version)
+    }
+
+    /// Removes `key` only if it still holds `version` (a newer write since wins): how a
+    /// replicated store drops an entry that failed its integrity check, on every replica at the
+    /// same log index. Returns whether it removed the entry.
+    pub fn remove_version(&mut self, key: &[u8], version: u64) -> bool {
+        let Some(idx) = self.find(key) else {
+            return false;
+        };
+        if self.slot(idx).entry.version != version {
+            return false;
+        }
+        drop(self.remove_slot(idx));
         self.assert_accounting();
         true
     }
@@ -977,6 +1035,34 @@ impl Store {
             out.extend_from_slice(&slot.tag);
         }
         out
+    }
+
+    /// Feeds everything [`Store::export_snapshot`] holds into `hasher`, except each stored
+    /// value's bytes, which its integrity tag stands for: two replicas that applied the same log
+    /// hash alike, and a replica whose stored bytes were damaged afterwards (its tag no longer
+    /// verifies; it never serves the entry) still hashes like the others.
+    pub fn digest(&self, hasher: &mut impl std::hash::Hasher) {
+        let mut occupied: Vec<&Slot> = self.slots.iter().flatten().collect();
+        occupied.sort_by_key(|slot| slot.last_access);
+        hasher.write_u64(self.access_clock);
+        hasher.write_u64(self.last_version);
+        hasher.write_usize(occupied.len());
+        for slot in occupied {
+            let entry = &slot.entry;
+            hasher.write(&entry.key);
+            hasher.write_usize(entry.value.as_bytes().len());
+            for field in [
+                entry.ttl_ms,
+                entry.created_at,
+                entry.version,
+                u64::from(entry.flags.bits()),
+                slot.last_access,
+                slot.penultimate_access,
+            ] {
+                hasher.write_u64(field);
+            }
+            hasher.write(&slot.tag);
+        }
     }
 
     /// Replaces the contents with a snapshot from [`Store::export_snapshot`] (typically another

@@ -908,3 +908,74 @@ mod fills {
         ));
     }
 }
+
+// ---- reconfiguration (replicated settings) ----
+
+#[test]
+fn reconfigure_shrinks_by_evicting_and_switches_policy_deterministically() {
+    let mut store = Store::new(small_config(1 << 20, EvictionPolicy::Lru)).unwrap();
+    for i in 0..20u8 {
+        set(&mut store, &[b'k', i], &[i; 200], 0, 0);
+    }
+    // Entry k3 is written twice: under LRU-K it is the one with two accesses.
+    set(&mut store, &[b'k', 3], &[3; 200], 0, 0);
+    let before = store.used_bytes();
+    let mut settings = store.config().apply_settings();
+    settings.eviction = EvictionPolicy::LruK2;
+    assert!(store.reconfigure(settings).unwrap().is_empty());
+    store.check_invariants();
+    assert_eq!(
+        store.used_bytes(),
+        before,
+        "a policy change keeps every entry"
+    );
+    // Shrink to about half: whole batches are evicted in LRU-K order, k3 (seen twice) survives.
+    settings.capacity_bytes = before / 2 + store.config().max_entry_bytes();
+    let evicted = store.reconfigure(settings).unwrap();
+    store.check_invariants();
+    assert!(!evicted.is_empty());
+    assert!(store.used_bytes() <= settings.capacity_bytes);
+    assert!(!evicted.contains(&vec![b'k', 3]), "{evicted:?}");
+    assert!(matches!(
+        store.get(&[b'k', 3], 0, false),
+        Lookup::Hit { .. }
+    ));
+    // An invalid setting is refused and changes nothing.
+    let used = store.used_bytes();
+    settings.capacity_bytes = 10;
+    assert!(store.reconfigure(settings).is_err());
+    assert_eq!(store.used_bytes(), used);
+    // Back to LRU: the oldest written go first.
+    settings.capacity_bytes = store.config().max_entry_bytes() * 2;
+    settings.eviction = EvictionPolicy::Lru;
+    let evicted = store.reconfigure(settings).unwrap();
+    store.check_invariants();
+    assert!(
+        evicted.iter().all(|key| key != &vec![b'k', 19]),
+        "newest kept: {evicted:?}"
+    );
+}
+
+#[test]
+fn a_replicated_store_keeps_a_corrupt_entry_until_its_removal_applies() {
+    let mut config = small_config(1 << 20, EvictionPolicy::Lru);
+    config.drop_corrupt_on_read = false;
+    let mut store = Store::new(config).unwrap();
+    set(&mut store, b"k", b"value", 0, 0);
+    assert!(store.corrupt_value_for_test(b"k"));
+    assert_eq!(store.get(b"k", 0, false), Lookup::Corrupt);
+    assert_eq!(
+        store.get(b"k", 0, false),
+        Lookup::Corrupt,
+        "kept, never served"
+    );
+    assert_eq!(store.stats().integrity_failures, 2);
+    assert_eq!(store.entry_version(b"k"), Some(1));
+    assert!(
+        !store.remove_version(b"k", 7),
+        "another version is left alone"
+    );
+    assert!(store.remove_version(b"k", 1));
+    assert_eq!(store.get(b"k", 0, false), Lookup::Miss);
+    store.check_invariants();
+}
