@@ -48,36 +48,58 @@ pub struct FaultInjection {
 }
 
 impl FaultInjection {
+    /// Every switch's name, in declaration order: what a banner prints and a scenario names.
+    pub const SWITCHES: &'static [&'static str] = &[
+        "disable_vote_stickiness",
+        "skip_lease_validation",
+        "forget_term_and_vote",
+        "unverified_commit",
+        "vote_after_power_loss",
+        "wal_corruption_as_torn_tail",
+        "unsafe_leader_reads",
+        "retain_read_values",
+        "no_read_through_single_flight",
+        "join_stale_loads",
+        "admission_by_term",
+        "stale_lease_clock",
+        "zombie_on_task_panic",
+        "local_integrity_removal",
+        "local_apply_settings",
+        "shared_peer_inbox",
+    ];
+
+    /// The switch called `name` (one of [`FaultInjection::SWITCHES`]), to set by name.
+    pub fn switch_mut(&mut self, name: &str) -> Option<&mut bool> {
+        let raft = &mut self.raft;
+        Some(match name {
+            "disable_vote_stickiness" => &mut raft.disable_vote_stickiness,
+            "skip_lease_validation" => &mut raft.skip_lease_validation,
+            "forget_term_and_vote" => &mut raft.forget_term_and_vote,
+            "unverified_commit" => &mut raft.unverified_commit,
+            "vote_after_power_loss" => &mut raft.vote_after_power_loss,
+            "wal_corruption_as_torn_tail" => &mut raft.wal_corruption_as_torn_tail,
+            "unsafe_leader_reads" => &mut self.unsafe_leader_reads,
+            "retain_read_values" => &mut self.retain_read_values,
+            "no_read_through_single_flight" => &mut self.no_read_through_single_flight,
+            "join_stale_loads" => &mut self.join_stale_loads,
+            "admission_by_term" => &mut self.admission_by_term,
+            "stale_lease_clock" => &mut self.stale_lease_clock,
+            "zombie_on_task_panic" => &mut self.zombie_on_task_panic,
+            "local_integrity_removal" => &mut self.local_integrity_removal,
+            "local_apply_settings" => &mut self.local_apply_settings,
+            "shared_peer_inbox" => &mut self.shared_peer_inbox,
+            _ => return None,
+        })
+    }
+
     /// The names of the switches that are on, in declaration order (for banners and logs).
     pub fn enabled(&self) -> Vec<&'static str> {
-        let raft = &self.raft;
-        [
-            ("disable_vote_stickiness", raft.disable_vote_stickiness),
-            ("skip_lease_validation", raft.skip_lease_validation),
-            ("forget_term_and_vote", raft.forget_term_and_vote),
-            ("unverified_commit", raft.unverified_commit),
-            ("vote_after_power_loss", raft.vote_after_power_loss),
-            (
-                "wal_corruption_as_torn_tail",
-                raft.wal_corruption_as_torn_tail,
-            ),
-            ("unsafe_leader_reads", self.unsafe_leader_reads),
-            ("retain_read_values", self.retain_read_values),
-            (
-                "no_read_through_single_flight",
-                self.no_read_through_single_flight,
-            ),
-            ("join_stale_loads", self.join_stale_loads),
-            ("admission_by_term", self.admission_by_term),
-            ("stale_lease_clock", self.stale_lease_clock),
-            ("zombie_on_task_panic", self.zombie_on_task_panic),
-            ("local_integrity_removal", self.local_integrity_removal),
-            ("local_apply_settings", self.local_apply_settings),
-            ("shared_peer_inbox", self.shared_peer_inbox),
-        ]
-        .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
-        .collect()
+        let mut probe = self.clone();
+        Self::SWITCHES
+            .iter()
+            .copied()
+            .filter(|name| probe.switch_mut(name).is_some_and(|on| *on))
+            .collect()
     }
 
     /// Whether every switch is off (always, in production).
@@ -103,5 +125,19 @@ mod tests {
             vec!["skip_lease_validation", "join_stale_loads"]
         );
         assert!(!faults.is_inert());
+    }
+
+    #[test]
+    fn every_named_switch_sets_its_own_field_only() {
+        for name in FaultInjection::SWITCHES {
+            let mut faults = FaultInjection::default();
+            *faults
+                .switch_mut(name)
+                .expect("a listed switch has a field") = true;
+            assert_eq!(faults.enabled(), vec![*name]);
+        }
+        assert!(FaultInjection::default()
+            .switch_mut("no_such_switch")
+            .is_none());
     }
 }

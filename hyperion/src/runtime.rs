@@ -139,7 +139,10 @@ where
     spawn(async move {
         // Boxed: the node loop's future is large, and holding it inline in this wrapper (which
         // the simulator polls on a test thread's stack) overflowed a 2 MiB stack.
-        let Err(panic) = std::panic::AssertUnwindSafe(Box::pin(future)).catch_unwind().await else {
+        let Err(panic) = std::panic::AssertUnwindSafe(Box::pin(future))
+            .catch_unwind()
+            .await
+        else {
             return;
         };
         let message = panic

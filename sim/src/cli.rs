@@ -1,29 +1,26 @@
 //! `hyperion-sim`: run a scenario file for one seed, sweep seeds in parallel child processes,
 //! replay every incident regression, and check that a seed replays identically.
 //!
-//! Every run prints a banner first (seed, scenario, commit, drawn parameters), then the timeline
-//! in simulated time, the checkers' verdicts, the findings with their history excerpts, and the
-//! one command that reproduces it. Exit codes: 0 every expectation met, 1 an expectation unmet
-//! (or a nondeterministic seed), 2 a usage or scenario-file error.
+//! Every run prints its report ([`crate::report`]): a banner first, the timeline, the checkers'
+//! verdicts and the one command that reproduces it; every failure in a sweep, a replay or a
+//! determinism check prints the one command that replays it ([`crate::seeds::reproduce`]).
+//! Seeds: `--seed N` / `--seeds A..B`, else `HYPERION_SIM_SEED` / `HYPERION_SIM_SEEDS`
+//! ([`crate::seeds`]). Exit codes: 0 every expectation met, 1 an expectation unmet (or a
+//! nondeterministic seed), 2 a usage or scenario-file error.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use crate::runner::{run_plan, RunReport};
-use crate::spec::{parse_seed_range, Checker, Plan, ScenarioFile};
-use crate::sweep::{panic_text, SEED_TIME_LIMIT};
-use crate::trace::{first_difference, hash, render_timeline, to_jsonl};
+use crate::runner::{run_seed, wall_clock, SeedTally};
+use crate::seeds::{self, reproduce, Replay};
+use crate::spec::ScenarioFile;
+use crate::trace::{first_difference, hash};
 
-/// Findings of one checker printed in a run's output (the rest are in `--trace`).
-pub const FINDINGS_SHOWN_MAX: usize = 2;
-/// Lines of one finding printed (its history excerpt included).
-pub const FINDING_LINES_MAX: usize = 40;
 /// Most parallel child processes.
 pub const JOBS_MAX: usize = 64;
 
@@ -31,7 +28,7 @@ pub const JOBS_MAX: usize = 64;
 #[command(
     name = "hyperion-sim",
     about = "Hyperion's deterministic simulator: scenario files, seed sweeps, incident regressions",
-    after_help = "Build and run it with the madsim flags through ci/sim, e.g.\n  ci/sim run scenarios/leader-isolation.toml --seed 7\n  ci/sim replay"
+    after_help = "Build and run it with the madsim flags through ci/sim, e.g.\n  ci/sim run scenarios/leader-isolation.toml --seed 7\n  ci/sim replay\n\nWithout --seed/--seeds, HYPERION_SIM_SEED (the first seed) and HYPERION_SIM_SEEDS (how many)\nchoose the seeds."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -43,7 +40,8 @@ enum Cmd {
     /// Runs one seed of a scenario (or every variant of a regression at its committed seed).
     Run {
         file: PathBuf,
-        /// The seed (default: 1 for a scenario, the committed seed for a regression variant).
+        /// The seed (default: HYPERION_SIM_SEED, else 1 for a scenario and the committed seed
+        /// for a regression variant).
         #[arg(long)]
         seed: Option<u64>,
         /// A regression's variant (default: every variant).
@@ -59,9 +57,10 @@ enum Cmd {
     /// Runs many seeds in parallel child processes and prints a summary table.
     Sweep {
         file: PathBuf,
-        /// `A..B` (B excluded), `A..=B` or one seed.
-        #[arg(long)]
-        seeds: String,
+        /// `A..B` (B excluded), `A..=B`, `N,M,..` or one seed (default: HYPERION_SIM_SEED and
+        /// HYPERION_SIM_SEEDS).
+        #[arg(long, alias = "seed")]
+        seeds: Option<String>,
         #[arg(long, default_value_t = 1)]
         jobs: usize,
         /// A regression's variant (default: every variant).
@@ -79,7 +78,8 @@ enum Cmd {
     CheckDeterminism {
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// `A..B`, `A..=B` or one seed (default: 1, or a regression's committed seeds' first).
+        /// `A..B`, `A..=B`, `N,M,..` or one seed (default: HYPERION_SIM_SEED and
+        /// HYPERION_SIM_SEEDS, else 1 or a regression variant's first committed seed).
         #[arg(long, alias = "seed")]
         seeds: Option<String>,
         #[arg(long)]
@@ -105,14 +105,8 @@ pub struct RunSummary {
     pub trace_hash: String,
 }
 
-/// Wall-clock time, for throughput only (seeds/s and the simulated/real ratio). The simulator
-/// itself never reads it: nothing a run decides depends on it, so determinism is unaffected.
-#[allow(clippy::disallowed_methods)]
-fn wall_clock() -> std::time::Instant {
-    std::time::Instant::now()
-}
-
-fn git_commit() -> String {
+/// The commit the simulator was built from (for banners), or `unknown`.
+pub fn git_commit() -> String {
     Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .stderr(Stdio::null())
@@ -123,59 +117,6 @@ fn git_commit() -> String {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".to_string())
-}
-
-/// The one command that reproduces a run.
-pub fn repro_command(file: &str, variant: Option<&str>, seed: u64) -> String {
-    match variant {
-        Some(v) => format!("ci/sim run {file} --seed {seed} --variant {v}"),
-        None => format!("ci/sim run {file} --seed {seed}"),
-    }
-}
-
-/// One executed run: the plan, and the report (or the panic that ended it).
-pub struct Executed {
-    pub plan: Plan,
-    pub result: Result<RunReport, String>,
-    pub real_ms: u64,
-}
-
-impl Executed {
-    /// Met, and the verdict text.
-    pub fn verdict(&self) -> (bool, String) {
-        match &self.result {
-            Ok(report) => match report.judge(&self.plan.expect) {
-                Ok(text) => (true, text),
-                Err(text) => (false, text),
-            },
-            Err(panic) => (false, format!("the run panicked: {panic}")),
-        }
-    }
-
-    /// The trace as JSON lines (empty after a panic).
-    pub fn trace_jsonl(&self) -> Vec<String> {
-        self.result
-            .as_ref()
-            .map(|r| to_jsonl(&r.trace))
-            .unwrap_or_default()
-    }
-}
-
-/// Runs one seed of `file` (a regression's `variant`) in a fresh madsim runtime.
-pub fn execute(file: &ScenarioFile, variant: Option<&str>, seed: u64) -> Result<Executed, String> {
-    let plan = file.plan(seed, variant)?;
-    let mut runtime =
-        madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-    runtime.set_time_limit(SEED_TIME_LIMIT);
-    let started = wall_clock();
-    let result = catch_unwind(AssertUnwindSafe(|| runtime.block_on(run_plan(&plan, seed))))
-        .map_err(|panic| panic_text(panic.as_ref()));
-    let real_ms = started.elapsed().as_millis() as u64;
-    Ok(Executed {
-        plan,
-        result,
-        real_ms,
-    })
 }
 
 fn load(path: &Path) -> Result<ScenarioFile, ExitCode> {
@@ -201,7 +142,7 @@ pub fn main() -> ExitCode {
             seeds,
             jobs,
             variant,
-        } => cmd_sweep(&file, &seeds, jobs, variant.as_deref()),
+        } => cmd_sweep(&file, seeds.as_deref(), jobs, variant.as_deref()),
         Cmd::Replay { dir, jobs } => cmd_replay(&dir, jobs),
         Cmd::CheckDeterminism {
             files,
@@ -252,6 +193,11 @@ fn variants_of(file: &ScenarioFile, variant: Option<&str>) -> Result<Vec<Variant
     Ok(chosen)
 }
 
+/// The seeds the command line names (`--seeds`), if it names any.
+fn command_line_seeds(text: Option<&str>) -> Result<Option<Vec<u64>>, ExitCode> {
+    text.map(seeds::parse).transpose().map_err(usage_error)
+}
+
 fn cmd_run(
     path: &Path,
     seed: Option<u64>,
@@ -263,50 +209,44 @@ fn cmd_run(
     let variants = variants_of(&file, variant)?;
     let commit = if json { String::new() } else { git_commit() };
     let mut all_met = true;
-    for (variant, seeds) in &variants {
-        let seed = seed.unwrap_or(seeds[0]);
-        let executed = execute(&file, variant.as_deref(), seed).map_err(usage_error)?;
-        let (met, verdict) = executed.verdict();
-        all_met &= met;
-        let jsonl = executed.trace_jsonl();
-        if let Some(trace_path) = trace_path {
-            let mut text = jsonl.join("\n");
-            text.push('\n');
-            std::fs::write(trace_path, text)
-                .map_err(|e| usage_error(format!("cannot write {}: {e}", trace_path.display())))?;
-        }
-        if json {
-            let summary = RunSummary {
-                file: file.path.clone(),
-                variant: variant.clone(),
-                seed,
-                met,
-                violation_found: executed
-                    .result
-                    .as_ref()
-                    .is_ok_and(|r| r.violation_found(&executed.plan.expect)),
-                violation_in_any_seed: executed.plan.expect.violation_in_any_seed,
-                verdict,
-                sim_ms: executed.result.as_ref().map_or(0, |r| r.sim_ms),
-                real_ms: executed.real_ms,
-                ops: executed.result.as_ref().map_or(0, |r| r.findings.ops),
-                trace_hash: hash(&jsonl),
-            };
-            println!(
-                "{}",
-                serde_json::to_string(&summary).expect("a summary serializes (plain data)")
-            );
-        } else {
-            emit(&print_report(
-                &file,
-                &executed,
-                seed,
-                &commit,
-                &jsonl,
-                seeds.len(),
-            ));
+    for (variant, committed) in &variants {
+        let chosen =
+            seeds::select(seed.map(|seed| vec![seed]), &committed[..1]).map_err(usage_error)?;
+        for seed in chosen {
+            let executed = run_seed(&file, variant.as_deref(), seed).map_err(usage_error)?;
+            let (met, verdict) = executed.verdict();
+            all_met &= met;
+            let jsonl = executed.trace_jsonl();
             if let Some(trace_path) = trace_path {
-                println!("trace written to {}", trace_path.display());
+                let mut text = jsonl.join("\n");
+                text.push('\n');
+                std::fs::write(trace_path, text).map_err(|e| {
+                    usage_error(format!("cannot write {}: {e}", trace_path.display()))
+                })?;
+            }
+            if json {
+                let summary = RunSummary {
+                    file: file.path.clone(),
+                    variant: variant.clone(),
+                    seed,
+                    met,
+                    violation_found: executed.violation_found(),
+                    violation_in_any_seed: executed.plan.expect.violation_in_any_seed,
+                    verdict,
+                    sim_ms: executed.result.as_ref().map_or(0, |r| r.sim_ms),
+                    real_ms: executed.real_ms,
+                    ops: executed.result.as_ref().map_or(0, |r| r.findings.ops),
+                    trace_hash: hash(&jsonl),
+                };
+                println!(
+                    "{}",
+                    serde_json::to_string(&summary).expect("a summary serializes (plain data)")
+                );
+            } else {
+                emit(&crate::report::render(&file, &executed, &commit, &jsonl));
+                if let Some(trace_path) = trace_path {
+                    println!("trace written to {}", trace_path.display());
+                }
             }
         }
     }
@@ -317,14 +257,6 @@ fn cmd_run(
     })
 }
 
-/// Appends one formatted line to a report.
-macro_rules! say {
-    ($out:ident, $($arg:tt)*) => {{
-        $out.push_str(&format!($($arg)*));
-        $out.push('\n');
-    }};
-}
-
 /// Writes a report to stdout; a closed pipe (`| head`) is not an error worth a panic.
 fn emit(text: &str) {
     use std::io::Write;
@@ -332,146 +264,6 @@ fn emit(text: &str) {
     let _ = stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush());
-}
-
-/// The human-readable report of one run.
-fn print_report(
-    file: &ScenarioFile,
-    executed: &Executed,
-    seed: u64,
-    commit: &str,
-    jsonl: &[String],
-    committed_seeds: usize,
-) -> String {
-    let mut out = String::new();
-    let plan = &executed.plan;
-    let variant = plan.variant.as_deref();
-    say!(
-        out,
-        "== hyperion-sim | seed {seed} | scenario {} ({}){} | commit {commit}",
-        plan.name,
-        file.path,
-        variant.map_or(String::new(), |v| format!(" | variant {v}"))
-    );
-    if let Some(v) = variant.and_then(|v| file.variants.iter().find(|x| x.name == v)) {
-        if let Some(description) = &v.description {
-            say!(out, "   {description}");
-        }
-        if committed_seeds > 1 {
-            say!(
-                out,
-                "   (this variant commits {committed_seeds} seeds; `ci/sim replay` runs them all)"
-            );
-        }
-    }
-    if plan.draws.is_empty() {
-        say!(out, "   drawn: none (every parameter is fixed by the file)");
-    }
-    for draw in &plan.draws {
-        say!(
-            out,
-            "   drawn: {} = {}{}",
-            draw.field,
-            draw.value,
-            draw.range
-                .as_ref()
-                .map_or(String::new(), |r| format!("  (from {r})"))
-        );
-    }
-    let report = match &executed.result {
-        Ok(report) => report,
-        Err(panic) => {
-            say!(
-                out,
-                "== the run panicked (a bug: an assertion failed)\n{panic}"
-            );
-            say!(
-                out,
-                "== verdict: EXPECTATION NOT MET\nreproduce: {}",
-                repro_command(&file.path, variant, seed)
-            );
-            return out;
-        }
-    };
-    say!(out, "== timeline (simulated ms since the workload started)");
-    out.push_str(&render_timeline(
-        &report.trace,
-        plan.expect.memory_max_bytes.is_some(),
-    ));
-    say!(
-        out,
-        "== checkers ({} client operations checked)",
-        report.findings.ops
-    );
-    for checker in Checker::ALL {
-        let found = report.of(checker);
-        let role = if plan.expect.pass.contains(&checker) {
-            "must pass"
-        } else if plan.expect.violation.contains(&checker) {
-            "a violation is expected"
-        } else {
-            "not judged"
-        };
-        let state = if checker == Checker::Memory && plan.expect.memory_max_bytes.is_none() {
-            "not checked".to_string()
-        } else if found.is_empty() {
-            "PASS".to_string()
-        } else {
-            format!("{} finding(s)", found.len())
-        };
-        let extra = if checker == Checker::Memory {
-            plan.expect.memory_max_bytes.map_or(String::new(), |max| {
-                format!(
-                    ", peak {} bytes/node, bound {max}",
-                    report.memory_peak_bytes
-                )
-            })
-        } else {
-            String::new()
-        };
-        say!(out, "   {:<16} {state:<14} ({role}{extra})", checker.name());
-    }
-    for checker in Checker::ALL {
-        let found = report.of(checker);
-        for finding in found.iter().take(FINDINGS_SHOWN_MAX) {
-            say!(out, "-- [{}]", checker.name());
-            for line in finding.lines().take(FINDING_LINES_MAX) {
-                say!(out, "   {line}");
-            }
-        }
-        if found.len() > FINDINGS_SHOWN_MAX {
-            say!(
-                out,
-                "-- [{}] ... and {} more (see --trace)",
-                checker.name(),
-                found.len() - FINDINGS_SHOWN_MAX
-            );
-        }
-    }
-    let (met, verdict) = executed.verdict();
-    say!(
-        out,
-        "== verdict: {} — {verdict}",
-        if met {
-            "EXPECTATION MET"
-        } else {
-            "EXPECTATION NOT MET"
-        }
-    );
-    say!(
-        out,
-        "   simulated {:.1} s in {:.1} s real ({:.1}x); trace sha256 {}",
-        report.sim_ms as f64 / 1000.0,
-        executed.real_ms as f64 / 1000.0,
-        report.sim_ms as f64 / executed.real_ms.max(1) as f64,
-        &hash(jsonl)[..16]
-    );
-    say!(
-        out,
-        "reproduce: {}",
-        repro_command(&file.path, variant, seed)
-    );
-    out
 }
 
 /// One run for a child process.
@@ -570,41 +362,47 @@ fn run_items(items: &[Item], jobs: usize, quiet: bool) -> Vec<(Item, Result<RunS
     done
 }
 
-/// Prints the summary table and the failures; returns whether every run met its expectations.
+/// Draws every item's plan before any child runs: a seed whose nodes the product would refuse,
+/// say, is a usage error naming the file and the field, not a failed run.
+fn check_plans(file: &ScenarioFile, items: &[Item]) -> Result<(), ExitCode> {
+    for item in items {
+        file.plan(item.seed, item.variant.as_deref())
+            .map_err(|error| usage_error(format!("seed {}: {error}", item.seed)))?;
+    }
+    Ok(())
+}
+
+/// Prints the summary table and the failures, each with the command that replays it; returns
+/// whether every run met its expectations.
 fn print_summary(results: &[(Item, Result<RunSummary, String>)], wall_s: f64) -> bool {
     #[derive(Default)]
     struct Row {
-        seeds: usize,
-        failed: usize,
+        tally: SeedTally,
         sim_ms: u64,
         real_ms: u64,
-        /// Some seed must find the violation, and how many did.
-        any_seed: bool,
-        found: usize,
     }
-    let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
+    let mut rows: BTreeMap<(String, Option<String>), Row> = BTreeMap::new();
     let mut failures = Vec::new();
     for (item, result) in results {
         let row = rows
-            .entry((
-                item.file.clone(),
-                item.variant.clone().unwrap_or_else(|| "-".to_string()),
-            ))
+            .entry((item.file.clone(), item.variant.clone()))
             .or_default();
-        row.seeds += 1;
         match result {
             Ok(summary) => {
                 row.sim_ms += summary.sim_ms;
                 row.real_ms += summary.real_ms;
-                row.any_seed |= summary.violation_in_any_seed;
-                row.found += usize::from(summary.violation_found);
+                row.tally.add(
+                    item.seed,
+                    summary.met,
+                    summary.violation_found,
+                    summary.violation_in_any_seed,
+                );
                 if !summary.met {
-                    row.failed += 1;
                     failures.push((item, summary.verdict.clone()));
                 }
             }
             Err(error) => {
-                row.failed += 1;
+                row.tally.add(item.seed, false, false, false);
                 failures.push((item, error.clone()));
             }
         }
@@ -617,25 +415,24 @@ fn print_summary(results: &[(Item, Result<RunSummary, String>)], wall_s: f64) ->
     let mut group_failures = Vec::new();
     let mut notes = Vec::new();
     for ((file, variant), row) in &rows {
-        if row.any_seed {
-            notes.push(format!(
-                "{file} {variant}: the expected violation was found in {} of {} seeds (at least one must)",
-                row.found, row.seeds
-            ));
-            if row.found == 0 {
-                group_failures.push(format!(
-                    "FAILED {file} {variant}: no seed found the expected violation"
-                ));
-            }
+        let shown = variant.as_deref().unwrap_or("-");
+        if let Some(note) = row.tally.any_seed_note() {
+            notes.push(format!("{file} {shown}: {note}"));
         }
-        seeds += row.seeds;
+        if let Some(failure) = row.tally.group_failure() {
+            group_failures.push(format!(
+                "FAILED {file} {shown}: {failure}\n  {}",
+                reproduce(file, variant.as_deref(), Replay::Run(&row.tally.seeds))
+            ));
+        }
+        seeds += row.tally.seeds.len();
         sim_ms += row.sim_ms;
         println!(
             "{:<44} {:<12} {:>6} {:>6} {:>9.1} {:>9.1} {:>8.1}x",
             file,
-            variant,
-            row.seeds,
-            row.failed,
+            shown,
+            row.tally.seeds.len(),
+            row.tally.failed.len(),
             row.sim_ms as f64 / 1000.0,
             row.real_ms as f64 / 1000.0,
             row.sim_ms as f64 / row.real_ms.max(1) as f64
@@ -656,9 +453,13 @@ fn print_summary(results: &[(Item, Result<RunSummary, String>)], wall_s: f64) ->
     }
     for (item, why) in &failures {
         println!(
-            "FAILED seed {}: {why}\n  reproduce: {}",
+            "FAILED seed {}: {why}\n  {}",
             item.seed,
-            repro_command(&item.file, item.variant.as_deref(), item.seed)
+            reproduce(
+                &item.file,
+                item.variant.as_deref(),
+                Replay::Run(&[item.seed])
+            )
         );
     }
     failures.is_empty() && group_failures.is_empty()
@@ -666,12 +467,21 @@ fn print_summary(results: &[(Item, Result<RunSummary, String>)], wall_s: f64) ->
 
 fn cmd_sweep(
     path: &Path,
-    seeds: &str,
+    seeds: Option<&str>,
     jobs: usize,
     variant: Option<&str>,
 ) -> Result<ExitCode, ExitCode> {
     let file = load(path)?;
-    let seeds = parse_seed_range(seeds).map_err(usage_error)?;
+    let seeds = match command_line_seeds(seeds)? {
+        Some(seeds) => seeds,
+        None => seeds::from_env().map_err(usage_error)?.ok_or_else(|| {
+            usage_error(format!(
+                "sweep needs --seeds A..B (or {} and {})",
+                seeds::SEED_VAR,
+                seeds::SEEDS_VAR
+            ))
+        })?,
+    };
     let items: Vec<Item> = variants_of(&file, variant)?
         .into_iter()
         .flat_map(|(variant, _)| {
@@ -684,6 +494,7 @@ fn cmd_sweep(
             })
         })
         .collect();
+    check_plans(&file, &items)?;
     println!(
         "== hyperion-sim sweep | scenario {} | {} runs, {} jobs | commit {}",
         file.path,
@@ -739,6 +550,7 @@ fn cmd_replay(dir: &Path, jobs: usize) -> Result<ExitCode, ExitCode> {
                 .as_ref()
                 .map_or("", |r| r.date.as_str())
         );
+        let first = items.len();
         for variant in &file.variants {
             println!(
                 "   variant {:<12} {} seed(s): {}",
@@ -753,6 +565,7 @@ fn cmd_replay(dir: &Path, jobs: usize) -> Result<ExitCode, ExitCode> {
                 trace: None,
             }));
         }
+        check_plans(&file, &items[first..])?;
     }
     println!(
         "== hyperion-sim replay | {} regressions, {} runs, {jobs} jobs | commit {}",
@@ -791,10 +604,10 @@ fn cmd_check_determinism(
     seeds: Option<&str>,
     variant: Option<&str>,
 ) -> Result<ExitCode, ExitCode> {
-    let explicit = seeds
-        .map(parse_seed_range)
-        .transpose()
-        .map_err(usage_error)?;
+    let explicit = match command_line_seeds(seeds)? {
+        Some(seeds) => Some(seeds),
+        None => seeds::from_env().map_err(usage_error)?,
+    };
     let mut checked = 0;
     let mut diverged = Vec::new();
     let started = wall_clock();
@@ -833,8 +646,10 @@ fn cmd_check_determinism(
                         .map_or(String::new(), |v| format!(" [{v}]"))
                 );
                 let summaries: Vec<_> = results.iter().map(|(_, r)| r.clone()).collect();
+                let replay =
+                    reproduce(&file.path, variant.as_deref(), Replay::Determinism(&[seed]));
                 if let Some(Err(error)) = summaries.iter().find(|r| r.is_err()) {
-                    println!("FAIL {label}: a run did not finish: {error}");
+                    println!("FAIL {label}: a run did not finish: {error}\n  {replay}");
                     diverged.push(label);
                     continue;
                 }
@@ -845,7 +660,7 @@ fn cmd_check_determinism(
                         &hash[..16]
                     ),
                     Err(difference) => {
-                        println!("FAIL {label}: nondeterministic\n{difference}");
+                        println!("FAIL {label}: nondeterministic\n{difference}\n  {replay}");
                         diverged.push(label);
                     }
                 }

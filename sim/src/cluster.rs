@@ -244,7 +244,9 @@ impl SimCluster {
         SimCluster::start_with(n, tweak, None)
     }
 
-    /// Starts `n` servers over a shared simulated database (the system of record).
+    /// Starts `n` servers over a shared simulated database (the system of record). Every node's
+    /// configuration must pass the product's `Config::validate`: a simulated node is never
+    /// built with a setting the product would refuse.
     pub fn start_with(
         n: usize,
         tweak: impl Fn(&mut Config),
@@ -254,6 +256,12 @@ impl SimCluster {
             .map(|i| {
                 let mut config = server_config(i, n);
                 tweak(&mut config);
+                if let Err(error) = config.validate() {
+                    panic!(
+                        "node{} would run with a configuration the product refuses: {error}",
+                        i + 1
+                    );
+                }
                 SimServer::start_with(config, madsim::rand::random::<u64>(), database.clone())
             })
             .collect();

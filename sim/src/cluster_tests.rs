@@ -6,7 +6,8 @@ use hyperion::proto::CacheStatus;
 
 use crate::cluster::{client_node, write_keys, SimCluster};
 
-const ELECTION: Duration = Duration::from_millis(1500);
+/// The product's election timeout.
+const ELECTION: Duration = Duration::from_millis(hyperion_raft::DEFAULT_ELECTION_TIMEOUT_MS);
 
 #[madsim::test]
 async fn three_nodes_replicate_and_fail_over_without_losing_acknowledged_writes() {

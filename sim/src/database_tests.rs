@@ -9,7 +9,8 @@ use rand::SeedableRng;
 
 use crate::cluster::{client_node, write_keys, DatabaseSetup, SimCluster};
 
-const ELECTION: Duration = Duration::from_millis(1500);
+/// The product's election timeout.
+const ELECTION: Duration = Duration::from_millis(hyperion_raft::DEFAULT_ELECTION_TIMEOUT_MS);
 
 fn database() -> SimDatabase {
     SimDatabase::new(

@@ -2,9 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{compare_traces, execute, toml_files};
-use crate::runner::RunReport;
-use crate::scenarios::Findings;
+use crate::cli::{compare_traces, toml_files};
+use crate::runner::{run_seed, Findings, RunReport};
 use crate::spec::{Checker, Expect, ScenarioFile};
 
 fn repo_dir(name: &str) -> PathBuf {
@@ -53,8 +52,8 @@ duration_ms = 1000
 #[test]
 fn one_seed_twice_gives_one_trace_and_the_check_detects_divergence() {
     let file = ScenarioFile::parse("small.toml", SMALL).unwrap();
-    let first = execute(&file, None, 5).unwrap();
-    let again = execute(&file, None, 5).unwrap();
+    let first = run_seed(&file, None, 5).unwrap();
+    let again = run_seed(&file, None, 5).unwrap();
     let (a, b) = (first.trace_jsonl(), again.trace_jsonl());
     assert!(
         a.len() > 100,
@@ -64,7 +63,7 @@ fn one_seed_twice_gives_one_trace_and_the_check_detects_divergence() {
     assert_eq!(hash.len(), 64);
 
     // A different seed is a different run: the comparison must say so, and where.
-    let other = execute(&file, None, 6).unwrap().trace_jsonl();
+    let other = run_seed(&file, None, 6).unwrap().trace_jsonl();
     let difference = compare_traces(&a, &other).expect_err("different seeds must differ");
     assert!(
         difference.contains("first difference at line"),
@@ -145,4 +144,26 @@ fn expectations_are_judged() {
         raft.judge(&any_seed).is_err(),
         "pass checkers still bind each run"
     );
+}
+
+#[test]
+fn the_format_reference_lists_every_fault_kind_with_its_fields() {
+    let readme = std::fs::read_to_string(repo_dir("scenarios").join("README.md")).unwrap();
+    for kind in crate::faults::KINDS {
+        let row = readme
+            .lines()
+            .find(|line| line.starts_with(&format!("| `{}` |", kind.name)))
+            .unwrap_or_else(|| panic!("scenarios/README.md has no row for `{}`", kind.name));
+        for field in crate::faults::Field::ALL
+            .into_iter()
+            .filter(|f| kind.takes(*f))
+        {
+            assert!(
+                row.contains(&format!("`{}", field.name())),
+                "the `{}` row does not name `{}`: {row}",
+                kind.name,
+                field.name()
+            );
+        }
+    }
 }

@@ -6,18 +6,26 @@
 //! normal build this crate is empty. Servers run the production code path
 //! ([`hyperion::server::Server`]) — there is no separate fake server.
 //!
-//! Every test prints its seed on failure (madsim's test harness); rerun one with
-//! `MADSIM_TEST_SEED=<seed> ci/sim test <name>`.
-//!
-//! Scenario files (`scenarios/*.toml`, `regressions/*.toml`) are parsed by [`spec`], run by
-//! [`runner`] and driven by the `hyperion-sim` CLI ([`cli`]; `ci/sim run|sweep|replay|...`).
+//! Scenarios are data: files (`scenarios/*.toml`, `regressions/*.toml`) parsed, validated and
+//! drawn for a seed by [`spec`], their faults declared once in [`faults`], run by [`runner`],
+//! reported by [`report`], and driven by the `hyperion-sim` CLI ([`cli`]; `ci/sim
+//! run|sweep|replay|...`), whose seeds follow [`seeds`] (`--seed N`, or
+//! `HYPERION_SIM_SEED`/`HYPERION_SIM_SEEDS`); every failure it reports prints the one command
+//! that replays it. The cluster scenarios (a)-(e) still run from Rust ([`scenarios`], over seeds
+//! by [`sweep`]). The plain `#[madsim::test]` unit tests are madsim's own:
+//! madsim prints their seed on failure, and `MADSIM_TEST_SEED=<seed> ci/sim test <name>` reruns
+//! one.
 #![cfg(madsim)]
 
 pub mod cli;
 pub mod cluster;
+pub mod faults;
+pub mod metrics;
 pub mod monitor;
+pub mod report;
 pub mod runner;
 pub mod scenarios;
+pub mod seeds;
 pub mod spec;
 pub mod sweep;
 pub mod trace;

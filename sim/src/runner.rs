@@ -1,28 +1,51 @@
-//! Runs one [`Plan`] (a scenario file drawn for one seed) in the current madsim runtime: starts
-//! the cluster with the config overrides, runs the workload and the fault timeline, samples
-//! leaders, terms and memory into the [`Trace`], heals, and runs every checker.
+//! Runs one [`Plan`] (a scenario file drawn for one seed) in a madsim runtime: starts the
+//! cluster with the plan's node configuration, runs the workload and the fault timeline,
+//! samples leaders, terms and memory into the [`Trace`], heals, and runs every checker.
+//!
+//! Checkers: `linearizability` (the recorded client history, `hyperion_checker`), `raft` (the
+//! invariant monitor throughout, then the replicas' state machines compared), `liveness` (a
+//! leader and a served write within [`LIVENESS_ELECTION_TIMEOUTS`] election timeouts of the
+//! heal), `memory` and `metrics` (when the plan sets their bounds).
 
-use std::collections::BTreeSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use madsim::net::NetSim;
-
-use crate::cluster::{DatabaseSetup, SimCluster};
-use crate::monitor::Monitor;
-use crate::scenarios::{check_history, heal_and_check, Findings};
-use crate::spec::{
-    Checker, DatabasePlan, Expect, FaultAction, FaultPlan, MetricLimits, NodeRef, Plan,
-};
-use crate::trace::{Event, Trace, TraceLine};
-use crate::workload::{self, Recorder};
 use hyperion::db::{SimDatabase, SimDbConfig};
+use hyperion_checker::{check, CheckerConfig, History, Verdict};
+
+use crate::cluster::{client_node, DatabaseSetup, SimCluster};
+use crate::faults::{self, Applied, FaultState, Firing};
+use crate::metrics::Metrics;
+use crate::monitor::{check_state_machines, Monitor};
+use crate::spec::{node::db_client_config, Checker, Expect, FaultPlan, Plan, ScenarioFile};
+use crate::trace::{to_jsonl, Event, Trace, TraceLine};
+use crate::workload::{self, Recorder};
 
 /// How often leaders, terms and node liveness are sampled into the trace.
 pub const ROLE_SAMPLE_INTERVAL: Duration = Duration::from_millis(5);
 /// How often memory is sampled.
 pub const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(1000);
+/// Liveness bound: after the faults heal, a leader and a served write within this many election
+/// timeouts.
+pub const LIVENESS_ELECTION_TIMEOUTS: u32 = 5;
+/// Simulated-time limit of one seed: a run that has not finished by then ends in a panic (and
+/// fails its expectations).
+pub const SEED_TIME_LIMIT: Duration = Duration::from_secs(600);
+
+/// What a run's checkers found.
+#[derive(Debug, Default)]
+pub struct Findings {
+    pub linearizability: Vec<String>,
+    pub raft: Vec<String>,
+    pub liveness: Vec<String>,
+    /// Memory bound exceeded (`expect.memory_max_bytes`).
+    pub memory: Vec<String>,
+    /// Latency or database thresholds exceeded (the `expect` metric limits).
+    pub metrics: Vec<String>,
+    pub ops: usize,
+}
 
 /// What one run produced.
 #[derive(Debug)]
@@ -112,237 +135,53 @@ impl RunReport {
     }
 }
 
-fn resolve(cluster: &SimCluster, node: NodeRef) -> Option<usize> {
-    match node {
-        NodeRef::Index(i) => Some(i),
-        NodeRef::Leader => cluster.leader(),
-        NodeRef::Follower => {
-            let leader = cluster.leader();
-            (0..cluster.servers.len())
-                .find(|&i| Some(i) != leader && cluster.servers[i].status().is_some())
-        }
-    }
-}
-
-fn name(node: usize) -> String {
-    format!("node{}", node + 1)
-}
-
-/// `node2 (the leader)` for a role-resolved node, `node2` for a numbered one.
-fn who(n: usize, node: NodeRef) -> String {
-    match node {
-        NodeRef::Index(_) => name(n),
-        _ => format!("{} ({node})", name(n)),
-    }
-}
-
-fn names(nodes: &[usize]) -> String {
-    nodes.iter().map(|&n| name(n)).collect::<Vec<_>>().join(",")
-}
-
-/// Shared state of the fault tasks: nodes they paused (resumed before the liveness check).
-#[derive(Default)]
-struct FaultState {
-    paused: std::sync::Mutex<BTreeSet<usize>>,
-}
-
-/// Applies one fault at its time and undoes it after its duration.
+/// Applies one `[[faults]]` entry's steps in turn: each at its time, undone after its
+/// duration. The actions of a step see one moment of the cluster: their targets are resolved
+/// before any is applied, and if one names no node (no leader, say) the step is skipped.
 async fn run_fault(
     cluster: Arc<SimCluster>,
     fault: FaultPlan,
     trace: Trace,
     state: Arc<FaultState>,
 ) {
-    madsim::time::sleep(Duration::from_millis(fault.at_ms)).await;
-    let for_ms = fault
-        .duration_ms
-        .map_or(String::new(), |d| format!(" for {d} ms"));
-    let others =
-        |n: usize| -> Vec<usize> { (0..cluster.servers.len()).filter(|&i| i != n).collect() };
-    let skip = |what: &str, node: NodeRef| {
-        trace.record(Event::Fault {
-            text: format!("{what} {node}: skipped (no such node at that moment)"),
-        });
-    };
-    // Each arm applies the fault and returns how to undo it (None: nothing to undo).
-    let undo: Option<(String, Box<dyn FnOnce()>)> = match fault.action.clone() {
-        FaultAction::Isolate(node) => {
-            let Some(n) = resolve(&cluster, node) else {
-                return skip("isolate", node);
-            };
-            cluster.isolate(n);
-            trace.record(Event::Fault {
-                text: format!("isolate {} from the other servers{for_ms}", who(n, node)),
-            });
-            let rest = others(n);
-            let cluster = Arc::clone(&cluster);
-            Some((
-                format!("{} rejoins", name(n)),
-                Box::new(move || cluster.unpartition(&[n], &rest)),
-            ))
-        }
-        FaultAction::Partition(groups) => {
-            for (i, a) in groups.iter().enumerate() {
-                for b in &groups[i + 1..] {
-                    cluster.partition(a, b);
-                }
-            }
-            let shown = groups
-                .iter()
-                .map(|g| format!("[{}]", names(g)))
-                .collect::<Vec<_>>()
-                .join(" | ");
-            trace.record(Event::Fault {
-                text: format!("partition {shown}{for_ms}"),
-            });
-            let cluster = Arc::clone(&cluster);
-            Some((
-                format!("partition {shown} heals"),
-                Box::new(move || {
-                    for (i, a) in groups.iter().enumerate() {
-                        for b in &groups[i + 1..] {
-                            cluster.unpartition(a, b);
-                        }
-                    }
-                }),
-            ))
-        }
-        FaultAction::OneWay { from, to } => {
-            let (Some(f), Some(t)) = (resolve(&cluster, from), resolve(&cluster, to)) else {
-                return skip("one-way cut from", from);
-            };
-            cluster.cut_one_way(f, t);
-            trace.record(Event::Fault {
-                text: format!("cut {} -> {} (one way){for_ms}", name(f), name(t)),
-            });
-            let cluster = Arc::clone(&cluster);
-            Some((
-                format!("link {} -> {} restored", name(f), name(t)),
-                Box::new(move || cluster.heal_one_way(f, t)),
-            ))
-        }
-        FaultAction::Clock {
-            node,
-            rate,
-            jump_ms,
-        } => {
-            let Some(n) = resolve(&cluster, node) else {
-                return skip("clock of", node);
-            };
-            let clock = cluster.servers[n].clock.clone();
-            let mut what = Vec::new();
-            if let Some(rate) = rate {
-                clock.set_rate(rate);
-                what.push(format!("rate {rate}"));
-            }
-            if let Some(jump_ms) = jump_ms {
-                clock.jump_ms(jump_ms);
-                what.push(format!("jump {jump_ms:+} ms"));
-            }
-            trace.record(Event::Fault {
-                text: format!("clock of {}: {}{for_ms}", who(n, node), what.join(", ")),
-            });
-            Some((
-                format!("clock of {} back to rate 1", name(n)),
-                Box::new(move || clock.set_rate(1.0)),
-            ))
-        }
-        FaultAction::Pause(node) => {
-            let Some(n) = resolve(&cluster, node) else {
-                return skip("pause", node);
-            };
-            cluster.pause(n);
-            state
-                .paused
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(n);
-            trace.record(Event::Fault {
-                text: format!("pause {}{for_ms}", who(n, node)),
-            });
-            let cluster = Arc::clone(&cluster);
-            let state = Arc::clone(&state);
-            Some((
-                format!("resume {}", name(n)),
-                Box::new(move || {
-                    cluster.resume(n);
-                    state
-                        .paused
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&n);
-                }),
-            ))
-        }
-        FaultAction::Kill(node) | FaultAction::PowerLoss(node) => {
-            let power = matches!(fault.action, FaultAction::PowerLoss(_));
-            let Some(n) = resolve(&cluster, node) else {
-                return skip(if power { "power loss of" } else { "kill" }, node);
-            };
-            if power {
-                cluster.power_loss(n);
-            } else {
-                cluster.kill(n);
-            }
+    for step in &fault.steps {
+        madsim::time::sleep(Duration::from_millis(step.at_ms)).await;
+        let for_ms = step
+            .duration_ms
+            .map_or(String::new(), |d| format!(" for {d} ms"));
+        let targets: Option<Vec<_>> = step
+            .actions
+            .iter()
+            .map(|action| action.resolve(&cluster))
+            .collect();
+        let Some(targets) = targets else {
             trace.record(Event::Fault {
                 text: format!(
-                    "{} {}{for_ms}",
-                    if power {
-                        "power loss (unsynced writes lost) of"
-                    } else {
-                        "kill"
-                    },
-                    who(n, node)
+                    "{}: skipped (no such node at that moment)",
+                    step.actions[0].described()
                 ),
             });
-            let cluster = Arc::clone(&cluster);
-            Some((
-                format!("restart {}", name(n)),
-                Box::new(move || cluster.restart(n)),
-            ))
-        }
-        FaultAction::Restart(node) => {
-            let Some(n) = resolve(&cluster, node) else {
-                return skip("restart", node);
-            };
-            // Always kill first: a restart without a kill keeps the sockets bound (DESIGN §3).
-            cluster.kill(n);
-            cluster.restart(n);
-            trace.record(Event::Fault {
-                text: format!("restart {}", who(n, node)),
+            continue;
+        };
+        let mut undos = Vec::new();
+        for (action, targets) in step.actions.iter().zip(&targets) {
+            let Applied { text, undo } = (action.kind.apply)(&Firing {
+                cluster: &cluster,
+                state: &state,
+                action,
+                targets,
+                for_ms: for_ms.clone(),
             });
-            None
+            trace.record(Event::Fault { text });
+            undos.extend(undo);
         }
-        FaultAction::Heal => {
-            cluster.heal();
-            trace.record(Event::Fault {
-                text: "heal every link between servers".to_string(),
-            });
-            None
+        if let Some(duration_ms) = step.duration_ms {
+            madsim::time::sleep(Duration::from_millis(duration_ms)).await;
+            for undo in undos {
+                (undo.run)();
+                trace.record(Event::FaultEnd { text: undo.text });
+            }
         }
-        FaultAction::Net {
-            packet_loss,
-            latency_ms: (low, high),
-        } => {
-            NetSim::current().update_config(|config| {
-                config.packet_loss_rate = packet_loss;
-                config.send_latency = Duration::from_millis(low)..Duration::from_millis(high + 1);
-            });
-            trace.record(Event::Fault {
-                text: format!(
-                    "network: packet loss {packet_loss}, latency {low}-{high} ms{for_ms}"
-                ),
-            });
-            Some((
-                "network back to defaults".to_string(),
-                Box::new(|| NetSim::current().update_config(|config| *config = Default::default())),
-            ))
-        }
-    };
-    if let (Some(duration_ms), Some((text, undo))) = (fault.duration_ms, undo) {
-        madsim::time::sleep(Duration::from_millis(duration_ms)).await;
-        undo();
-        trace.record(Event::FaultEnd { text });
     }
 }
 
@@ -425,8 +264,26 @@ async fn sample_timeline(
 /// Runs `plan` under the current madsim runtime (seed `seed`).
 pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
     let started = hyperion::runtime::now();
-    let config = plan.config.clone();
-    let database = plan.database.as_ref().map(|db| database_setup(db, seed));
+    let database = plan.database.as_ref().map(|db| {
+        let node = plan
+            .node_config(0)
+            .expect("every node's configuration was validated when the plan was drawn");
+        DatabaseSetup {
+            db: SimDatabase::new(
+                SimDbConfig {
+                    latency_min: Duration::from_millis(db.latency_ms.0),
+                    latency_max: Duration::from_millis(db.latency_ms.1),
+                    connection_wait: Duration::from_millis(db.connection_wait_ms),
+                    pool_create: Duration::from_millis(db.pool_create_ms),
+                    ..SimDbConfig::default()
+                },
+                db.max_connections,
+                rand::SeedableRng::seed_from_u64(seed ^ 0xdb),
+            ),
+            warm_up: db.warm_up,
+            client: db_client_config(&node, db),
+        }
+    });
     if let Some(setup) = &database {
         // The schema exists from earlier deploys: a lazily connecting node (the 2025-01-08
         // pre-fix) does not migrate it.
@@ -437,21 +294,12 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
             .await
             .expect("the simulated database migrates");
     }
-    let db_plan = plan.database.clone();
     let cluster = Arc::new(SimCluster::start_with(
         plan.nodes,
-        |c| {
-            config.apply(c);
-            if let Some(db) = &db_plan {
-                c.database.negative_cache_ms = db.negative_cache_ms;
-                c.database.query_timeout_ms = db.query_timeout_ms;
-                c.faults.no_read_through_single_flight = !db.single_flight;
-                c.faults.join_stale_loads = db.join_stale_loads;
-            }
-        },
+        |config| plan.configure(config),
         database,
     ));
-    let election_timeout = plan.config.election_timeout();
+    let election_timeout = plan.election_timeout();
     let mut findings = Findings::default();
     let elected = cluster
         .wait_for_leader((election_timeout * 4).max(Duration::from_secs(6)))
@@ -463,7 +311,7 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
             .servers
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.start_error().map(|e| format!("{}: {e}", name(i))))
+            .filter_map(|(i, s)| s.start_error().map(|e| format!("node{}: {e}", i + 1)))
             .collect();
         findings.liveness.push(format!(
             "no leader within 4 election timeouts of start{}",
@@ -528,28 +376,19 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
     }
 
     // Heal: resume paused nodes, network back to defaults, links and killed nodes in liveness.
-    let paused: Vec<usize> = state
-        .paused
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .copied()
-        .collect();
-    for node in paused {
-        cluster.resume(node);
-    }
-    NetSim::current().update_config(|config| *config = Default::default());
+    state.resume_all(&cluster);
+    faults::reset_network();
     trace.record(Event::Note {
         text: "heal everything; liveness check".to_string(),
     });
-    heal_and_check(
-        &cluster,
-        monitor,
-        monitor_task,
-        election_timeout,
-        &mut findings,
-    )
-    .await;
+    if let Some(failure) = heal_and_check_liveness(&cluster, election_timeout).await {
+        findings.liveness.push(failure);
+    }
+    // Let followers catch up, then compare state machines.
+    madsim::time::sleep(election_timeout).await;
+    findings.raft.extend(monitor.stop());
+    let _ = monitor_task.await;
+    findings.raft.extend(check_state_machines(&cluster));
     stop.store(true, Ordering::Relaxed);
     let (memory, peak) = sampler.await.unwrap_or_default();
     findings.memory = memory;
@@ -568,158 +407,62 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
     finish(findings, &trace, started, peak)
 }
 
-/// The simulated database and how nodes use it, for a drawn `[database]`.
-fn database_setup(db: &DatabasePlan, seed: u64) -> DatabaseSetup {
-    use rand::SeedableRng;
-    let database = SimDatabase::new(
-        SimDbConfig {
-            latency_min: Duration::from_millis(db.latency_ms.0),
-            latency_max: Duration::from_millis(db.latency_ms.1),
-            connection_wait: Duration::from_millis(db.connection_wait_ms),
-            pool_create: Duration::from_millis(db.pool_create_ms),
-            ..SimDbConfig::default()
+/// Heals every link and restarts every stopped node, then checks liveness: a leader and a
+/// served write within [`LIVENESS_ELECTION_TIMEOUTS`] election timeouts. Returns the failure,
+/// if any.
+async fn heal_and_check_liveness(
+    cluster: &SimCluster,
+    election_timeout: Duration,
+) -> Option<String> {
+    cluster.heal();
+    for (i, server) in cluster.servers.iter().enumerate() {
+        if server.status().is_none() {
+            cluster.restart(i);
+        }
+    }
+    let bound = election_timeout * LIVENESS_ELECTION_TIMEOUTS;
+    let healed_at = hyperion::runtime::now();
+    let probe = cluster.client().with_deadline(Duration::from_millis(500));
+    let served = client_node(100)
+        .spawn(async move {
+            loop {
+                if probe.set(b"liveness-probe", b"ok", 0, 0).await.is_ok() {
+                    return true;
+                }
+                if healed_at.elapsed() > bound {
+                    return false;
+                }
+                madsim::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap_or(false);
+    if !served || healed_at.elapsed() > bound {
+        return Some(format!(
+            "no write served within {LIVENESS_ELECTION_TIMEOUTS} election timeouts after heal"
+        ));
+    }
+    None
+}
+
+/// Runs the linearizability checker over `history` (no eviction, TTL tolerance ε =
+/// `clock_skew_ms`); returns one rendered violation (with its history excerpt) per finding.
+fn check_history(history: &History, clock_skew_ms: u64) -> Vec<String> {
+    let report = check(
+        history,
+        &CheckerConfig {
+            allow_eviction: false,
+            clock_skew_ms,
+            ..CheckerConfig::default()
         },
-        db.max_connections,
-        rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xdb),
     );
-    let mut client = hyperion::config::DatabaseConfig {
-        pool_size: db.pool_size,
-        query_timeout_ms: db.query_timeout_ms,
-        ..Default::default()
-    }
-    .client_config();
-    client.coalesce_loads = db.single_flight;
-    if db.join_stale_loads {
-        client.join_rule = hyperion::single_flight::JoinRule::AnyFlight;
-    }
-    if !db.breaker {
-        // A breaker that never opens: the 2024-10-15 pre-fix.
-        client.breaker.min_calls = u32::MAX;
-    }
-    DatabaseSetup {
-        db: database,
-        warm_up: db.warm_up,
-        client,
-    }
-}
-
-/// What the clients saw, and what the database went through.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Metrics {
-    pub gets: usize,
-    pub hits: usize,
-    pub get_p50_ms: u64,
-    pub get_p99_ms: u64,
-    /// The first Get of the run succeeded (answered at all), if there was one.
-    pub first_get_ok: Option<bool>,
-    pub db_queries: u64,
-    pub db_peak_concurrency: u64,
-    pub db_refused: u64,
-}
-
-impl Metrics {
-    pub fn of(history: &hyperion_checker::History, db: Option<&SimDatabase>) -> Metrics {
-        use hyperion_checker::{Op, OpResult, Outcome};
-        let mut latencies = Vec::new();
-        let mut hits = 0;
-        let mut first: Option<(u64, bool)> = None;
-        for op in history.ops() {
-            if !matches!(op.op, Op::Get { .. }) {
-                continue;
-            }
-            let Some(returned) = op.return_ms else {
-                continue;
-            };
-            latencies.push(returned - op.invoke_ms);
-            let outcome = op.effective_outcome();
-            if matches!(outcome, Outcome::Ok(OpResult::Hit { .. })) {
-                hits += 1;
-            }
-            let ok = matches!(outcome, Outcome::Ok(_));
-            if first.is_none_or(|(at, _)| op.invoke_ms < at) {
-                first = Some((op.invoke_ms, ok));
-            }
+    match &report.verdict {
+        Verdict::Ok => Vec::new(),
+        Verdict::Violation(violations) => violations.iter().map(|v| v.to_string()).collect(),
+        Verdict::Unknown { reason } => {
+            tracing::warn!(%reason, "checker could not decide");
+            Vec::new()
         }
-        latencies.sort_unstable();
-        let percentile = |p: usize| -> u64 {
-            if latencies.is_empty() {
-                0
-            } else {
-                latencies[((latencies.len() - 1) * p) / 100]
-            }
-        };
-        let stats = db.map(SimDatabase::stats).unwrap_or_default();
-        Metrics {
-            gets: latencies.len(),
-            hits,
-            get_p50_ms: percentile(50),
-            get_p99_ms: percentile(99),
-            first_get_ok: first.map(|(_, ok)| ok),
-            db_queries: stats.total_queries,
-            db_peak_concurrency: stats.peak_concurrent,
-            db_refused: stats.refused_over_cap,
-        }
-    }
-
-    pub fn render(&self) -> String {
-        let hit_rate = if self.gets == 0 {
-            0.0
-        } else {
-            100.0 * self.hits as f64 / self.gets as f64
-        };
-        format!(
-            "metrics: {} gets, hit rate {hit_rate:.1} %, get p50 {} ms, p99 {} ms; database: {} \
-             queries, peak {} in flight, {} refused for lack of a connection{}",
-            self.gets,
-            self.get_p50_ms,
-            self.get_p99_ms,
-            self.db_queries,
-            self.db_peak_concurrency,
-            self.db_refused,
-            match self.first_get_ok {
-                Some(true) => "; first get answered",
-                Some(false) => "; first get FAILED",
-                None => "",
-            }
-        )
-    }
-
-    /// What exceeds the limits.
-    pub fn violations(&self, limits: &MetricLimits) -> Vec<String> {
-        let mut found = Vec::new();
-        if let Some(max) = limits.get_p99_ms_max {
-            if self.get_p99_ms > max {
-                found.push(format!("get p99 {} ms exceeds {max} ms", self.get_p99_ms));
-            }
-        }
-        if let Some(max) = limits.db_peak_concurrency_max {
-            if self.db_peak_concurrency > max {
-                found.push(format!(
-                    "database peak concurrency {} exceeds {max}",
-                    self.db_peak_concurrency
-                ));
-            }
-        }
-        if let Some(max) = limits.db_refused_max {
-            if self.db_refused > max {
-                found.push(format!(
-                    "database refused {} queries for lack of a connection (limit {max})",
-                    self.db_refused
-                ));
-            }
-        }
-        if let Some(max) = limits.db_queries_max {
-            if self.db_queries > max {
-                found.push(format!(
-                    "the database received {} queries (limit {max})",
-                    self.db_queries
-                ));
-            }
-        }
-        if limits.first_get_ok && self.first_get_ok == Some(false) {
-            found.push("the first Get of the run failed".to_string());
-        }
-        found
     }
 }
 
@@ -748,4 +491,122 @@ fn finish(
     }
     report.trace = trace.lines();
     report
+}
+
+/// One executed run: the plan, and the report (or the panic that ended it).
+pub struct Executed {
+    pub seed: u64,
+    pub plan: Plan,
+    pub result: Result<RunReport, String>,
+    /// Wall-clock time the run took (for throughput only; nothing decides on it).
+    pub real_ms: u64,
+}
+
+impl Executed {
+    /// Met, and the verdict text.
+    pub fn verdict(&self) -> (bool, String) {
+        match &self.result {
+            Ok(report) => match report.judge(&self.plan.expect) {
+                Ok(text) => (true, text),
+                Err(text) => (false, text),
+            },
+            Err(panic) => (false, format!("the run panicked: {panic}")),
+        }
+    }
+
+    /// Whether a checker listed under `expect.violation` found something.
+    pub fn violation_found(&self) -> bool {
+        self.result
+            .as_ref()
+            .is_ok_and(|report| report.violation_found(&self.plan.expect))
+    }
+
+    /// The trace as JSON lines (empty after a panic).
+    pub fn trace_jsonl(&self) -> Vec<String> {
+        self.result
+            .as_ref()
+            .map(|r| to_jsonl(&r.trace))
+            .unwrap_or_default()
+    }
+}
+
+/// Wall-clock time, for throughput only (seeds/s and the simulated/real ratio). The simulator
+/// itself never reads it: nothing a run decides depends on it, so determinism is unaffected.
+#[allow(clippy::disallowed_methods)]
+pub fn wall_clock() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// Runs one seed of `file` (a regression's `variant`) in a fresh madsim runtime seeded with it;
+/// `Err` when the seed's plan cannot be drawn (no such variant, a configuration the product
+/// refuses).
+pub fn run_seed(file: &ScenarioFile, variant: Option<&str>, seed: u64) -> Result<Executed, String> {
+    let plan = file.plan(seed, variant)?;
+    let mut runtime =
+        madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    runtime.set_time_limit(SEED_TIME_LIMIT);
+    let started = wall_clock();
+    let result = catch_unwind(AssertUnwindSafe(|| runtime.block_on(run_plan(&plan, seed))))
+        .map_err(|panic| panic_text(panic.as_ref()));
+    let real_ms = started.elapsed().as_millis() as u64;
+    Ok(Executed {
+        seed,
+        plan,
+        result,
+        real_ms,
+    })
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+/// The verdict over the seeds of one file (variant): every run must meet its own expectations,
+/// and a violation required of the seeds together (`violation_in = "any_seed"`) must be found
+/// by at least one of them.
+#[derive(Debug, Clone, Default)]
+pub struct SeedTally {
+    pub seeds: Vec<u64>,
+    /// Seeds whose run did not meet its expectations.
+    pub failed: Vec<u64>,
+    /// Some seed must find the violation.
+    pub any_seed: bool,
+    /// Seeds whose run found it.
+    pub found: Vec<u64>,
+}
+
+impl SeedTally {
+    /// Counts one run.
+    pub fn add(&mut self, seed: u64, met: bool, violation_found: bool, any_seed: bool) {
+        self.seeds.push(seed);
+        if !met {
+            self.failed.push(seed);
+        }
+        if violation_found {
+            self.found.push(seed);
+        }
+        self.any_seed |= any_seed;
+    }
+
+    /// What fails only for the seeds together: a required violation that none found.
+    pub fn group_failure(&self) -> Option<String> {
+        (self.any_seed && self.found.is_empty())
+            .then(|| "no seed found the expected violation".to_string())
+    }
+
+    /// The note a sweep prints about a violation required of the seeds together.
+    pub fn any_seed_note(&self) -> Option<String> {
+        self.any_seed.then(|| {
+            format!(
+                "the expected violation was found in {} of {} seeds (at least one must)",
+                self.found.len(),
+                self.seeds.len()
+            )
+        })
+    }
 }
