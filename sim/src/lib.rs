@@ -9,10 +9,9 @@
 //! Scenarios are data: files (`scenarios/*.toml`, `regressions/*.toml`) parsed, validated and
 //! drawn for a seed by [`spec`], their faults declared once in [`faults`], run by [`runner`],
 //! reported by [`report`], and driven by the `hyperion-sim` CLI ([`cli`]; `ci/sim
-//! run|sweep|replay|...`), whose seeds follow [`seeds`] (`--seed N`, or
-//! `HYPERION_SIM_SEED`/`HYPERION_SIM_SEEDS`); every failure it reports prints the one command
-//! that replays it. The cluster scenarios (a)-(e) still run from Rust ([`scenarios`], over seeds
-//! by [`sweep`]). The plain `#[madsim::test]` unit tests are madsim's own:
+//! run|sweep|replay|...`) and by the `scenario_tests` layer. Seeds follow one protocol
+//! ([`seeds`]: `--seed N`, or `HYPERION_SIM_SEED`/`HYPERION_SIM_SEEDS`), and every failure prints
+//! the one command that replays it. The plain `#[madsim::test]` unit tests are madsim's own:
 //! madsim prints their seed on failure, and `MADSIM_TEST_SEED=<seed> ci/sim test <name>` reruns
 //! one.
 #![cfg(madsim)]
@@ -24,10 +23,8 @@ pub mod metrics;
 pub mod monitor;
 pub mod report;
 pub mod runner;
-pub mod scenarios;
 pub mod seeds;
 pub mod spec;
-pub mod sweep;
 pub mod trace;
 pub mod workload;
 
