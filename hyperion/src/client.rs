@@ -109,6 +109,8 @@ pub struct Client {
     shared: Arc<Shared>,
     deadline: Duration,
     retry: RetryPolicy,
+    /// Talks to its configured nodes only (see [`Client::pinned`]).
+    pinned: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -153,7 +155,16 @@ impl Client {
             }),
             deadline: DEFAULT_DEADLINE,
             retry: default_retry_policy(),
+            pinned: false,
         })
+    }
+
+    /// Talks to its configured nodes only: a redirect is answered to the caller as it came, and
+    /// the client never learns a node from it. For asking one node what it says (a probe, a
+    /// debugging session, a test of that node's answers).
+    pub fn pinned(mut self) -> Client {
+        self.pinned = true;
+        self
     }
 
     /// Sets the per-attempt deadline.
@@ -197,6 +208,9 @@ impl Client {
     /// Learns from a failure where to send the next attempt: the hinted leader (added to the
     /// known nodes if new), or the next known node.
     fn redirect(&self, tried: usize, status: &Status) {
+        if self.pinned {
+            return;
+        }
         let mut nodes = lock(&self.shared.nodes);
         let hinted = status
             .metadata()

@@ -12,7 +12,7 @@ use hyperion::config::{ClusterNode, Config};
 use hyperion::db::SystemOfRecord;
 use hyperion::db::{DbClient, DbClientConfig, SimDatabase};
 use hyperion::replica::{RaftStatus, Replica};
-use hyperion::runtime::NodeClock;
+use hyperion::runtime::{FatalExit, FatalHandler, NodeClock, SIMULATED_EXIT_MARKER};
 use hyperion::server::Server;
 use hyperion_raft::storage::SimDisk;
 use hyperion_raft::Role;
@@ -68,6 +68,22 @@ pub struct SimServer {
     pub config: Arc<Mutex<Config>>,
     replica: Arc<Mutex<Option<Replica>>>,
     start_error: Arc<Mutex<Option<String>>>,
+    exits: Arc<Mutex<Vec<NodeExit>>>,
+    /// Set from the node's exit until madsim restarts it.
+    awaiting_restart: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The longest a node that exited waits for its restart (madsim restarts it 1-10 s after).
+pub const EXIT_RESTART_MAX: Duration = Duration::from_secs(10);
+
+/// A simulated process exit: the node could not go on ([`FatalHandler`]); madsim restarts it
+/// after a seeded delay (1-10 s), as a supervisor restarts an exited process.
+#[derive(Debug, Clone)]
+pub struct NodeExit {
+    pub at: hyperion::runtime::Instant,
+    pub exit: FatalExit,
+    /// Whether a disk fault was failing this node's syncs when it exited (an expected exit).
+    pub disk_failing: bool,
 }
 
 impl SimServer {
@@ -88,19 +104,24 @@ impl SimServer {
         let disk = SimDisk::new(disk_seed);
         let replica = Arc::new(Mutex::new(None));
         let start_error = Arc::new(Mutex::new(None));
+        let exits = Arc::new(Mutex::new(Vec::new()));
+        let awaiting_restart = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let addr = config.listen_addr;
         let name = config.node_id.clone();
         let config = Arc::new(Mutex::new(config));
         let (node_clock, node_disk) = (clock.clone(), disk.clone());
-        let (node_replica, node_error, node_config) = (
+        let (node_replica, node_error, node_config, node_exits) = (
             Arc::clone(&replica),
             Arc::clone(&start_error),
             Arc::clone(&config),
+            Arc::clone(&exits),
         );
+        let node_awaiting = Arc::clone(&awaiting_restart);
         let handle = Handle::current()
             .create_node()
             .name(name)
             .ip(addr.ip())
+            .restart_on_panic_matching(SIMULATED_EXIT_MARKER)
             .init(move || {
                 let config = lock(&node_config).clone();
                 let clock = node_clock.clone();
@@ -108,6 +129,21 @@ impl SimServer {
                 let slot = Arc::clone(&node_replica);
                 let error_slot = Arc::clone(&node_error);
                 let database = database.clone();
+                node_awaiting.store(false, std::sync::atomic::Ordering::Relaxed);
+                let fatal = {
+                    let (slot, exits, disk) =
+                        (Arc::clone(&slot), Arc::clone(&node_exits), disk.clone());
+                    let awaiting = Arc::clone(&node_awaiting);
+                    FatalHandler::recording(move |exit| {
+                        *lock(&slot) = None;
+                        awaiting.store(true, std::sync::atomic::Ordering::Relaxed);
+                        lock(&exits).push(NodeExit {
+                            at: hyperion::runtime::now(),
+                            exit: exit.clone(),
+                            disk_failing: disk.syncs_failing(),
+                        });
+                    })
+                };
                 async move {
                     let record = match database {
                         None => None,
@@ -130,14 +166,17 @@ impl SimServer {
                             }
                         }
                     };
-                    let server = match Server::start(&config, clock, Box::new(disk), record).await {
-                        Ok(server) => server,
-                        Err(error) => {
-                            // As a real process would: report and stop (the node stays down).
-                            *lock(&error_slot) = Some(error.to_string());
-                            return;
-                        }
-                    };
+                    let server =
+                        match Server::start_with(&config, clock, Box::new(disk), record, fatal)
+                            .await
+                        {
+                            Ok(server) => server,
+                            Err(error) => {
+                                // As a real process would: report and stop (the node stays down).
+                                *lock(&error_slot) = Some(error.to_string());
+                                return;
+                            }
+                        };
                     *lock(&error_slot) = None;
                     *lock(&slot) = Some(server.replica());
                     server
@@ -155,7 +194,20 @@ impl SimServer {
             config,
             replica,
             start_error,
+            exits,
+            awaiting_restart,
         }
+    }
+
+    /// Whether the node exited and madsim has not restarted it yet.
+    pub fn awaiting_restart(&self) -> bool {
+        self.awaiting_restart
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every time this node exited on its own so far.
+    pub fn exits(&self) -> Vec<NodeExit> {
+        lock(&self.exits).clone()
     }
 
     /// Why the last start failed, if it did.
@@ -382,11 +434,17 @@ impl SimCluster {
     /// Kills a node's process (its disk keeps everything written, as after a crash).
     pub fn kill(&self, node: usize) {
         *lock(&self.servers[node].replica) = None;
-        Handle::current().kill(self.servers[node].handle.id());
+        let id = self.servers[node].handle.id();
+        hyperion::runtime::sim::cancel_pause_request(id);
+        Handle::current().kill(id);
     }
 
-    /// Restarts a killed node: it recovers from its disk.
+    /// Restarts a killed node: it recovers from its disk. A node that exited on its own is left
+    /// to its pending restart (two restarts would bind its address twice).
     pub fn restart(&self, node: usize) {
+        if self.servers[node].awaiting_restart() {
+            return;
+        }
         Handle::current().restart(self.servers[node].handle.id());
     }
 
@@ -401,8 +459,11 @@ impl SimCluster {
         Handle::current().pause(self.servers[node].handle.id());
     }
 
+    /// Resumes a paused node (and withdraws a pause inside a turn that has not landed yet).
     pub fn resume(&self, node: usize) {
-        Handle::current().resume(self.servers[node].handle.id());
+        let id = self.servers[node].handle.id();
+        hyperion::runtime::sim::cancel_pause_request(id);
+        Handle::current().resume(id);
     }
 }
 

@@ -40,11 +40,15 @@ pub enum Field {
     PacketLoss,
     /// `net`: the send latency range, per packet.
     LatencyMs,
+    /// `overload`: reads per second sent to the node.
+    RequestsPerS,
+    /// `overload`: client requests per second the node's CPU can serve.
+    ServesPerS,
 }
 
 impl Field {
     /// Every field, in the order errors are reported.
-    pub const ALL: [Field; 8] = [
+    pub const ALL: [Field; 10] = [
         Field::Node,
         Field::Groups,
         Field::From,
@@ -53,6 +57,8 @@ impl Field {
         Field::JumpMs,
         Field::PacketLoss,
         Field::LatencyMs,
+        Field::RequestsPerS,
+        Field::ServesPerS,
     ];
 
     /// The field's name in a file.
@@ -66,6 +72,8 @@ impl Field {
             Field::JumpMs => "jump_ms",
             Field::PacketLoss => "packet_loss",
             Field::LatencyMs => "latency_ms",
+            Field::RequestsPerS => "requests_per_s",
+            Field::ServesPerS => "serves_per_s",
         }
     }
 }
@@ -151,6 +159,14 @@ pub const KINDS: &[FaultKind] = &[
         apply: pause,
     },
     FaultKind {
+        name: "pause_in_turn",
+        needs: &[Field::Node],
+        allows: &[],
+        needs_one_of: &[],
+        undone_by: Some("resume"),
+        apply: pause_in_turn,
+    },
+    FaultKind {
         name: "kill",
         needs: &[Field::Node],
         allows: &[],
@@ -167,12 +183,36 @@ pub const KINDS: &[FaultKind] = &[
         apply: power_loss,
     },
     FaultKind {
+        name: "disk_eio",
+        needs: &[Field::Node],
+        allows: &[],
+        needs_one_of: &[],
+        undone_by: Some("the disk working again"),
+        apply: disk_eio,
+    },
+    FaultKind {
+        name: "bit_rot",
+        needs: &[Field::Node],
+        allows: &[],
+        needs_one_of: &[],
+        undone_by: None,
+        apply: bit_rot,
+    },
+    FaultKind {
         name: "restart",
         needs: &[Field::Node],
         allows: &[],
         needs_one_of: &[],
         undone_by: None,
         apply: restart,
+    },
+    FaultKind {
+        name: "overload",
+        needs: &[Field::Node, Field::RequestsPerS, Field::ServesPerS],
+        allows: &[],
+        needs_one_of: &[],
+        undone_by: Some("the clients stopping and the CPU recovering"),
+        apply: overload,
     },
     FaultKind {
         name: "heal",
@@ -293,6 +333,8 @@ pub struct Action {
     pub jump_ms: Option<PerNode<i64>>,
     pub packet_loss: Option<f64>,
     pub latency_ms: Option<(u64, u64)>,
+    pub requests_per_s: Option<u64>,
+    pub serves_per_s: Option<u64>,
 }
 
 impl Action {
@@ -308,6 +350,8 @@ impl Action {
             jump_ms: None,
             packet_loss: None,
             latency_ms: None,
+            requests_per_s: None,
+            serves_per_s: None,
         }
     }
 
@@ -354,6 +398,10 @@ pub struct Targets {
 #[derive(Default)]
 pub struct FaultState {
     paused: Mutex<BTreeSet<usize>>,
+    /// Keys whose stored copy a `bit_rot` fault damaged somewhere (their removal is legal).
+    damaged: Mutex<BTreeSet<Vec<u8>>>,
+    /// Running `overload` faults: their clients' stop flag and the nodes whose CPU they slow.
+    overloads: Mutex<Vec<(Arc<std::sync::atomic::AtomicBool>, Vec<usize>)>>,
 }
 
 impl FaultState {
@@ -361,11 +409,28 @@ impl FaultState {
         self.paused.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Resumes every node a fault paused and did not resume.
+    /// Keys a `bit_rot` fault damaged.
+    pub fn damaged_keys(&self) -> BTreeSet<Vec<u8>> {
+        self.damaged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Resumes every node a fault paused and did not resume, and ends every overload.
     pub fn resume_all(&self, cluster: &SimCluster) {
         let paused = std::mem::take(&mut *self.paused());
         for node in paused {
             cluster.resume(node);
+        }
+        let overloads = std::mem::take(
+            &mut *self
+                .overloads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (stop, nodes) in overloads {
+            end_overload(cluster, &stop, &nodes);
         }
     }
 }
@@ -554,6 +619,30 @@ fn pause(f: &Firing<'_>) -> Applied {
     }
 }
 
+/// Pauses the targets the next time their node loop reaches its preemption point: inside a turn,
+/// after the tick and before the inputs are served (a SIGSTOP landing mid-turn).
+fn pause_in_turn(f: &Firing<'_>) -> Applied {
+    let nodes = f.targets.nodes.clone();
+    for &n in &nodes {
+        hyperion::runtime::sim::pause_at_next_preemption_point(f.cluster.servers[n].handle.id());
+        f.state.paused().insert(n);
+    }
+    let (cluster, state) = (Arc::clone(f.cluster), Arc::clone(f.state));
+    Applied {
+        text: format!(
+            "pause {} inside a turn of its node loop{}",
+            f.who(),
+            f.for_ms
+        ),
+        undo: undo(format!("resume {}", names(&nodes)), move || {
+            for n in nodes {
+                cluster.resume(n);
+                state.paused().remove(&n);
+            }
+        }),
+    }
+}
+
 /// Kills the targets (cutting their power first with `power_loss`); undone by a restart.
 fn stop(f: &Firing<'_>, power_loss: bool) -> Applied {
     let nodes = f.targets.nodes.clone();
@@ -577,6 +666,53 @@ fn stop(f: &Firing<'_>, power_loss: bool) -> Applied {
                 cluster.restart(n);
             }
         }),
+    }
+}
+
+/// The targets' disks fail every sync with EIO until undone (the node must exit, never retry).
+fn disk_eio(f: &Firing<'_>) -> Applied {
+    let nodes = f.targets.nodes.clone();
+    for &n in &nodes {
+        f.cluster.servers[n].disk.fail_syncs(true);
+    }
+    let cluster = Arc::clone(f.cluster);
+    Applied {
+        text: format!("disk of {} fails every sync (EIO){}", f.who(), f.for_ms),
+        undo: undo(
+            format!("disk of {} works again", names(&nodes)),
+            move || {
+                for n in nodes {
+                    cluster.servers[n].disk.fail_syncs(false);
+                }
+            },
+        ),
+    }
+}
+
+/// Flips a bit of one stored entry (seeded choice) on each target replica.
+fn bit_rot(f: &Firing<'_>) -> Applied {
+    let mut shown = Vec::new();
+    for &n in &f.targets.nodes {
+        let pick = madsim::rand::random::<u64>();
+        let damaged = f.cluster.servers[n]
+            .replica()
+            .and_then(|replica| replica.inject_bit_rot(pick));
+        shown.push(match damaged {
+            Some(key) => {
+                let text = format!("{} (key {:?})", name(n), String::from_utf8_lossy(&key));
+                f.state
+                    .damaged
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key);
+                text
+            }
+            None => format!("{} (nothing stored)", name(n)),
+        });
+    }
+    Applied {
+        text: format!("bit rot in a stored entry of {}", shown.join(", ")),
+        undo: None,
     }
 }
 
@@ -605,6 +741,66 @@ fn heal(f: &Firing<'_>) -> Applied {
     Applied {
         text: "heal every link between servers".to_string(),
         undo: None,
+    }
+}
+
+/// How often an `overload` fault's clients send their next burst.
+pub const OVERLOAD_TICK: Duration = Duration::from_millis(1);
+
+/// Clients flood the targets with linearizable reads at `requests_per_s`, and each target's
+/// CPU serves at most `serves_per_s` client requests (a node loop that cannot keep up: a
+/// throttled or shared CPU). The reads enter where a Get does below the API layer (whose
+/// per-client rate limit a flood from many addresses passes); their answers are dropped.
+fn overload(f: &Firing<'_>) -> Applied {
+    // Needed fields, validated at load.
+    let (Some(rate), Some(serves)) = (f.action.requests_per_s, f.action.serves_per_s) else {
+        unreachable!("an overload fault has `requests_per_s` and `serves_per_s`")
+    };
+    let nodes = f.targets.nodes.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cost = Duration::from_nanos(1_000_000_000 / serves);
+    for &n in &nodes {
+        let server = &f.cluster.servers[n];
+        hyperion::runtime::sim::set_cpu_cost(server.handle.id(), cost);
+        let Some(replica) = server.replica() else {
+            continue;
+        };
+        let stop = Arc::clone(&stop);
+        server.handle.spawn(async move {
+            let per_tick = (rate / 1000).max(1);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for _ in 0..per_tick {
+                    let replica = replica.clone();
+                    madsim::task::spawn(async move {
+                        let _ = replica.linearizable_barrier().await;
+                    });
+                }
+                madsim::time::sleep(OVERLOAD_TICK).await;
+            }
+        });
+    }
+    f.state
+        .overloads
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push((Arc::clone(&stop), nodes.clone()));
+    let cluster = Arc::clone(f.cluster);
+    Applied {
+        text: format!(
+            "overload {}: clients send {rate} reads/s, its CPU serves {serves} requests/s{}",
+            f.who(),
+            f.for_ms
+        ),
+        undo: undo(format!("load on {} ends", names(&nodes)), move || {
+            end_overload(&cluster, &stop, &nodes);
+        }),
+    }
+}
+
+fn end_overload(cluster: &SimCluster, stop: &std::sync::atomic::AtomicBool, nodes: &[usize]) {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for &n in nodes {
+        hyperion::runtime::sim::set_cpu_cost(cluster.servers[n].handle.id(), Duration::ZERO);
     }
 }
 

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub db_queries: u64,
     pub db_peak_concurrency: u64,
     pub db_refused: u64,
+    /// Times leadership changed hands after the first election (from the Raft monitor).
+    pub leader_changes: u64,
 }
 
 impl Metrics {
@@ -61,6 +63,7 @@ impl Metrics {
             db_queries: stats.total_queries,
             db_peak_concurrency: stats.peak_concurrent,
             db_refused: stats.refused_over_cap,
+            leader_changes: 0,
         }
     }
 
@@ -72,13 +75,15 @@ impl Metrics {
         };
         format!(
             "metrics: {} gets, hit rate {hit_rate:.1} %, get p50 {} ms, p99 {} ms; database: {} \
-             queries, peak {} in flight, {} refused for lack of a connection{}",
+             queries, peak {} in flight, {} refused for lack of a connection; {} leader \
+             change(s){}",
             self.gets,
             self.get_p50_ms,
             self.get_p99_ms,
             self.db_queries,
             self.db_peak_concurrency,
             self.db_refused,
+            self.leader_changes,
             match self.first_get_ok {
                 Some(true) => "; first get answered",
                 Some(false) => "; first get FAILED",
@@ -116,6 +121,14 @@ impl Metrics {
                 found.push(format!(
                     "the database received {} queries (limit {max})",
                     self.db_queries
+                ));
+            }
+        }
+        if let Some(max) = limits.leader_changes_max {
+            if self.leader_changes > max {
+                found.push(format!(
+                    "leadership changed hands {} times (limit {max})",
+                    self.leader_changes
                 ));
             }
         }

@@ -108,6 +108,12 @@ impl Monitor {
         }
     }
 
+    /// Times leadership changed hands after the first leader seen: terms that had a leader,
+    /// but the first.
+    pub fn leader_changes(&self) -> u64 {
+        (self.lock().leaders_by_term.len() as u64).saturating_sub(1)
+    }
+
     /// Stops sampling and returns the violations found.
     pub fn stop(&self) -> Vec<String> {
         let mut state = self.lock();

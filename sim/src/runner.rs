@@ -5,7 +5,9 @@
 //! Checkers: `linearizability` (the recorded client history, `hyperion_checker`), `raft` (the
 //! invariant monitor throughout, then the replicas' state machines compared), `liveness` (a
 //! leader and a served write within [`LIVENESS_ELECTION_TIMEOUTS`] election timeouts of the
-//! heal), `memory` and `metrics` (when the plan sets their bounds).
+//! heal, then every node applying that write within as many more; and no node exiting except
+//! a storage failure while its disk was failing), `memory` and `metrics` (when the plan sets
+//! their bounds).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +17,7 @@ use std::time::Duration;
 use hyperion::db::{SimDatabase, SimDbConfig};
 use hyperion_checker::{check, CheckerConfig, History, Verdict};
 
-use crate::cluster::{client_node, DatabaseSetup, SimCluster};
+use crate::cluster::{client_node, DatabaseSetup, SimCluster, EXIT_RESTART_MAX};
 use crate::faults::{self, Applied, FaultState, Firing};
 use crate::metrics::Metrics;
 use crate::monitor::{check_state_machines, Monitor};
@@ -384,6 +386,9 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
     if let Some(failure) = heal_and_check_liveness(&cluster, election_timeout).await {
         findings.liveness.push(failure);
     }
+    findings
+        .liveness
+        .extend(check_exits(&cluster, &trace, trace.origin()));
     // Let followers catch up, then compare state machines.
     madsim::time::sleep(election_timeout).await;
     findings.raft.extend(monitor.stop());
@@ -395,8 +400,10 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
 
     let history = recorder.history();
     findings.ops = history.ops().len();
-    findings.linearizability = check_history(&history, plan.expect.clock_skew_ms);
-    let metrics = Metrics::of(&history, cluster.database.as_ref());
+    findings.linearizability =
+        check_history(&history, plan.expect.clock_skew_ms, state.damaged_keys());
+    let mut metrics = Metrics::of(&history, cluster.database.as_ref());
+    metrics.leader_changes = monitor.leader_changes();
     trace.record(Event::Note {
         text: metrics.render(),
     });
@@ -420,6 +427,13 @@ async fn heal_and_check_liveness(
             cluster.restart(i);
         }
     }
+    // Nodes that exited on their own come back when their supervisor restarts them.
+    let waited = hyperion::runtime::now();
+    while cluster.servers.iter().any(|s| s.awaiting_restart())
+        && waited.elapsed() < EXIT_RESTART_MAX
+    {
+        madsim::time::sleep(Duration::from_millis(50)).await;
+    }
     let bound = election_timeout * LIVENESS_ELECTION_TIMEOUTS;
     let healed_at = hyperion::runtime::now();
     let probe = cluster.client().with_deadline(Duration::from_millis(500));
@@ -442,17 +456,93 @@ async fn heal_and_check_liveness(
             "no write served within {LIVENESS_ELECTION_TIMEOUTS} election timeouts after heal"
         ));
     }
-    None
+    caught_up(cluster, bound).await
 }
 
-/// Runs the linearizability checker over `history` (no eviction, TTL tolerance ε =
-/// `clock_skew_ms`); returns one rendered violation (with its history excerpt) per finding.
-fn check_history(history: &History, clock_skew_ms: u64) -> Vec<String> {
+/// After the probe write: every node applies what the cluster committed within `bound`. A node
+/// that answers but never applies (a zombie whose node loop died, a follower stuck in a loop
+/// of refused appends) is a liveness failure.
+async fn caught_up(cluster: &SimCluster, bound: Duration) -> Option<String> {
+    let target = cluster
+        .servers
+        .iter()
+        .filter_map(|server| server.status())
+        .map(|status| status.commit_index)
+        .max()
+        .unwrap_or(0);
+    let since = hyperion::runtime::now();
+    loop {
+        let behind: Vec<String> = cluster
+            .servers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, server)| match server.status() {
+                Some(status) if status.applied_index >= target => None,
+                Some(status) => Some(format!(
+                    "node{} applied {} (role {:?}, term {})",
+                    i + 1,
+                    status.applied_index,
+                    status.role,
+                    status.term
+                )),
+                None => Some(format!("node{} is not running", i + 1)),
+            })
+            .collect();
+        if behind.is_empty() {
+            return None;
+        }
+        if since.elapsed() > bound {
+            return Some(format!(
+                "not every node applied the committed index {target} within \
+                 {LIVENESS_ELECTION_TIMEOUTS} election timeouts of the probe write: {}",
+                behind.join("; ")
+            ));
+        }
+        madsim::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every node's own exits, in the trace; those not explained by a failing disk are findings (a
+/// task that panicked, a refused configuration).
+fn check_exits(
+    cluster: &SimCluster,
+    trace: &Trace,
+    origin: hyperion::runtime::Instant,
+) -> Vec<String> {
+    let mut findings = Vec::new();
+    for (i, server) in cluster.servers.iter().enumerate() {
+        for exit in server.exits() {
+            let at_ms = exit.at.saturating_duration_since(origin).as_millis() as u64;
+            let text = format!(
+                "node{} exited (status {}): {}",
+                i + 1,
+                exit.exit.code,
+                exit.exit.reason
+            );
+            trace.record_at(at_ms, Event::Note { text: text.clone() });
+            let expected =
+                exit.exit.code == hyperion::runtime::EXIT_STORAGE_FAILED && exit.disk_failing;
+            if !expected {
+                findings.push(format!("t={at_ms}ms {text}"));
+            }
+        }
+    }
+    findings
+}
+
+/// Runs the linearizability checker over `history` (no eviction except of keys a fault
+/// damaged, TTL tolerance ε = `clock_skew_ms`); returns one rendered violation (with its history excerpt) per finding.
+fn check_history(
+    history: &History,
+    clock_skew_ms: u64,
+    damaged: std::collections::BTreeSet<Vec<u8>>,
+) -> Vec<String> {
     let report = check(
         history,
         &CheckerConfig {
             allow_eviction: false,
             clock_skew_ms,
+            evictable_keys: damaged,
             ..CheckerConfig::default()
         },
     );

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hyperion::runtime::Instant;
-use hyperion_checker::Operation;
+use hyperion_checker::{Op, OpResult, Operation, Outcome};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -72,6 +72,11 @@ impl Trace {
         }
     }
 
+    /// The instant the trace counts its milliseconds from.
+    pub fn origin(&self) -> hyperion::runtime::Instant {
+        self.origin
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TraceLine>> {
         self.lines.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -89,8 +94,13 @@ impl Trace {
         self.record_at(at_ms, event);
     }
 
-    /// Records `event` at `at_ms`.
-    pub fn record_at(&self, at_ms: u64, event: Event) {
+    /// Records `event` at `at_ms`. An operation's values longer than [`TRACE_VALUE_BYTES_MAX`]
+    /// are kept as their first bytes, their length and a digest of the whole value (a trace of
+    /// large values would otherwise cost more than the run).
+    pub fn record_at(&self, at_ms: u64, mut event: Event) {
+        if let Event::Op { op } = &mut event {
+            shorten_values(op);
+        }
         let mut lines = self.lock();
         if matches!(event, Event::Op { .. }) || lines.len() < EVENTS_MAX {
             lines.push(TraceLine { at_ms, event });
@@ -104,6 +114,42 @@ impl Trace {
 }
 
 /// The trace as JSON lines.
+/// Longest value an operation keeps whole in the trace.
+pub const TRACE_VALUE_BYTES_MAX: usize = 64;
+
+fn shorten(value: &mut Vec<u8>) {
+    if value.len() <= TRACE_VALUE_BYTES_MAX {
+        return;
+    }
+    let digest = Sha256::digest(&value[..]);
+    let mut short = value[..32].to_vec();
+    short.extend_from_slice(
+        format!(
+            "...({} bytes, sha256 {:02x}{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}{:02x})",
+            value.len(),
+            digest[0],
+            digest[1],
+            digest[2],
+            digest[3],
+            digest[4],
+            digest[5],
+            digest[6],
+            digest[7]
+        )
+        .as_bytes(),
+    );
+    *value = short;
+}
+
+fn shorten_values(op: &mut Operation) {
+    if let Op::Set { value, .. } = &mut op.op {
+        shorten(value);
+    }
+    if let Some(Outcome::Ok(OpResult::Hit { value, .. })) = &mut op.outcome {
+        shorten(value);
+    }
+}
+
 pub fn to_jsonl(lines: &[TraceLine]) -> Vec<String> {
     lines
         .iter()

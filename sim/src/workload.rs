@@ -355,10 +355,14 @@ pub async fn run(cluster: &SimCluster, spec: &WorkloadSpec, recorder: &Recorder,
             }
         } else {
             let server = (c - spec.cluster_clients) % cluster.servers.len();
-            cluster.servers[server].client().with_retry(RetryPolicy {
-                max_attempts: 1,
-                ..default_retry_policy()
-            })
+            cluster.servers[server]
+                .client()
+                .pinned()
+                .with_breaker(None)
+                .with_retry(RetryPolicy {
+                    max_attempts: 1,
+                    ..default_retry_policy()
+                })
         }
         .with_deadline(spec.deadline);
         let mut worker = WorkloadClient {

@@ -117,6 +117,13 @@ pub enum Input {
     },
 }
 
+impl Input {
+    /// A client's read or write (what a node's CPU spends on, per request).
+    pub(super) fn is_client_request(&self) -> bool {
+        matches!(self, Input::Write { .. } | Input::Read { .. })
+    }
+}
+
 /// The handle request handlers use. Cheap to clone.
 #[derive(Clone)]
 pub struct Replica {
@@ -264,6 +271,14 @@ impl Replica {
     pub fn state_digest(&self) -> (u64, u64) {
         let machine = self.machine();
         (machine.applied_index(), machine.digest())
+    }
+
+    /// Fault injection (the simulator's `bit_rot`): flips a bit of one stored entry of this
+    /// replica, chosen by `pick`, as latent memory or media damage would; its integrity check
+    /// must catch it. Returns the damaged key.
+    #[doc(hidden)]
+    pub fn inject_bit_rot(&self, pick: u64) -> Option<Vec<u8>> {
+        self.shared.machine().store.corrupt_any_for_test(pick)
     }
 
     /// Bytes held outside the store by the `retain_read_values` fault (0 otherwise).

@@ -50,11 +50,14 @@ impl Machine {
     /// An empty machine over a store with `store_config`; `write_behind_enabled` when the
     /// cluster has a system of record (every replica must agree).
     pub fn new(
-        store_config: StoreConfig,
+        mut store_config: StoreConfig,
         write_behind_enabled: bool,
         local_settings: bool,
     ) -> Result<Machine, hyperion_store::ConfigError> {
         store_config.validate()?;
+        // A replica changes only through the log: an entry that fails its integrity check is
+        // kept (never served) until the removal the leader proposes applies here.
+        store_config.drop_corrupt_on_read = false;
         let applied = if local_settings {
             store_config.clone()
         } else {

@@ -30,6 +30,8 @@ pub const INBOX_MAX: usize = 4096;
 /// Capacity of the node loop's inbox of peer message batches, served before client inputs. A full
 /// one refuses a batch (the sender counts it and retries; Raft retransmits).
 pub const PEER_INBOX_MAX: usize = 1024;
+/// Client inputs served between two looks at the turn's time budget.
+const CLIENT_CHUNK: usize = 64;
 /// Most commands proposed as one group commit (`enable_batching`).
 pub const WRITE_BATCH_MAX: usize = 256;
 /// Most command bytes proposed as one group commit.
@@ -154,6 +156,7 @@ impl NodeLoop {
             // A pause can land here, inside the turn (see `refresh_clock`).
             runtime::preemption_point().await;
             if let Some(input) = first {
+                let client_requests = usize::from(input.is_client_request());
                 self.handle(input);
                 // Take whatever else is queued, peers first, bounded so ticks are never starved.
                 for _ in 0..PEER_INBOX_MAX {
@@ -162,12 +165,7 @@ impl NodeLoop {
                         Err(_) => break,
                     }
                 }
-                for _ in 0..INBOX_MAX {
-                    match self.inbox.try_recv() {
-                        Ok(input) => self.handle(input),
-                        Err(_) => break,
-                    }
-                }
+                self.drain_clients(client_requests).await;
             }
             if self.raft.role() == Role::Leader && self.led_term != Some(self.raft.term()) {
                 self.led_term = Some(self.raft.term());
@@ -183,6 +181,40 @@ impl NodeLoop {
                 }
                 tracing::info!("node loop stopped cleanly");
                 let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    /// Serves what clients queued, in chunks, until the queue is empty, [`INBOX_MAX`] inputs
+    /// were taken, or the turn used a quarter of a heartbeat interval: under a client overload
+    /// the turn ends in time for the tick, the heartbeats and the peers' messages, and what is
+    /// left waits in the bounded queue (clients beyond it are refused, safe to retry).
+    /// `spent` client requests were already served this turn.
+    async fn drain_clients(&mut self, mut spent: usize) {
+        let started = runtime::now();
+        let budget = Duration::from_millis(self.config.raft.heartbeat_ms / 4);
+        let mut taken = 0;
+        loop {
+            let mut in_chunk = 0;
+            let mut empty = false;
+            while in_chunk < CLIENT_CHUNK && taken < INBOX_MAX {
+                match self.inbox.try_recv() {
+                    Ok(input) => {
+                        spent += usize::from(input.is_client_request());
+                        taken += 1;
+                        in_chunk += 1;
+                        self.handle(input);
+                    }
+                    Err(_) => {
+                        empty = true;
+                        break;
+                    }
+                }
+            }
+            runtime::spend_cpu(spent).await;
+            spent = 0;
+            if empty || taken >= INBOX_MAX || started.elapsed() >= budget {
                 return;
             }
         }
@@ -638,12 +670,18 @@ impl NodeLoop {
     }
 
     pub(super) fn publish_status(&self) {
+        // The lease as of now, not as of the turn's tick: the turn may have been paused.
+        let now_ms = if self.shared.faults.stale_lease_clock {
+            self.raft_now_ms
+        } else {
+            self.raft_now_ms.max(self.shared.clock.monotonic_ms())
+        };
         let lease_expires_at = self
             .raft
             .lease_valid_until()
-            .filter(|&until| until > self.raft_now_ms)
+            .filter(|&until| until > now_ms)
             .map(|until| {
-                let remaining = Duration::from_millis(until - self.raft_now_ms);
+                let remaining = Duration::from_millis(until - now_ms);
                 runtime::now() + self.shared.clock.runtime_duration(remaining)
             });
         let status = RaftStatus {

@@ -610,6 +610,22 @@ impl Store {
         true
     }
 
+    /// Fault injection: corrupts (as [`Store::corrupt_value_for_test`]) the entry at position
+    /// `pick` modulo the number of entries, in slot order; returns its key (`None` if empty).
+    #[doc(hidden)]
+    pub fn corrupt_any_for_test(&mut self, pick: u64) -> Option<Vec<u8>> {
+        let occupied: Vec<usize> = (0..self.slots.len())
+            .filter(|&idx| self.slots[idx].is_some())
+            .collect();
+        if occupied.is_empty() {
+            return None;
+        }
+        let idx = occupied[(pick % occupied.len() as u64) as usize];
+        let key = self.slot(idx).entry.key.to_vec();
+        self.corrupt_value_for_test(&key);
+        Some(key)
+    }
+
     #[cfg(test)]
     pub(crate) fn entry_for_test(&self, key: &[u8]) -> Option<&CacheEntry> {
         self.find(key).map(|idx| &self.slot(idx).entry)

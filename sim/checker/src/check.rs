@@ -1,7 +1,7 @@
 //! The per-key checker: the version-based fast path, then the bounded search where it is needed.
 //! The rules are stated in the crate documentation; each `check_*` method implements one group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::history::{History, Op, OpId, OpResult, Operation, Outcome};
 use crate::report::{
@@ -39,6 +39,9 @@ pub struct CheckerConfig {
     pub clock_skew_ms: u64,
     /// Step budget of the bounded search per key ([`SEARCH_STEPS_MAX`] by default).
     pub search_steps_max: u64,
+    /// Keys that may lose their value at any time although `allow_eviction` is off, as by an
+    /// eviction (the simulator damaged a stored copy of them, and a damaged entry is removed).
+    pub evictable_keys: BTreeSet<Vec<u8>>,
 }
 
 impl Default for CheckerConfig {
@@ -47,6 +50,7 @@ impl Default for CheckerConfig {
             allow_eviction: true,
             clock_skew_ms: 0,
             search_steps_max: SEARCH_STEPS_MAX,
+            evictable_keys: BTreeSet::new(),
         }
     }
 }
@@ -67,7 +71,13 @@ pub fn check(history: &History, config: &CheckerConfig) -> CheckReport {
     let mut ops_checked = 0;
     for (key, operations) in &by_key {
         ops_checked += operations.len();
-        let mut key_check = KeyCheck::new(key, operations, config);
+        let key_config = CheckerConfig {
+            allow_eviction: config.allow_eviction || config.evictable_keys.contains(*key),
+            clock_skew_ms: config.clock_skew_ms,
+            search_steps_max: config.search_steps_max,
+            evictable_keys: BTreeSet::new(),
+        };
+        let mut key_check = KeyCheck::new(key, operations, &key_config);
         key_check.run();
         if key_check.undecided {
             undecided_keys.push(render_bytes(key));

@@ -243,6 +243,25 @@ fn lost_write_read_as_miss_is_rejected_only_without_eviction() {
 }
 
 #[test]
+fn a_miss_of_a_damaged_key_is_explained_without_eviction_elsewhere() {
+    let mut history = Builder::new();
+    history.set("a", 0, (0, 1), written(1, 0));
+    history.get((2, 3), miss());
+    let history = history.history();
+    let key = history.ops()[0].op.key().to_vec();
+    let damaged = CheckerConfig {
+        evictable_keys: [key].into_iter().collect(),
+        ..no_eviction()
+    };
+    assert_ok(&history, &damaged);
+    let other = CheckerConfig {
+        evictable_keys: [b"another key".to_vec()].into_iter().collect(),
+        ..no_eviction()
+    };
+    assert_rejected(&history, &other, ViolationKind::LostWrite);
+}
+
+#[test]
 fn duplicated_version_is_rejected() {
     let mut history = Builder::new();
     history.set("a", 0, (0, 1), written(1, 0));

@@ -414,6 +414,9 @@ pub struct FaultFields<At> {
     /// `net`: probability a packet is lost, and the send latency range.
     pub packet_loss: Option<Param<f64>>,
     pub latency_ms: Option<PairSpec>,
+    /// `overload`: reads per second the clients send the node, and how many it can serve.
+    pub requests_per_s: Option<Param<u64>>,
+    pub serves_per_s: Option<Param<u64>>,
 }
 
 /// A `[[faults]]` entry.
@@ -433,6 +436,8 @@ impl<At> FaultFields<At> {
             Field::JumpMs => self.jump_ms.as_ref().map(|p| p.span.clone()),
             Field::PacketLoss => self.packet_loss.as_ref().map(|p| p.span.clone()),
             Field::LatencyMs => self.latency_ms.as_ref().map(|p| p.0.span()),
+            Field::RequestsPerS => self.requests_per_s.as_ref().map(|p| p.span.clone()),
+            Field::ServesPerS => self.serves_per_s.as_ref().map(|p| p.span.clone()),
         }
     }
 }
@@ -490,6 +495,8 @@ pub struct ExpectSpec {
     pub db_refused_max: Option<Param<u64>>,
     /// queries the database received in all,
     pub db_queries_max: Option<Param<u64>>,
+    /// how many times leadership may change hands after the first election,
+    pub leader_changes_max: Option<Param<u64>>,
     /// and whether the first Get of the run must succeed (the 2025-01-08 cold start).
     pub first_get_ok: Option<bool>,
 }
@@ -533,6 +540,10 @@ pub struct FileSpec {
     pub topology: TopologySpec,
     #[serde(default)]
     pub config: ConfigSpec,
+    /// `[node.N]`: overrides of `[config]` for node N alone (1-based), to build a cluster whose
+    /// nodes are configured differently.
+    #[serde(default)]
+    pub node: std::collections::BTreeMap<String, Spanned<ConfigSpec>>,
     #[serde(default)]
     pub workload: WorkloadFileSpec,
     #[serde(default)]

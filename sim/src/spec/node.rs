@@ -45,15 +45,21 @@ pub struct ConfigPlan {
 impl ConfigPlan {
     /// Draws `[config]` (the file's, with a variant's merged over it).
     pub(super) fn draw(spec: &ConfigSpec, d: &mut Drawer) -> ConfigPlan {
+        ConfigPlan::draw_at("config.", spec, d)
+    }
+
+    /// Draws a table of overrides whose fields are named `{prefix}name` (`config.`, `node.3.`).
+    pub(super) fn draw_at(prefix: &str, spec: &ConfigSpec, d: &mut Drawer) -> ConfigPlan {
+        let f = |name: &str| format!("{prefix}{name}");
         ConfigPlan {
-            heartbeat_ms: d.opt("config.heartbeat_ms", &spec.heartbeat_ms),
-            election_timeout_ms: d.opt("config.election_timeout_ms", &spec.election_timeout_ms),
-            lease_ms: d.opt("config.lease_ms", &spec.lease_ms),
-            snapshot_entries: d.opt("config.snapshot_entries", &spec.snapshot_entries),
-            stale_grace_ms: d.opt("config.stale_grace_ms", &spec.stale_grace_ms),
-            cache_size_mb: d.opt("config.cache_size_mb", &spec.cache_size_mb),
-            eviction_batch_size: d.opt("config.eviction_batch_size", &spec.eviction_batch_size),
-            max_value_size_kb: d.opt("config.max_value_size_kb", &spec.max_value_size_kb),
+            heartbeat_ms: d.opt(&f("heartbeat_ms"), &spec.heartbeat_ms),
+            election_timeout_ms: d.opt(&f("election_timeout_ms"), &spec.election_timeout_ms),
+            lease_ms: d.opt(&f("lease_ms"), &spec.lease_ms),
+            snapshot_entries: d.opt(&f("snapshot_entries"), &spec.snapshot_entries),
+            stale_grace_ms: d.opt(&f("stale_grace_ms"), &spec.stale_grace_ms),
+            cache_size_mb: d.opt(&f("cache_size_mb"), &spec.cache_size_mb),
+            eviction_batch_size: d.opt(&f("eviction_batch_size"), &spec.eviction_batch_size),
+            max_value_size_kb: d.opt(&f("max_value_size_kb"), &spec.max_value_size_kb),
             // Validated at load: "always" or "everysec".
             wal_sync: spec.wal_sync.as_ref().map(|s| {
                 if s.get_ref() == "always" {
@@ -206,10 +212,14 @@ const FIELDS_OF_VARIABLE: &[(&str, &[&str])] = &[
 ];
 
 impl Plan {
-    /// Applies the plan to a node's product configuration: `[config]`, the nodes' database
-    /// client settings, and the fault-injection switches.
+    /// Applies the plan to a node's product configuration: `[config]`, the node's own
+    /// `[node.N]` overrides (by `config.node_index`), the nodes' database client settings, and
+    /// the fault-injection switches.
     pub fn configure(&self, config: &mut Config) {
         self.config.apply(config);
+        if let Some(own) = self.per_node.get(&config.node_index) {
+            own.apply(config);
+        }
         if let Some(db) = &self.database {
             config.database.pool_size = db.pool_size;
             config.database.query_timeout_ms = db.query_timeout_ms;

@@ -74,6 +74,7 @@ pub struct MetricLimits {
     pub db_peak_concurrency_max: Option<u64>,
     pub db_refused_max: Option<u64>,
     pub db_queries_max: Option<u64>,
+    pub leader_changes_max: Option<u64>,
     pub first_get_ok: bool,
 }
 
@@ -83,6 +84,7 @@ impl MetricLimits {
             || self.db_peak_concurrency_max.is_some()
             || self.db_refused_max.is_some()
             || self.db_queries_max.is_some()
+            || self.leader_changes_max.is_some()
             || self.first_get_ok
     }
 }
@@ -133,6 +135,8 @@ pub struct Plan {
     pub variant: Option<String>,
     pub nodes: usize,
     pub config: ConfigPlan,
+    /// `[node.N]` overrides, by 0-based node index.
+    pub per_node: std::collections::BTreeMap<usize, ConfigPlan>,
     /// The product's fault-injection switches every node runs with (named in the banner).
     pub injection: FaultInjection,
     /// The election timeout the nodes run with (the liveness bound counts in it).
@@ -194,6 +198,16 @@ impl ScenarioFile {
 
         let nodes = d.u64("topology.nodes", &spec.topology.nodes, 3) as usize;
         let config = ConfigPlan::draw(&config_spec, &mut d);
+        let per_node = spec
+            .node
+            .iter()
+            .filter_map(|(number, own)| {
+                // Checked at load: a node number of the topology.
+                let index = number.parse::<usize>().ok()?.checked_sub(1)?;
+                let drawn = ConfigPlan::draw_at(&format!("node.{number}."), own.get_ref(), &mut d);
+                (index < nodes).then_some((index, drawn))
+            })
+            .collect();
 
         let w = &spec.workload;
         let defaults = WorkloadSpec::default();
@@ -299,6 +313,7 @@ impl ScenarioFile {
             ),
             db_refused_max: d.opt("expect.db_refused_max", &expect.db_refused_max),
             db_queries_max: d.opt("expect.db_queries_max", &expect.db_queries_max),
+            leader_changes_max: d.opt("expect.leader_changes_max", &expect.leader_changes_max),
             first_get_ok: expect.first_get_ok.unwrap_or(false),
         };
         let pass = match v
@@ -330,6 +345,7 @@ impl ScenarioFile {
             variant: variant.map(str::to_string),
             nodes,
             config,
+            per_node,
             injection,
             election_timeout_ms: 0,
             workload,
@@ -537,6 +553,8 @@ impl Drawer {
             .map(|p| self.per_node(&format!("{at}.jump_ms"), p, many, nodes));
         action.packet_loss = self.opt(&format!("{at}.packet_loss"), &fault.packet_loss);
         action.latency_ms = fault.latency_ms.as_ref().map(PairSpec::get);
+        action.requests_per_s = self.opt(&format!("{at}.requests_per_s"), &fault.requests_per_s);
+        action.serves_per_s = self.opt(&format!("{at}.serves_per_s"), &fault.serves_per_s);
         action
     }
 }

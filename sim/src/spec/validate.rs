@@ -20,6 +20,9 @@ use super::plan::Checker;
 use super::{SpecError, VariantInfo, CLIENTS_MAX, DURATION_MS_MAX, NODES_MAX};
 use crate::faults::{self, Field, NodeRef};
 
+/// Highest rate of an `overload` fault (bounds what one simulated second costs).
+pub const OVERLOAD_RATE_MAX: u64 = 200_000;
+
 /// Most times one fault may repeat (bounds the plan and the timeline).
 pub const REPEAT_MAX: u64 = 1_000;
 
@@ -225,6 +228,43 @@ impl Validator<'_> {
         Ok(())
     }
 
+    /// `[node.N]`: N a node of every drawn topology; the switches of fault injection apply to
+    /// every node, so they belong in `[config]`.
+    fn node_table(
+        &self,
+        number: &str,
+        own: &Spanned<ConfigSpec>,
+        nodes: u64,
+    ) -> Result<(), SpecError> {
+        let field = format!("node.{number}");
+        match number.parse::<u64>() {
+            Ok(n) if (1..=nodes).contains(&n) => {}
+            _ => {
+                return Err(self.error(
+                    &own.span(),
+                    field,
+                    format!("`{number}` is not a node: the topology has nodes 1..={nodes}"),
+                ))
+            }
+        }
+        let spec = own.get_ref();
+        let switches = [
+            spec.unsafe_leader_reads,
+            spec.retain_read_values,
+            spec.disable_vote_stickiness,
+            spec.skip_lease_validation,
+            spec.forget_term_and_vote,
+        ];
+        if switches.iter().any(Option::is_some) || spec.switches.is_some() {
+            return Err(self.error(
+                &own.span(),
+                field,
+                "fault-injection switches apply to every node: set them in [config]",
+            ));
+        }
+        self.config(spec, &format!("{field}."))
+    }
+
     fn faults(&self, faults: &[FaultSpec], prefix: &str, nodes: u64) -> Result<(), SpecError> {
         for (i, fault) in faults.iter().enumerate() {
             self.fault(fault, &format!("{prefix}faults[{i}]"), nodes)?;
@@ -380,6 +420,18 @@ impl Validator<'_> {
             }
         }
         self.pair(&fault.latency_ms, &format!("{at}.latency_ms"), 60_000)?;
+        self.within(
+            &fault.requests_per_s,
+            &format!("{at}.requests_per_s"),
+            1,
+            OVERLOAD_RATE_MAX,
+        )?;
+        self.within(
+            &fault.serves_per_s,
+            &format!("{at}.serves_per_s"),
+            1,
+            OVERLOAD_RATE_MAX,
+        )?;
         Ok(kind)
     }
 
@@ -594,6 +646,9 @@ pub fn validate(v: &Validator<'_>, spec: &FileSpec) -> Result<Vec<VariantInfo>, 
     // Node numbers must exist for every drawn topology: check against the smallest.
     let nodes_min = spec.topology.nodes.as_ref().map_or(3, |p| p.min);
     v.config(&spec.config, "config.")?;
+    for (number, own) in &spec.node {
+        v.node_table(number, own, nodes_min)?;
+    }
     v.workload(&spec.workload)?;
     v.faults(&spec.faults, "", nodes_min)?;
     v.expect(&spec.expect, "")?;

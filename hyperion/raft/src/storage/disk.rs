@@ -185,6 +185,8 @@ struct SimDiskState {
     syncs: u64,
     /// Power losses so far: the simulated machine's boot id.
     boots: u64,
+    /// Every sync fails with EIO while set (a failing device).
+    failing_syncs: bool,
 }
 
 /// An in-memory [`Disk`] with crash and power-loss models; cloning shares the same disk.
@@ -205,6 +207,7 @@ impl SimDisk {
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 syncs: 0,
                 boots: 0,
+                failing_syncs: false,
             })),
         }
     }
@@ -296,6 +299,19 @@ impl SimDisk {
         st.durable_names.clear();
     }
 
+    /// A failing device: while `failing`, every `sync` and `sync_dir` fails with EIO and makes
+    /// nothing durable (reads still show what was written, from the page cache). The storage
+    /// must stop at the first failure rather than retry: on Linux the failed pages may have
+    /// been dropped, so a later sync that succeeds would prove nothing.
+    pub fn fail_syncs(&self, failing: bool) {
+        self.lock().failing_syncs = failing;
+    }
+
+    /// Whether syncs are failing now (see [`SimDisk::fail_syncs`]).
+    pub fn syncs_failing(&self) -> bool {
+        self.lock().failing_syncs
+    }
+
     /// Number of `sync` calls so far (for tests and cost accounting).
     pub fn sync_count(&self) -> u64 {
         self.lock().syncs
@@ -313,6 +329,15 @@ impl SimDisk {
         let st = self.lock();
         let id = st.durable_names.get(name)?;
         st.files.get(id).map(|f| f.durable.len())
+    }
+}
+
+/// The error of a failing device.
+fn eio(op: &'static str, name: &str) -> DiskError {
+    DiskError {
+        op,
+        name: name.to_string(),
+        source: std::io::Error::from_raw_os_error(5),
     }
 }
 
@@ -359,6 +384,9 @@ impl Disk for SimDisk {
     fn sync(&mut self, name: &str) -> Result<(), DiskError> {
         let mut st = self.lock();
         st.syncs += 1;
+        if st.failing_syncs {
+            return Err(eio("fdatasync", name));
+        }
         let Some(id) = st.names.get(name).copied() else {
             return Err(DiskError {
                 op: "fdatasync",
@@ -387,6 +415,9 @@ impl Disk for SimDisk {
     fn sync_dir(&mut self) -> Result<(), DiskError> {
         let mut st = self.lock();
         st.syncs += 1;
+        if st.failing_syncs {
+            return Err(eio("fsync", "."));
+        }
         st.durable_names = st.names.clone();
         Ok(())
     }
