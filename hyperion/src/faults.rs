@@ -12,7 +12,7 @@
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FaultInjection {
     /// Raft core mutations (vote stickiness off, lease validation skipped, term and vote
-    /// forgotten on restart).
+    /// forgotten on restart, peer messages stepped without validation).
     pub raft: hyperion_raft::Mutations,
     /// Serve linearizable reads from whoever believes it leads, without lease or read-index (the
     /// 2024-12-03 pre-fix behaviour).
@@ -56,6 +56,7 @@ impl FaultInjection {
         "unverified_commit",
         "vote_after_power_loss",
         "wal_corruption_as_torn_tail",
+        "skip_message_validation",
         "unsafe_leader_reads",
         "retain_read_values",
         "no_read_through_single_flight",
@@ -78,6 +79,7 @@ impl FaultInjection {
             "unverified_commit" => &mut raft.unverified_commit,
             "vote_after_power_loss" => &mut raft.vote_after_power_loss,
             "wal_corruption_as_torn_tail" => &mut raft.wal_corruption_as_torn_tail,
+            "skip_message_validation" => &mut raft.skip_message_validation,
             "unsafe_leader_reads" => &mut self.unsafe_leader_reads,
             "retain_read_values" => &mut self.retain_read_values,
             "no_read_through_single_flight" => &mut self.no_read_through_single_flight,

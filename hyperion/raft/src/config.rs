@@ -31,6 +31,8 @@ pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = ELECTION_TIMEOUT_HEARTBEATS * DEFAU
 pub const DEFAULT_LEASE_MS: u64 = 1000;
 /// Applied entries kept in the log before a snapshot compacts them.
 pub const DEFAULT_COMPACTION_THRESHOLD_ENTRIES: u64 = 10_000;
+/// Default [`Config::term_jump_max`].
+pub const DEFAULT_TERM_JUMP_MAX: u64 = 1 << 24;
 /// The longest tick interval: the granularity of Raft's clock (bounded by the heartbeat too).
 pub const TICK_INTERVAL_MS_MAX: u64 = 10;
 
@@ -76,6 +78,12 @@ pub struct Config {
     /// Bound on entries a leader holds beyond its commit index: proposals beyond it are
     /// rejected, so a leader that lost its followers cannot grow its log without limit.
     pub uncommitted_entries_max: u64,
+    /// Largest step by which a peer message may raise this node's term. Each election raises
+    /// the term by one and takes at least an election timeout, so a legitimate peer is never
+    /// this far ahead (2^24 elections of 1.5 s are 290 days of nothing but elections); a
+    /// larger jump is a forged or corrupt message and is dropped rather than persisted (a
+    /// term of `u64::MAX` would make every later election overflow).
+    pub term_jump_max: u64,
     /// Fault-injection knobs used by the mutation tests. Never enable them in production.
     #[doc(hidden)]
     pub mutations: Mutations,
@@ -104,6 +112,9 @@ pub struct Mutations {
     /// Recovery takes a WAL record damaged before the end of the file for a torn last write and
     /// drops everything after it, synced terms and votes included (the pre-fix behaviour).
     pub wal_corruption_as_torn_tail: bool,
+    /// `step` acts on peer messages without validating them first (the pre-fix behaviour: a
+    /// malformed or implausible message reaches the core's asserts, or corrupts its state).
+    pub skip_message_validation: bool,
 }
 
 impl Default for Config {
@@ -119,6 +130,7 @@ impl Default for Config {
             compaction_threshold_entries: DEFAULT_COMPACTION_THRESHOLD_ENTRIES,
             pending_reads_max: 4096,
             uncommitted_entries_max: 10_000,
+            term_jump_max: DEFAULT_TERM_JUMP_MAX,
             mutations: Mutations::default(),
         }
     }
@@ -206,6 +218,12 @@ impl Config {
         }
         if self.pending_reads_max == 0 {
             return invalid("pending_reads_max", "must be ≥ 1".into());
+        }
+        if self.term_jump_max == 0 || self.term_jump_max > u64::MAX / 4 {
+            return invalid(
+                "term_jump_max",
+                format!("{} must be in 1..={}", self.term_jump_max, u64::MAX / 4),
+            );
         }
         Ok(())
     }

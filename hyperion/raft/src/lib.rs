@@ -51,13 +51,13 @@ pub mod storage;
 pub use config::{
     default_election_timeout_ms, default_lease_ms, Config, ConfigError, Mutations,
     DEFAULT_COMPACTION_THRESHOLD_ENTRIES, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS,
-    DEFAULT_LEASE_MS, ELECTION_TIMEOUT_HEARTBEATS, TICK_INTERVAL_MS_MAX,
+    DEFAULT_LEASE_MS, DEFAULT_TERM_JUMP_MAX, ELECTION_TIMEOUT_HEARTBEATS, TICK_INTERVAL_MS_MAX,
 };
 pub use message::{
     AppendReject, Entry, EntryKind, HardState, Membership, Message, MessageBody, NodeId, Snapshot,
     SnapshotMeta,
 };
 pub use node::{
-    AfterPersist, Durable, LeadershipError, NewNodeError, ProposeError, RaftNode, ReadError,
-    ReadState, Ready, Recovered, Role, SnapshotError, StepError,
+    AfterPersist, Durable, InvalidMessage, LeadershipError, NewNodeError, ProposeError, RaftNode,
+    ReadError, ReadState, Ready, Recovered, Role, SnapshotError, StepError,
 };

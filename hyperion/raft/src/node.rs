@@ -50,6 +50,9 @@ use crate::message::{
     SnapshotMeta,
 };
 
+mod validate;
+pub use validate::InvalidMessage;
+
 /// How many heartbeat rounds a leader remembers the start time of. A round older than this is
 /// more than `ROUNDS_TRACKED_MAX × heartbeat_ms` old, far beyond the election timeout after which
 /// CheckQuorum would have deposed the leader anyway; forgetting it only forgoes a lease extension.
@@ -159,6 +162,9 @@ pub enum StepError {
     /// The sender is not a member.
     #[error("message from unknown node {0}")]
     UnknownSender(NodeId),
+    /// The message failed validation (see [`RaftNode::check_message`]); it was dropped.
+    #[error(transparent)]
+    Invalid(#[from] InvalidMessage),
 }
 
 /// Errors of [`RaftNode::snapshot_taken`].
@@ -696,6 +702,9 @@ impl RaftNode {
         }
         if !self.voters.contains(&msg.from) || msg.from == self.id {
             return Err(StepError::UnknownSender(msg.from));
+        }
+        if !self.config.mutations.skip_message_validation {
+            self.check_message(&msg)?;
         }
         if msg.term > self.term {
             match &msg.body {
@@ -1479,8 +1488,10 @@ impl RaftNode {
                     }
                     self.log.merge(entries);
                     let last_new = prev_log_index + entries.len() as u64;
-                    // Our log now matches this leader's up to `last_new` (§5.3).
-                    self.leader_matched = self.leader_matched.max(last_new);
+                    // Our log now matches this leader's up to `last_new` (§5.3); whatever a
+                    // conflict truncated beyond it is no longer known to match.
+                    self.leader_matched =
+                        self.leader_matched.min(self.log.last_index()).max(last_new);
                     self.log.commit_to(leader_commit.min(last_new));
                     Ok(last_new)
                 }
