@@ -19,6 +19,7 @@ use hyperion_store::StoreError;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Authority, Operation};
 use crate::limits::{
     Endpoint, RateLimiter, Throttled, BATCH_KEYS_MAX, DEFAULT_TIMEOUT_MS, KEY_BYTES_MAX,
     TIMEOUT_MS_MAX, WRITE_TIMEOUT,
@@ -46,14 +47,21 @@ pub const NOT_APPLIED_METADATA: &str = "x-hyperion-not-applied";
 pub struct CacheApi {
     replica: Replica,
     limiter: Arc<RateLimiter>,
+    authority: Arc<Authority>,
     max_value_bytes: usize,
 }
 
 impl CacheApi {
-    pub fn new(replica: Replica, limiter: Arc<RateLimiter>, max_value_bytes: usize) -> CacheApi {
+    pub fn new(
+        replica: Replica,
+        limiter: Arc<RateLimiter>,
+        authority: Arc<Authority>,
+        max_value_bytes: usize,
+    ) -> CacheApi {
         CacheApi {
             replica,
             limiter,
+            authority,
             max_value_bytes,
         }
     }
@@ -86,7 +94,7 @@ impl CacheApi {
     }
 
     fn throttle<T>(&self, request: &Request<T>, endpoint: Endpoint) -> Result<(), Status> {
-        let client: Option<IpAddr> = request.remote_addr().map(|addr| addr.ip());
+        let client: Option<IpAddr> = runtime::remote_addr(request).map(|addr| addr.ip());
         self.limiter
             .check(client, endpoint, 1, runtime::now())
             .map_err(throttled_status)
@@ -160,6 +168,7 @@ fn replica_error_status(error: ReplicaError) -> Status {
             | ReplicaError::Overloaded
             | ReplicaError::Stopped
             | ReplicaError::RecordBehind(_)
+            | ReplicaError::InvalidCommand(_)
     );
     let mut status = replica_error_status_inner(error);
     if not_applied {
@@ -203,6 +212,7 @@ fn replica_error_status_inner(error: ReplicaError) -> Status {
         }
         ReplicaError::Stopped => Status::unavailable("this node is shutting down"),
         ReplicaError::RecordBehind(reason) => Status::unavailable(reason),
+        ReplicaError::InvalidCommand(reason) => Status::invalid_argument(reason),
         ReplicaError::Store(error) => store_error_status(error),
     }
 }
@@ -267,6 +277,11 @@ type GetStream = Pin<Box<dyn Stream<Item = Result<GetResponse, Status>> + Send +
 impl CacheService for CacheApi {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         self.throttle(&request, Endpoint::Get)?;
+        self.authority.authorize(
+            &request,
+            Operation::Read,
+            &[request.get_ref().key.as_slice()],
+        )?;
         let request = request.into_inner();
         validate_key("key", &request.key)?;
         let timeout = read_timeout(request.timeout_ms)?;
@@ -288,6 +303,11 @@ impl CacheService for CacheApi {
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
         self.throttle(&request, Endpoint::Set)?;
+        self.authority.authorize(
+            &request,
+            Operation::Write,
+            &[request.get_ref().key.as_slice()],
+        )?;
         let request = request.into_inner();
         validate_key("key", &request.key)?;
         if request.value.len() > self.max_value_bytes {
@@ -317,6 +337,11 @@ impl CacheService for CacheApi {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         self.throttle(&request, Endpoint::Set)?;
+        self.authority.authorize(
+            &request,
+            Operation::Write,
+            &[request.get_ref().key.as_slice()],
+        )?;
         let request = request.into_inner();
         validate_key("key", &request.key)?;
         let outcome = self
@@ -340,6 +365,14 @@ impl CacheService for CacheApi {
         request: Request<BatchGetRequest>,
     ) -> Result<Response<Self::BatchGetStream>, Status> {
         self.throttle(&request, Endpoint::BatchGet)?;
+        let keys: Vec<&[u8]> = request
+            .get_ref()
+            .keys
+            .iter()
+            .take(BATCH_KEYS_MAX + 1)
+            .map(Vec::as_slice)
+            .collect();
+        self.authority.authorize(&request, Operation::Read, &keys)?;
         let request = request.into_inner();
         if request.keys.is_empty() {
             return Err(Status::invalid_argument("keys: must list at least one key"));

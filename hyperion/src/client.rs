@@ -14,6 +14,12 @@
 //!   `UNAVAILABLE` until its half-open probes succeed.
 //! - **BatchGet** splits key lists into calls of at most [`BATCH_KEYS_MAX`] keys and returns the
 //!   answers in request order.
+//! - **Security** ([`ClientSecurity`]): TLS is on when a CA is configured
+//!   (`HYPERION_TLS_CA_FILE`) or an address is `https://`; each server's certificate must name
+//!   the host of its address (or `HYPERION_TLS_SERVER_NAME`); a client certificate
+//!   (`HYPERION_TLS_CLIENT_CERT_FILE`, `HYPERION_TLS_CLIENT_KEY_FILE`) and a bearer token
+//!   (`HYPERION_TOKEN_FILE`) identify the client. In simulation the client states the identity
+//!   its certificate would prove instead.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -31,6 +37,7 @@ use crate::proto::{
 };
 use crate::resilience::{retry_with_backoff, BreakerConfig, CircuitBreaker, Jitter, RetryPolicy};
 use crate::runtime;
+use crate::secret::Secret;
 
 /// Default per-attempt deadline.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(2);
@@ -61,6 +68,100 @@ pub enum ClientError {
     },
     #[error("a client needs 1 to {NODES_MAX} node addresses, got {0}")]
     NodeCount(usize),
+    #[error("`{0}` is an https:// address, but no CA is configured (HYPERION_TLS_CA_FILE, --ca)")]
+    HttpsWithoutCa(String),
+    #[error("{0}")]
+    Security(String),
+}
+
+/// How a client secures its channels and identifies itself (see the module docs).
+#[derive(Clone, Default)]
+pub struct ClientSecurity {
+    /// TLS (the CA and, optionally, a client certificate); `None` is plaintext.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The name every server's certificate must carry; default: the host of its address.
+    pub server_name: Option<String>,
+    /// A bearer token, sent as `authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    /// An admin API key (`x-hyperion-api-key`), for `NodeAdmin.Status`.
+    pub api_key: Option<Secret>,
+    /// In simulation: the identity this client's certificate would prove (`client:<name>`).
+    pub simulated_identity: Option<String>,
+}
+
+impl std::fmt::Debug for ClientSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSecurity")
+            .field("tls", &self.tls.is_some())
+            .field("server_name", &self.server_name)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientSecurity {
+    /// TLS and a token from files: `ca` (PEM CAs) turns TLS on; `cert` and `key` (PEM) are the
+    /// client certificate; `token` a file holding a bearer token.
+    pub fn from_files(
+        ca: Option<&std::path::Path>,
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+        token: Option<&std::path::Path>,
+    ) -> Result<ClientSecurity, ClientError> {
+        use crate::secret::{read_secret_file, SecretName};
+        let fail = |e: String| ClientError::Security(e);
+        let read = |variable: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| fail(format!("{variable} ({}): {e}", path.display())))
+        };
+        let tls = match (ca, cert, key) {
+            (None, None, None) => None,
+            (None, _, _) => {
+                return Err(fail(
+                    "HYPERION_TLS_CLIENT_CERT_FILE needs HYPERION_TLS_CA_FILE (--ca): the                      servers' certificates must be verified"
+                        .to_string(),
+                ))
+            }
+            (Some(ca), cert, key) => {
+                let ca_pem = read("HYPERION_TLS_CA_FILE", ca)?;
+                let identity = match (cert, key) {
+                    (Some(cert), Some(key)) => Some((
+                        read_secret_file(cert, SecretName::TlsCert).map_err(|e| fail(e.to_string()))?,
+                        read_secret_file(key, SecretName::TlsKey).map_err(|e| fail(e.to_string()))?,
+                    )),
+                    (None, None) => None,
+                    _ => {
+                        return Err(fail(
+                            "HYPERION_TLS_CLIENT_CERT_FILE and HYPERION_TLS_CLIENT_KEY_FILE                              (--cert, --key) go together"
+                                .to_string(),
+                        ))
+                    }
+                };
+                let identity = identity.as_ref().map(|(cert, key)| (cert, key));
+                Some(crate::tls::client_config(&ca_pem, identity).map_err(|e| fail(e.to_string()))?)
+            }
+        };
+        let token = match token {
+            None => None,
+            Some(path) => {
+                let token = read_secret_file(path, SecretName::DbPassword).map_err(|e| {
+                    fail(format!(
+                        "HYPERION_TOKEN_FILE ({}): {}",
+                        path.display(),
+                        e.problem
+                    ))
+                })?;
+                let trimmed = String::from_utf8_lossy(token.expose()).trim().to_string();
+                Some(Secret::new(trimmed.into_bytes()))
+            }
+        };
+        Ok(ClientSecurity {
+            tls,
+            server_name: None,
+            token,
+            api_key: None,
+            simulated_identity: None,
+        })
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -72,22 +173,44 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Node {
     addr: String,
     stub: CacheServiceClient<Channel>,
+    channel: Channel,
 }
 
 impl Node {
-    fn new(addr: &str) -> Result<Node, ClientError> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|source| ClientError::Address {
-                addr: addr.to_string(),
+    fn new(addr: &str, security: &ClientSecurity) -> Result<Node, ClientError> {
+        let https = addr.trim().starts_with("https://");
+        let addr = normalize(addr);
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|source| {
+            ClientError::Address {
+                addr: addr.clone(),
                 source,
-            })?
-            .connect_timeout(DEFAULT_CONNECT_TIMEOUT);
-        let stub = CacheServiceClient::new(endpoint.connect_lazy())
+            }
+        })?;
+        let channel_security = match &security.tls {
+            None if https => return Err(ClientError::HttpsWithoutCa(addr)),
+            None => None,
+            Some(tls) => {
+                let host = addr
+                    .rsplit_once(':')
+                    .map_or(addr.as_str(), |(host, _)| host);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = security.server_name.as_deref().unwrap_or(host);
+                let server_name = rustls_pki_types::ServerName::try_from(name.to_string())
+                    .map_err(|e| ClientError::Security(format!("server name `{name}`: {e}")))?;
+                Some(runtime::ChannelSecurity {
+                    tls: Arc::clone(tls),
+                    server_name,
+                })
+            }
+        };
+        let channel = runtime::channel(endpoint, channel_security, DEFAULT_CONNECT_TIMEOUT);
+        let stub = CacheServiceClient::new(channel.clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         Ok(Node {
-            addr: addr.to_string(),
+            addr,
             stub,
+            channel,
         })
     }
 }
@@ -100,6 +223,7 @@ struct Shared {
     leader: Mutex<usize>,
     breaker: Option<Mutex<CircuitBreaker>>,
     rng: Mutex<ChaCha8Rng>,
+    security: ClientSecurity,
 }
 
 /// A client of one Hyperion cluster. Cheap to clone; clones share leader knowledge, the breaker
@@ -126,25 +250,40 @@ impl std::fmt::Debug for Client {
 
 fn normalize(addr: &str) -> String {
     let addr = addr.trim();
-    addr.strip_prefix("http://").unwrap_or(addr).to_string()
+    let addr = addr.strip_prefix("http://").unwrap_or(addr);
+    addr.strip_prefix("https://").unwrap_or(addr).to_string()
 }
 
 impl Client {
-    /// A client for the nodes in `addrs`: `host:port` or `http://host:port`, comma-separated.
-    /// Connections are made lazily on first use, so a node that is down shows up as a retry.
+    /// A client for the nodes in `addrs`: `host:port`, `http://host:port` or
+    /// `https://host:port`, comma-separated. Connections are made lazily on first use, so a node
+    /// that is down shows up as a retry.
     pub fn new(addrs: &str) -> Result<Client, ClientError> {
-        let addrs: Vec<String> = addrs.split(',').map(normalize).collect();
-        Client::cluster(&addrs)
+        Client::secured(addrs, ClientSecurity::default())
+    }
+
+    /// [`Client::new`] with TLS and credentials.
+    pub fn secured(addrs: &str, security: ClientSecurity) -> Result<Client, ClientError> {
+        let addrs: Vec<String> = addrs.split(',').map(|a| a.trim().to_string()).collect();
+        Client::cluster_secured(&addrs, security)
     }
 
     /// A client for the given node addresses.
     pub fn cluster(addrs: &[String]) -> Result<Client, ClientError> {
+        Client::cluster_secured(addrs, ClientSecurity::default())
+    }
+
+    /// [`Client::cluster`] with TLS and credentials.
+    pub fn cluster_secured(
+        addrs: &[String],
+        security: ClientSecurity,
+    ) -> Result<Client, ClientError> {
         if addrs.is_empty() || addrs.len() > NODES_MAX {
             return Err(ClientError::NodeCount(addrs.len()));
         }
         let nodes = addrs
             .iter()
-            .map(|addr| Node::new(&normalize(addr)))
+            .map(|addr| Node::new(addr, &security))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Client {
             shared: Arc::new(Shared {
@@ -152,6 +291,7 @@ impl Client {
                 leader: Mutex::new(0),
                 breaker: Some(Mutex::new(CircuitBreaker::new(BreakerConfig::product()))),
                 rng: Mutex::new(runtime::seeded_rng()),
+                security,
             }),
             deadline: DEFAULT_DEADLINE,
             retry: default_retry_policy(),
@@ -187,6 +327,7 @@ impl Client {
             leader: Mutex::new(*lock(&self.shared.leader)),
             breaker: breaker.map(|config| Mutex::new(CircuitBreaker::new(config))),
             rng: Mutex::new(runtime::seeded_rng()),
+            security: self.shared.security.clone(),
         };
         self.shared = Arc::new(shared);
         self
@@ -202,7 +343,46 @@ impl Client {
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         request.set_timeout(self.deadline);
+        let security = &self.shared.security;
+        if let Some(token) = &security.token {
+            let value = [b"Bearer ".as_slice(), token.expose()].concat();
+            if let Ok(mut value) = tonic::metadata::MetadataValue::try_from(value.as_slice()) {
+                value.set_sensitive(true);
+                request.metadata_mut().insert("authorization", value);
+            }
+        }
+        if let Some(key) = &security.api_key {
+            if let Ok(mut value) = tonic::metadata::MetadataValue::try_from(key.expose()) {
+                value.set_sensitive(true);
+                request
+                    .metadata_mut()
+                    .insert(crate::auth::API_KEY_METADATA, value);
+            }
+        }
+        if let Some(identity) = &security.simulated_identity {
+            runtime::state_simulated_identity(request.metadata_mut(), identity);
+        }
         request
+    }
+
+    /// Every configured node's `NodeAdmin.Status`, in order, with its address (one attempt
+    /// each, within the deadline).
+    pub async fn statuses(
+        &self,
+    ) -> Vec<(String, Result<crate::raft_proto::StatusResponse, Status>)> {
+        use crate::raft_proto::node_admin_client::NodeAdminClient;
+        let nodes = lock(&self.shared.nodes).clone();
+        let mut answers = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let mut admin = NodeAdminClient::new(node.channel.clone());
+            let request = self.request(crate::raft_proto::StatusRequest::default());
+            let answer = match runtime::timeout(self.deadline, admin.status(request)).await {
+                Ok(answer) => answer.map(tonic::Response::into_inner),
+                Err(_) => Err(Status::deadline_exceeded("no answer within the deadline")),
+            };
+            answers.push((node.addr.clone(), answer));
+        }
+        answers
     }
 
     /// Learns from a failure where to send the next attempt: the hinted leader (added to the
@@ -220,7 +400,7 @@ impl Client {
             .and_then(|addr| match nodes.iter().position(|n| n.addr == addr) {
                 Some(known) => Some(known),
                 None if nodes.len() < NODES_MAX => {
-                    let node = Node::new(&addr).ok()?;
+                    let node = Node::new(&addr, &self.shared.security).ok()?;
                     nodes.push(node);
                     Some(nodes.len() - 1)
                 }

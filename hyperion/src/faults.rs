@@ -45,6 +45,14 @@ pub struct FaultInjection {
     /// Peer messages share the client requests' inbox, and a refused batch is ignored by its
     /// sender (the pre-fix behaviour: client overload starves Raft).
     pub shared_peer_inbox: bool,
+    /// Peer messages reach the node loop without the product's checks: commands are not
+    /// decoded, snapshot data is not loaded before the core persists it, and proposals are not
+    /// checked (the pre-fix behaviour; pair it with the Raft mutation `skip_message_validation`
+    /// for the whole hole).
+    pub unvalidated_peer_input: bool,
+    /// `RaftService` serves whoever reaches the port: no member certificate is required and a
+    /// message may claim any `from` (the pre-fix behaviour).
+    pub unauthenticated_raft: bool,
 }
 
 impl FaultInjection {
@@ -67,6 +75,8 @@ impl FaultInjection {
         "local_integrity_removal",
         "local_apply_settings",
         "shared_peer_inbox",
+        "unvalidated_peer_input",
+        "unauthenticated_raft",
     ];
 
     /// The switch called `name` (one of [`FaultInjection::SWITCHES`]), to set by name.
@@ -90,6 +100,8 @@ impl FaultInjection {
             "local_integrity_removal" => &mut self.local_integrity_removal,
             "local_apply_settings" => &mut self.local_apply_settings,
             "shared_peer_inbox" => &mut self.shared_peer_inbox,
+            "unvalidated_peer_input" => &mut self.unvalidated_peer_input,
+            "unauthenticated_raft" => &mut self.unauthenticated_raft,
             _ => return None,
         })
     }

@@ -4,7 +4,11 @@
 //! - [`runtime`]: the seam between tokio and madsim — time, tasks, entropy, node clocks, listener.
 //! - [`config`]: environment variables, feature flags, secrets from files.
 //! - [`faults`]: every fault-injection switch, in one value (inert in production).
-//! - [`secret`]: zeroized, never-printed secret bytes.
+//! - [`secret`]: zeroized, never-printed secret bytes, from files or Vault.
+//! - [`tls`]: rustls configurations (this node's certificate, the CAs, certificate identities).
+//! - [`auth`]: caller identities (members, clients, tokens), the ACL, who may call what.
+//! - [`reload`]: values that reload on SIGHUP and on file change.
+//! - [`security`]: a node's TLS, authority and reloads, set up from its configuration.
 //! - [`db`]: the system of record (PostgreSQL/CockroachDB, simulated database) and its client.
 //! - [`resilience`]: retries with jittered backoff, circuit breaker.
 //! - [`replica`]: the replicated node — Raft core driver, state machine, peer transport.
@@ -15,17 +19,21 @@
 //! - [`single_flight`]: shared in-flight work per key, joinable only by requests it covers.
 
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod db;
 pub mod faults;
 pub mod limits;
+pub mod reload;
 pub mod replica;
 pub mod resilience;
 pub mod runtime;
 pub mod secret;
+pub mod security;
 pub mod server;
 pub mod single_flight;
+pub mod tls;
 
 /// Generated protobuf and gRPC types (`proto/cache.proto`, package `hyperion.v1`).
 #[allow(clippy::all, missing_docs)]

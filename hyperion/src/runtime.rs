@@ -26,6 +26,14 @@ use rand_chacha::ChaCha8Rng;
 
 pub use tokio::time::{timeout, Instant};
 
+#[cfg(not(madsim))]
+mod tls;
+mod transport;
+pub use transport::{
+    connection_peer, remote_addr, ChannelSecurity, ConnectionInfo, ConnectionLimits, HttpsAnswer,
+    HttpsGet, ListenerSecurity, PeerClassifier,
+};
+
 /// Whether the network is madsim's simulated one (the simulator's nodes use addresses that no
 /// real network routes, so the rules for real listeners do not apply to them).
 pub const NETWORK_IS_SIMULATED: bool = cfg!(madsim);
@@ -427,16 +435,87 @@ pub enum ServeError {
     },
 }
 
+/// The metadata key through which a simulated caller states the identity its certificate would
+/// prove in production (the simulator has no TLS). Ignored by the production build.
+pub const SIMULATED_IDENTITY_METADATA: &str = "x-hyperion-sim-identity";
+
+/// The identity a simulated caller states ([`SIMULATED_IDENTITY_METADATA`]); always `None` in
+/// the production build, where only a verified certificate names a caller.
+pub fn simulated_identity(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    #[cfg(madsim)]
+    {
+        metadata
+            .get(SIMULATED_IDENTITY_METADATA)
+            .and_then(|value| value.to_str().ok())
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = metadata;
+        None
+    }
+}
+
+/// States `identity` on an outgoing request in simulation (what the caller's certificate
+/// would prove); does nothing in the production build, where the TLS channel proves it.
+pub fn state_simulated_identity(metadata: &mut tonic::metadata::MetadataMap, identity: &str) {
+    #[cfg(madsim)]
+    {
+        if let Ok(value) = identity.parse() {
+            metadata.insert(SIMULATED_IDENTITY_METADATA, value);
+        }
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = (metadata, identity);
+    }
+}
+
+/// A lazily connecting channel to `endpoint`: over TLS when `security` is given (production),
+/// plaintext otherwise (and always in simulation). The endpoint's connect timeout bounds the TCP
+/// connection and the handshake together.
+pub fn channel(
+    endpoint: tonic::transport::Endpoint,
+    security: Option<ChannelSecurity>,
+    connect_timeout: Duration,
+) -> tonic::transport::Channel {
+    #[cfg(not(madsim))]
+    {
+        match security {
+            Some(security) => endpoint.connect_with_connector_lazy(tls::TlsConnector {
+                security,
+                connect_timeout,
+            }),
+            None => endpoint.connect_timeout(connect_timeout).connect_lazy(),
+        }
+    }
+    #[cfg(madsim)]
+    {
+        let _ = security;
+        endpoint.connect_timeout(connect_timeout).connect_lazy()
+    }
+}
+
 /// A bound gRPC listener: the address is known (port 0 resolved) before serving starts, so a
 /// caller can log or publish it first.
 pub struct GrpcListener {
     local_addr: SocketAddr,
     #[cfg(not(madsim))]
-    incoming: tonic::transport::server::TcpIncoming,
+    incoming: Incoming,
+}
+
+#[cfg(not(madsim))]
+enum Incoming {
+    Plain(tonic::transport::server::TcpIncoming),
+    Secure {
+        listener: tokio::net::TcpListener,
+        security: ListenerSecurity,
+        limits: ConnectionLimits,
+    },
 }
 
 impl GrpcListener {
-    /// Binds `addr` (in simulation the bind happens when serving starts; port 0 is not resolved).
+    /// Binds `addr` for plaintext (in simulation the bind happens when serving starts; port 0 is
+    /// not resolved).
     pub fn bind(addr: SocketAddr) -> Result<GrpcListener, ServeError> {
         #[cfg(not(madsim))]
         {
@@ -448,7 +527,7 @@ impl GrpcListener {
                 .map_err(|source| ServeError::Bind { addr, source })?;
             Ok(GrpcListener {
                 local_addr,
-                incoming,
+                incoming: Incoming::Plain(incoming),
             })
         }
         #[cfg(madsim)]
@@ -457,26 +536,177 @@ impl GrpcListener {
         }
     }
 
+    /// Binds `addr` for TLS with `security` (in simulation: plaintext, as [`GrpcListener::bind`]).
+    pub fn bind_secure(
+        addr: SocketAddr,
+        security: ListenerSecurity,
+        limits: ConnectionLimits,
+    ) -> Result<GrpcListener, ServeError> {
+        #[cfg(not(madsim))]
+        {
+            let (listener, local_addr) =
+                tls::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+            Ok(GrpcListener {
+                local_addr,
+                incoming: Incoming::Secure {
+                    listener,
+                    security,
+                    limits,
+                },
+            })
+        }
+        #[cfg(madsim)]
+        {
+            let _ = (security, limits);
+            GrpcListener::bind(addr)
+        }
+    }
+
     /// The address clients should connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// Serves `router` (the services a caller added to it) until `shutdown` resolves; in-flight
-    /// RPCs finish first. The seam knows no service: callers build the router.
-    pub async fn serve(
+    /// Serves `router` (the services and layers a caller added to it) until `shutdown`
+    /// resolves; in-flight RPCs finish first. The seam knows no service: callers build the
+    /// router. (The simulator's transport ignores layers.)
+    #[cfg(not(madsim))]
+    pub async fn serve<L, ResBody>(
         self,
-        router: tonic::transport::server::Router,
+        router: tonic::transport::server::Router<L>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError>
+    where
+        L: tower_layer::Layer<tonic::service::Routes>,
+        L::Service: tower_service::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<ResBody>,
+            > + Clone
+            + Send
+            + 'static,
+        <L::Service as tower_service::Service<http::Request<tonic::body::Body>>>::Future: Send,
+        <L::Service as tower_service::Service<http::Request<tonic::body::Body>>>::Error:
+            Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+        ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.serve_router(router, shutdown).await
+    }
+
+    /// See the production build's `serve`.
+    #[cfg(madsim)]
+    pub async fn serve<L>(
+        self,
+        router: tonic::transport::server::Router<L>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        self.serve_router(router, shutdown).await
+    }
+
+    #[cfg(not(madsim))]
+    async fn serve_router<L, ResBody>(
+        self,
+        router: tonic::transport::server::Router<L>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError>
+    where
+        L: tower_layer::Layer<tonic::service::Routes>,
+        L::Service: tower_service::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<ResBody>,
+            > + Clone
+            + Send
+            + 'static,
+        <L::Service as tower_service::Service<http::Request<tonic::body::Body>>>::Future: Send,
+        <L::Service as tower_service::Service<http::Request<tonic::body::Body>>>::Error:
+            Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+        ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let addr = self.local_addr;
+        let served = match self.incoming {
+            Incoming::Plain(incoming) => {
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+            Incoming::Secure {
+                listener,
+                security,
+                limits,
+            } => {
+                router
+                    .serve_with_incoming_shutdown(
+                        tls::incoming(listener, security, limits),
+                        shutdown,
+                    )
+                    .await
+            }
+        };
+        served.map_err(|source| ServeError::Transport { addr, source })
+    }
+
+    #[cfg(madsim)]
+    async fn serve_router<L>(
+        self,
+        router: tonic::transport::server::Router<L>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let addr = self.local_addr;
-        #[cfg(not(madsim))]
-        let served = router
-            .serve_with_incoming_shutdown(self.incoming, shutdown)
-            .await;
-        #[cfg(madsim)]
         let served = router.serve_with_shutdown(addr, shutdown).await;
         served.map_err(|source| ServeError::Transport { addr, source })
+    }
+}
+
+/// Performs an [`HttpsGet`]. The simulator has no HTTPS servers: there it always fails.
+pub async fn https_get(request: HttpsGet) -> std::io::Result<HttpsAnswer> {
+    #[cfg(not(madsim))]
+    {
+        tls::https_get(request).await
+    }
+    #[cfg(madsim)]
+    {
+        let _ = request;
+        Err(std::io::Error::other(
+            "the simulated network has no HTTPS servers",
+        ))
+    }
+}
+
+/// SIGHUP, the operator's "reload your files" (certificates, keys, the ACL, the JWKS). Never
+/// fires in simulation.
+pub struct Hangups {
+    #[cfg(all(unix, not(madsim)))]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    /// Starts listening for SIGHUP (from now on it no longer ends the process).
+    pub fn listen() -> Hangups {
+        #[cfg(all(unix, not(madsim)))]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Hangups {
+                signal: signal(SignalKind::hangup()).ok(),
+            }
+        }
+        #[cfg(any(madsim, not(unix)))]
+        {
+            Hangups {}
+        }
+    }
+
+    /// The next SIGHUP.
+    pub async fn recv(&mut self) {
+        #[cfg(all(unix, not(madsim)))]
+        {
+            if let Some(signal) = &mut self.signal {
+                if signal.recv().await.is_some() {
+                    return;
+                }
+            }
+        }
+        std::future::pending::<()>().await
     }
 }
 

@@ -13,12 +13,15 @@ use std::sync::Arc;
 use hyperion_raft::storage::{Disk, FileDisk};
 
 use crate::api::CacheApi;
+use crate::auth::Authority;
 use crate::config::Config;
 use crate::db::SystemOfRecord;
 use crate::limits::{RateLimiter, RateLimits};
 use crate::replica::transport::RaftApi;
 use crate::replica::{self, Replica, ReplicaConfig, ReplicaStartError, Topology};
-use crate::runtime::{FatalHandler, GrpcListener, NodeClock, ServeError};
+use crate::runtime::{ConnectionLimits, FatalHandler, GrpcListener, NodeClock, ServeError};
+use crate::security::{node_security, NodeSecurity};
+use crate::tls::NodeTls;
 
 /// Name of the identity file in the data directory.
 pub const NODE_ID_FILE: &str = "node.id";
@@ -50,7 +53,28 @@ pub enum StartError {
     },
     #[error("cannot read the Raft state in HYPERION_DATA_DIR: {0}")]
     Recovery(#[from] hyperion_raft::storage::StorageError),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
 }
+
+/// Most connections a node serves at once; more are closed at accept (bounded memory).
+pub const CONNECTIONS_MAX: usize = 4096;
+/// A TLS handshake must finish within this (a slow-loris handshake is dropped).
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A connection that sends nothing for this long is closed (clients reconnect on demand).
+pub const CONNECTION_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// Largest header block of one request (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`): metadata,
+/// bearer tokens included, fits; a huge metadata value is refused before it is buffered.
+pub const HEADER_LIST_BYTES_MAX: u32 = 16 * 1024;
+/// Most concurrent streams (requests) per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 128;
+/// Largest HTTP/2 frame the node accepts (`SETTINGS_MAX_FRAME_SIZE`, the protocol's minimum).
+pub const FRAME_BYTES_MAX: u32 = 16 * 1024;
+/// Longest a request may run on the server: above the longest `timeout_ms` a client may ask
+/// for, so a half-sent request cannot hold a stream forever.
+pub const REQUEST_TIMEOUT_MAX: std::time::Duration = std::time::Duration::from_secs(65);
+/// Most streams a client may reset before the server answers them (HTTP/2 rapid reset).
+pub const PENDING_RESETS_MAX: usize = 32;
 
 /// How long a node with an empty data directory asks its peers whether the cluster already has
 /// state, before assuming it is being bootstrapped.
@@ -69,26 +93,33 @@ struct ClusterState {
 
 /// One round of `Status` queries to every peer of `topology`; the answers of those that replied
 /// within [`ADMISSION_QUERY_TIMEOUT`], with their addresses.
-async fn peer_statuses(topology: &Topology) -> Vec<(String, crate::raft_proto::StatusResponse)> {
-    use crate::raft_proto::raft_service_client::RaftServiceClient;
+async fn peer_statuses(
+    topology: &Topology,
+    tls: Option<&Arc<NodeTls>>,
+) -> Vec<(String, crate::raft_proto::StatusResponse)> {
     use crate::raft_proto::StatusRequest;
+    use crate::replica::transport::PeerLink;
     let cluster = topology.cluster_name();
     let mut answers = Vec::new();
     for (&id, addr) in &topology.addresses {
         if id == topology.id {
             continue;
         }
-        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+        let link = PeerLink {
+            peer: id,
+            addr: addr.clone(),
+            security: tls.and_then(|tls| tls.peer_channel(topology.name(id))),
+            identity: format!("member:{}", topology.name(topology.id)),
+        };
+        let Some(mut client) = link.client() else {
             continue;
         };
-        let mut client = RaftServiceClient::new(
-            endpoint
-                .connect_timeout(ADMISSION_QUERY_TIMEOUT)
-                .connect_lazy(),
-        );
-        let query = client.status(StatusRequest {
-            cluster: cluster.clone(),
-        });
+        let query = client.status(link.request(
+            StatusRequest {
+                cluster: cluster.clone(),
+            },
+            ADMISSION_QUERY_TIMEOUT,
+        ));
         if let Ok(Ok(status)) = crate::runtime::timeout(ADMISSION_QUERY_TIMEOUT, query).await {
             answers.push((addr.clone(), status.into_inner()));
         }
@@ -98,11 +129,11 @@ async fn peer_statuses(topology: &Topology) -> Vec<(String, crate::raft_proto::S
 
 /// Asks every peer for its Raft status; `None` when no peer has any state (a cluster being
 /// bootstrapped) or none answered.
-async fn peer_state(config: &Config) -> Option<ClusterState> {
+async fn peer_state(config: &Config, tls: Option<&Arc<NodeTls>>) -> Option<ClusterState> {
     let topology = replica_config(config).topology;
     let mut best: Option<ClusterState> = None;
     for attempt in 0..ADMISSION_ATTEMPTS {
-        for (addr, status) in peer_statuses(&topology).await {
+        for (addr, status) in peer_statuses(&topology, tls).await {
             let is_leader = status.leader_id == status.node_id && status.node_id != 0;
             let better = match &best {
                 None => true,
@@ -130,7 +161,11 @@ async fn peer_state(config: &Config) -> Option<ClusterState> {
 /// asks its peers every election timeout whether they abstain too. When a majority of the voters
 /// abstains, nobody can be caught up from (they lost power together): the node votes again, so
 /// the cluster elects a leader instead of waiting forever.
-async fn watch_abstention(replica: Replica, election_timeout: std::time::Duration) {
+async fn watch_abstention(
+    replica: Replica,
+    election_timeout: std::time::Duration,
+    tls: Option<Arc<NodeTls>>,
+) {
     let topology = replica.topology().clone();
     let quorum = topology.addresses.len() / 2 + 1;
     loop {
@@ -142,7 +177,7 @@ async fn watch_abstention(replica: Replica, election_timeout: std::time::Duratio
         if status.leader_id.is_some() {
             continue;
         }
-        let peers = peer_statuses(&topology).await;
+        let peers = peer_statuses(&topology, tls.as_ref()).await;
         let abstaining = 1 + peers.iter().filter(|(_, s)| s.abstaining).count();
         let leader_known = peers.iter().any(|(_, s)| s.leader_id != 0);
         if abstaining >= quorum && !leader_known {
@@ -160,10 +195,17 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
         .enumerate()
         .map(|(index, node)| (index as u64 + 1, node.addr.clone()))
         .collect();
+    let names: BTreeMap<u64, String> = config
+        .cluster_nodes
+        .iter()
+        .enumerate()
+        .map(|(index, node)| (index as u64 + 1, node.name.clone()))
+        .collect();
     ReplicaConfig {
         topology: Topology {
             id: config.node_index as u64 + 1,
             addresses,
+            names,
         },
         raft: hyperion_raft::Config {
             mutations: config.faults.raft.clone(),
@@ -179,6 +221,7 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
         record: None,
         negative_cache_ms: config.database.negative_cache_ms,
         backlog_bytes_max: config.database.backlog_mb * 1024 * 1024,
+        tls: None,
     }
 }
 
@@ -188,6 +231,7 @@ pub struct Server {
     listener: GrpcListener,
     max_value_bytes: usize,
     rate_limits: RateLimits,
+    authority: Arc<Authority>,
 }
 
 impl Server {
@@ -248,9 +292,14 @@ impl Server {
         } else {
             report.wal_total_bytes == 0 && report.recovered.snapshot.is_none()
         };
+        let NodeSecurity {
+            tls,
+            authority,
+            watched,
+        } = node_security(config, &clock).await?;
         let mut abstain_until = None;
         if fresh && config.cluster_nodes.len() > 1 {
-            if let Some(state) = peer_state(config).await {
+            if let Some(state) = peer_state(config, tls.as_ref()).await {
                 if !config.join_existing_cluster {
                     return Err(StartError::DataLost {
                         path: config.data_dir.display().to_string(),
@@ -266,20 +315,42 @@ impl Server {
                 abstain_until = Some(state.last_index);
             }
         }
-        let listener = GrpcListener::bind(config.listen_addr)?;
+        let listener = match &tls {
+            Some(tls) => GrpcListener::bind_secure(
+                config.listen_addr,
+                tls.listener(),
+                ConnectionLimits {
+                    connections_max: CONNECTIONS_MAX,
+                    handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
+                    idle_timeout: CONNECTION_IDLE_TIMEOUT,
+                },
+            )?,
+            None => GrpcListener::bind(config.listen_addr)?,
+        };
         let mut replica_config = replica_config(config);
         replica_config.record = record;
+        replica_config.tls = tls.clone();
         let replica = replica::start(replica_config, clock, disk, abstain_until, fatal)?;
         if config.cluster_nodes.len() > 1 {
             crate::runtime::spawn(watch_abstention(
                 replica.clone(),
                 std::time::Duration::from_millis(config.raft.election_timeout_ms),
+                tls.clone(),
             ));
         }
+        crate::runtime::spawn(crate::reload::watch(
+            watched,
+            crate::reload::FILE_POLL_INTERVAL,
+        ));
         if config.dev_mode {
             tracing::warn!(
-                "DEVELOPMENT MODE: plaintext gRPC on loopback and a built-in integrity key; \
-                 not for production (set HYPERION_HMAC_KEY_FILE)"
+                "DEVELOPMENT MODE: a built-in integrity key unless HYPERION_HMAC_KEY_FILE is set, \
+                 and plaintext gRPC on loopback unless TLS is configured; not for production"
+            );
+        }
+        if tls.is_none() && !crate::runtime::NETWORK_IS_SIMULATED {
+            tracing::warn!(
+                "PLAINTEXT: no TLS configured (HYPERION_TLS_CERT_FILE); serving on loopback only"
             );
         }
         if config.flags.shadow_traffic_percent > 0 {
@@ -296,6 +367,7 @@ impl Server {
             listener,
             max_value_bytes: config.flags.max_value_bytes(),
             rate_limits: RateLimits::default(),
+            authority,
         })
     }
 
@@ -321,15 +393,35 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         use crate::proto::cache_service_server::CacheServiceServer;
+        use crate::raft_proto::node_admin_server::NodeAdminServer;
         use crate::raft_proto::raft_service_server::RaftServiceServer;
+        /// A status request is a cluster name.
+        const NODE_ADMIN_MESSAGE_BYTES_MAX: usize = 4096;
         use crate::replica::transport::PEER_MESSAGE_BYTES_MAX;
 
         let limiter = Arc::new(RateLimiter::new(self.rate_limits));
-        let api = CacheApi::new(self.replica.clone(), limiter, self.max_value_bytes);
+        let api = CacheApi::new(
+            self.replica.clone(),
+            limiter,
+            Arc::clone(&self.authority),
+            self.max_value_bytes,
+        );
         let replica = self.replica.clone();
-        let raft = RaftApi::new(self.replica);
+        let raft = RaftApi::new(self.replica, Arc::clone(&self.authority));
         let client_message_bytes = CacheApi::max_message_bytes(self.max_value_bytes);
+        // HTTP/2 bounds (the simulator's transport ignores them; README "Limits").
         let router = tonic::transport::Server::builder()
+            .http2_max_header_list_size(HEADER_LIST_BYTES_MAX)
+            .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+            .max_frame_size(FRAME_BYTES_MAX)
+            .http2_max_pending_accept_reset_streams(Some(PENDING_RESETS_MAX))
+            .timeout(REQUEST_TIMEOUT_MAX)
+            .layer(crate::auth::gate::Gate::new(Arc::clone(&self.authority)))
+            .add_service(
+                NodeAdminServer::new(raft.clone())
+                    .max_decoding_message_size(NODE_ADMIN_MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+            )
             .add_service(
                 CacheServiceServer::new(api)
                     .max_decoding_message_size(client_message_bytes)

@@ -48,6 +48,7 @@ fn settings(url: &str) -> PgSettings {
     PgSettings {
         dsn: Secret::new(url.as_bytes().to_vec()),
         password_file: env_path("HYPERION_TEST_DATABASE_PASSWORD_FILE"),
+        password: None,
         ca_file: None,
         pool_size: 4,
         connect_timeout: Duration::from_secs(2),
@@ -487,6 +488,7 @@ async fn assert_warm_up_fails_fast(url: String, what: &str) {
     let db = PgDatabase::new(&PgSettings {
         dsn: Secret::new(url.into_bytes()),
         password_file: None,
+        password: None,
         ca_file: None,
         pool_size: 2,
         connect_timeout: Duration::from_millis(300),

@@ -35,6 +35,8 @@ mod database_tests;
 #[cfg(test)]
 mod file_tests;
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod scenario_tests;
 #[cfg(test)]
 mod spec_tests;

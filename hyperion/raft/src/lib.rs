@@ -59,5 +59,6 @@ pub use message::{
 };
 pub use node::{
     AfterPersist, Durable, InvalidMessage, LeadershipError, NewNodeError, ProposeError, RaftNode,
-    ReadError, ReadState, Ready, Recovered, Role, SnapshotError, StepError,
+    ReadError, ReadState, Ready, Recovered, Role, SnapshotError, StepError, APPEND_ENTRIES_MAX,
+    INDEX_MAX,
 };

@@ -51,7 +51,7 @@ use crate::message::{
 };
 
 mod validate;
-pub use validate::InvalidMessage;
+pub use validate::{InvalidMessage, APPEND_ENTRIES_MAX, INDEX_MAX};
 
 /// How many heartbeat rounds a leader remembers the start time of. A round older than this is
 /// more than `ROUNDS_TRACKED_MAX × heartbeat_ms` old, far beyond the election timeout after which
@@ -1433,8 +1433,13 @@ impl RaftNode {
             return Some(false);
         };
         let entries = if next <= self.log.last_index() {
-            self.log
-                .slice(next, self.log.last_index(), self.config.append_bytes_max)
+            self.log.slice(
+                next,
+                self.log
+                    .last_index()
+                    .min(next + APPEND_ENTRIES_MAX as u64 - 1),
+                self.config.append_bytes_max,
+            )
         } else {
             Vec::new()
         };

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use hyperion::client::Client;
+use hyperion::client::{Client, ClientSecurity};
 use hyperion::proto::{CacheStatus, GetResponse};
 
 /// Talk to a Hyperion node over gRPC.
@@ -18,6 +18,25 @@ struct Cli {
     /// Per-call deadline in milliseconds.
     #[arg(long, default_value_t = 2000)]
     deadline_ms: u64,
+    /// PEM CA certificates the nodes' certificates must chain to; turns TLS on (https://
+    /// addresses need it too).
+    #[arg(long = "ca", env = "HYPERION_TLS_CA_FILE")]
+    ca: Option<PathBuf>,
+    /// PEM client certificate (mTLS), with --key.
+    #[arg(long = "cert", env = "HYPERION_TLS_CLIENT_CERT_FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long = "key", env = "HYPERION_TLS_CLIENT_KEY_FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// The name the nodes' certificates must carry (default: each address's host).
+    #[arg(long, env = "HYPERION_TLS_SERVER_NAME")]
+    server_name: Option<String>,
+    /// A file holding a bearer token (JWT) from the Auth Service.
+    #[arg(long, env = "HYPERION_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// A file holding an admin API key (for `status`).
+    #[arg(long, env = "HYPERION_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -91,22 +110,11 @@ fn render(response: &GetResponse) -> String {
     }
 }
 
-/// One node's status line (`RaftService.Status`).
-async fn node_status(addr: &str, deadline: Duration) -> Result<String, String> {
-    use hyperion::raft_proto::raft_service_client::RaftServiceClient;
-    use hyperion::raft_proto::StatusRequest;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(deadline)
-        .timeout(deadline);
-    let mut client = RaftServiceClient::new(endpoint.connect_lazy());
-    let status = client
-        .status(StatusRequest::default())
-        .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-        .into_inner();
+/// One node's status line (`NodeAdmin.Status`).
+fn status_line(status: &hyperion::raft_proto::StatusResponse) -> String {
     let mut line = format!(
-        "node={} role={} term={} leader={} commit={} applied={} entries={} used_bytes={}/{}",
+        "node={} role={} term={} leader={} commit={} applied={} entries={} used_bytes={}/{} \
+         invalid_peer_messages={}",
         status.node_id,
         status.role,
         status.term,
@@ -115,9 +123,10 @@ async fn node_status(addr: &str, deadline: Duration) -> Result<String, String> {
         status.applied_index,
         status.entries,
         status.used_bytes,
-        status.capacity_bytes
+        status.capacity_bytes,
+        status.invalid_peer_messages
     );
-    if let Some(db) = status.database {
+    if let Some(db) = &status.database {
         line.push_str(&format!(
             " database: breaker={} (opened {} times) pending={} ({} bytes) loads={} rows_written={} failed_attempts={}",
             db.breaker,
@@ -129,11 +138,30 @@ async fn node_status(addr: &str, deadline: Duration) -> Result<String, String> {
             db.failed_attempts
         ));
     }
-    Ok(line)
+    line
+}
+
+fn security(cli: &Cli) -> Result<ClientSecurity, String> {
+    let mut security = ClientSecurity::from_files(
+        cli.ca.as_deref(),
+        cli.cert.as_deref(),
+        cli.key.as_deref(),
+        cli.token_file.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    security.server_name = cli.server_name.clone();
+    if let Some(path) = &cli.api_key_file {
+        let key = std::fs::read_to_string(path)
+            .map_err(|e| format!("--api-key-file {}: {e}", path.display()))?;
+        security.api_key = Some(hyperion::secret::Secret::new(
+            key.trim().as_bytes().to_vec(),
+        ));
+    }
+    Ok(security)
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let client = Client::new(&cli.addr)
+    let client = Client::secured(&cli.addr, security(&cli)?)
         .map_err(|e| e.to_string())?
         .with_deadline(Duration::from_millis(cli.deadline_ms));
     let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
@@ -180,13 +208,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Status => {
             let mut unreachable = 0;
-            for addr in cli.addr.split(',') {
-                let addr = addr.trim().trim_start_matches("http://");
-                match node_status(addr, Duration::from_millis(cli.deadline_ms)).await {
-                    Ok(line) => println!("{addr} {line}"),
+            for (addr, answer) in client.statuses().await {
+                match answer {
+                    Ok(status) => println!("{addr} {}", status_line(&status)),
                     Err(error) => {
                         unreachable += 1;
-                        println!("{addr} UNREACHABLE {error}");
+                        println!("{addr} UNREACHABLE {:?}: {}", error.code(), error.message());
                     }
                 }
             }

@@ -101,6 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let settings = PgSettings {
         dsn: Secret::new(url.clone().into_bytes()),
         password_file: std::env::var_os("HYPERION_TEST_DATABASE_PASSWORD_FILE").map(Into::into),
+        password: None,
         ca_file: None,
         pool_size: args.writers.max(4),
         connect_timeout: Duration::from_secs(5),

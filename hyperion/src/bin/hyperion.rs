@@ -22,12 +22,14 @@ struct Cli {
 enum Command {
     /// Run a node until SIGINT/SIGTERM.
     Serve,
-    /// Validate the configuration and print it (secrets redacted), then exit.
+    /// Validate the configuration and print it (secrets redacted: only their sizes show), then
+    /// exit.
     Config,
 }
 
-fn load_config() -> Result<Config, ExitCode> {
-    Config::from_process_env().map_err(|error| {
+/// The configuration, its secrets fetched from their source (files, or Vault).
+async fn load_config() -> Result<Config, ExitCode> {
+    Config::load_process_env().await.map_err(|error| {
         eprintln!("hyperion: configuration error: {error}");
         ExitCode::from(2)
     })
@@ -48,7 +50,7 @@ fn init_logging(filter: &str) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match load_config() {
+    let config = match load_config().await {
         Ok(config) => config,
         Err(code) => return code,
     };

@@ -24,6 +24,9 @@ pub struct DatabaseConfig {
     pub pool_size: usize,
     /// `HYPERION_DB_PASSWORD_FILE`: the password, from a file (never from an env value).
     pub password_file: Option<PathBuf>,
+    /// The password as fetched from the secret source (the file above, or Vault's
+    /// `db-password`).
+    pub password: Option<Secret>,
     /// `HYPERION_DB_CA_FILE`: PEM CA certificates for `sslmode=verify-full`.
     pub ca_file: Option<PathBuf>,
     /// `HYPERION_DB_QUERY_TIMEOUT_MS`: bound on one call.
@@ -53,6 +56,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             pool_size: DEFAULT_DB_POOL_SIZE,
             password_file: None,
+            password: None,
             ca_file: None,
             query_timeout_ms: DEFAULT_DB_QUERY_TIMEOUT_MS,
             connect_timeout_ms: DEFAULT_DB_CONNECT_TIMEOUT_MS,
@@ -125,6 +129,7 @@ impl DatabaseConfig {
         Ok(DatabaseConfig {
             pool_size,
             password_file,
+            password: None,
             ca_file,
             query_timeout_ms,
             connect_timeout_ms,
@@ -185,6 +190,7 @@ impl DatabaseConfig {
         crate::db::PgSettings {
             dsn: dsn.clone(),
             password_file: self.password_file.clone(),
+            password: self.password.clone(),
             ca_file: self.ca_file.clone(),
             pool_size: self.pool_size,
             connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),

@@ -6,32 +6,48 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use zeroize::Zeroizing;
-
 use super::*;
+use crate::secret::{SecretName, SecretSource, Secrets};
 
 impl Config {
-    /// Reads the process environment. Only the `HYPERION_*`, `COCKROACH_DSN`, `LOG_LEVEL` and
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` variables are looked at.
+    /// Reads the process environment (secrets from files only; see [`Config::load_process_env`]).
     pub fn from_process_env() -> Result<Config, ConfigError> {
-        let mut env = BTreeMap::new();
-        for (name, value) in std::env::vars_os() {
-            let Some(name) = name.to_str().map(str::to_owned) else {
-                continue;
-            };
-            if !is_config_variable(&name) {
-                continue;
-            }
-            let value = value
-                .into_string()
-                .map_err(|_| ConfigError::new(&name, "value is not valid UTF-8".to_string()))?;
-            env.insert(name, value);
-        }
-        Config::from_env(&env)
+        Config::from_env(&process_env()?)
     }
 
-    /// Builds a configuration from variables (name → value). Empty values count as unset.
+    /// Reads the process environment and fetches the secrets from their source (files, or
+    /// Vault with `HYPERION_SECRETS=vault`).
+    pub async fn load_process_env() -> Result<Config, ConfigError> {
+        Config::load(&process_env()?).await
+    }
+
+    /// Builds a configuration from variables, fetching the secrets from their source.
+    pub async fn load(env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let source = security::secret_source(&Vars(env))?;
+        let secrets = source.fetch_all().await.map_err(secret_error)?;
+        Config::from_env_and_secrets(env, source, secrets)
+    }
+
+    /// Builds a configuration from variables (name → value), reading secrets from their files.
+    /// Empty values count as unset. Secrets from Vault need [`Config::load`].
     pub fn from_env(env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let source = security::secret_source(&Vars(env))?;
+        if !source.is_files() {
+            return Err(ConfigError::new(
+                "HYPERION_SECRETS",
+                "vault secrets are fetched over the network at start (Config::load)",
+            ));
+        }
+        let secrets = source.read_files().map_err(secret_error)?;
+        Config::from_env_and_secrets(env, source, secrets)
+    }
+
+    /// Builds a configuration from variables and the secrets fetched from `source`.
+    pub fn from_env_and_secrets(
+        env: &BTreeMap<String, String>,
+        source: SecretSource,
+        secrets: Secrets,
+    ) -> Result<Config, ConfigError> {
         let vars = Vars(env);
         let listen_addr: SocketAddr = vars
             .parse("HYPERION_LISTEN_ADDR", "an address like 127.0.0.1:7000")?
@@ -202,12 +218,12 @@ impl Config {
             Some(path) => load_flags(Path::new(path))?,
         };
 
-        let hmac_key_file = vars.get("HYPERION_HMAC_KEY_FILE").map(PathBuf::from);
+        let hmac_key = secrets.get(SecretName::HmacKey);
         let dev_mode = vars
             .boolean("HYPERION_DEV_MODE")?
-            .unwrap_or(hmac_key_file.is_none());
-        let (hmac_key, hmac_key_source) = match hmac_key_file {
-            Some(path) => (load_hmac_key(&path)?, HmacKeySource::File(path)),
+            .unwrap_or(hmac_key.is_none());
+        let (hmac_key, hmac_key_source) = match hmac_key {
+            Some(key) => (check_hmac_key(key, &source)?, hmac_key_source(&source)),
             None if dev_mode => (
                 Secret::new(DEVELOPMENT_HMAC_KEY.to_vec()),
                 HmacKeySource::Development,
@@ -230,7 +246,9 @@ impl Config {
                 .unwrap_or(DEFAULT_STALE_GRACE_MS),
         };
 
-        let database = DatabaseConfig::from_vars(&vars)?;
+        let mut database = DatabaseConfig::from_vars(&vars)?;
+        database.password = secrets.get(SecretName::DbPassword).cloned();
+        let security = SecurityConfig::from_vars(&vars, &secrets)?;
 
         let config = Config {
             node_id,
@@ -254,6 +272,8 @@ impl Config {
             stale_grace_ms,
             database,
             join_existing_cluster,
+            secrets: source,
+            security,
             faults: FaultInjection::default(),
         };
         config.validate()?;
@@ -261,13 +281,41 @@ impl Config {
     }
 }
 
+/// The configuration variables of the process environment.
+fn process_env() -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut env = BTreeMap::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !is_config_variable(&name) {
+            continue;
+        }
+        let value = value
+            .into_string()
+            .map_err(|_| ConfigError::new(&name, "value is not valid UTF-8".to_string()))?;
+        env.insert(name, value);
+    }
+    Ok(env)
+}
+
 /// True for the variables [`Config::from_process_env`] reads.
 fn is_config_variable(name: &str) -> bool {
     name.starts_with("HYPERION_")
         || matches!(
             name,
-            "COCKROACH_DSN" | "LOG_LEVEL" | "OTEL_EXPORTER_OTLP_ENDPOINT"
+            "COCKROACH_DSN"
+                | "LOG_LEVEL"
+                | "OTEL_EXPORTER_OTLP_ENDPOINT"
+                | "VAULT_ADDR"
+                | "VAULT_TOKEN_FILE"
+                | "VAULT_TOKEN"
+                | "VAULT_CACERT"
         )
+}
+
+fn secret_error(error: crate::secret::SecretError) -> ConfigError {
+    ConfigError::new(error.origin, error.problem)
 }
 
 /// Typed access to the variables, with errors naming the variable.
@@ -396,22 +444,26 @@ fn load_flags(path: &Path) -> Result<FeatureFlags, ConfigError> {
     FeatureFlags::from_json(&text, &origin)
 }
 
-fn load_hmac_key(path: &Path) -> Result<Secret, ConfigError> {
-    let origin = format!("HYPERION_HMAC_KEY_FILE ({})", path.display());
-    let bytes = Zeroizing::new(
-        read_bounded(path, HMAC_KEY_BYTES_MAX as u64 + 1)
-            .map_err(|e| ConfigError::new(&origin, format!("cannot read: {e}")))?,
-    );
-    if !(HMAC_KEY_BYTES_MIN..=HMAC_KEY_BYTES_MAX).contains(&bytes.len()) {
+fn hmac_key_source(source: &SecretSource) -> HmacKeySource {
+    match source.file(SecretName::HmacKey) {
+        Some(path) => HmacKeySource::File(path.to_path_buf()),
+        None => HmacKeySource::Vault,
+    }
+}
+
+fn check_hmac_key(key: &Secret, source: &SecretSource) -> Result<Secret, ConfigError> {
+    let origin = match source.file(SecretName::HmacKey) {
+        Some(path) => format!("HYPERION_HMAC_KEY_FILE ({})", path.display()),
+        None => "HYPERION_SECRETS=vault (hmac-key)".to_string(),
+    };
+    let len = key.expose().len();
+    if !(HMAC_KEY_BYTES_MIN..=HMAC_KEY_BYTES_MAX).contains(&len) {
         return Err(ConfigError::new(
             &origin,
-            format!(
-                "key must be {HMAC_KEY_BYTES_MIN}-{HMAC_KEY_BYTES_MAX} bytes, got {}",
-                bytes.len()
-            ),
+            format!("key must be {HMAC_KEY_BYTES_MIN}-{HMAC_KEY_BYTES_MAX} bytes, got {len}"),
         ));
     }
-    Ok(Secret::new(bytes.to_vec()))
+    Ok(key.clone())
 }
 
 /// Reads at most `max` bytes of a file: configuration files are small, and a wrong path pointing

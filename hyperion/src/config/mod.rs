@@ -17,8 +17,10 @@ use serde::Deserialize;
 
 mod database;
 mod env;
+mod security;
 pub use database::*;
 use env::Vars;
+pub use security::{SecurityConfig, TlsIdentity, DEFAULT_LEEWAY_S, LEEWAY_S_MAX};
 
 /// The gRPC address of the embedded default node.
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:7000";
@@ -190,6 +192,8 @@ impl FeatureFlags {
 pub enum HmacKeySource {
     /// Read from `HYPERION_HMAC_KEY_FILE`.
     File(PathBuf),
+    /// Fetched from Vault (`hmac-key`).
+    Vault,
     /// The built-in development key (development mode only).
     Development,
 }
@@ -259,6 +263,11 @@ pub struct Config {
     /// cluster that already has state (a replaced disk, or a node first started late). It then
     /// abstains from votes until it has caught up with the leader.
     pub join_existing_cluster: bool,
+    /// Where secrets come from (`HYPERION_SECRETS`); reloads fetch from it again.
+    pub secrets: crate::secret::SecretSource,
+    /// Transport security and caller identities (`HYPERION_TLS_*`, `HYPERION_JWT_*`,
+    /// `HYPERION_ACL_FILE`).
+    pub security: SecurityConfig,
     /// Simulator-only fault injection; see [`FaultInjection`].
     #[doc(hidden)]
     pub faults: FaultInjection,
@@ -442,17 +451,8 @@ impl Config {
             };
             return Err(ConfigError::new(variable, error.to_string()));
         }
-        if !self.listen_addr.ip().is_loopback() && !crate::runtime::NETWORK_IS_SIMULATED {
-            // No TLS listener exists yet; plaintext never leaves loopback (zero-trust network).
-            return Err(ConfigError::new(
-                "HYPERION_LISTEN_ADDR",
-                format!(
-                    "{} is not a loopback address; plaintext gRPC is served on loopback only and \
-                     this build has no TLS listener",
-                    self.listen_addr
-                ),
-            ));
-        }
+        self.security
+            .validate(self.listen_addr, &self.cluster_nodes, self.dev_mode)?;
         self.database.validate()
     }
 

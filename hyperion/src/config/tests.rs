@@ -195,9 +195,24 @@ mod env_tests {
         std::fs::write(&key, [7u8; 32]).unwrap();
         let short = dir.join("short.key");
         std::fs::write(&short, [7u8; 8]).unwrap();
-        let config =
-            Config::from_env(&env(&[("HYPERION_HMAC_KEY_FILE", key.to_str().unwrap())])).unwrap();
-        assert!(!config.dev_mode);
+        // Production mode serves TLS only: a key file alone is not enough.
+        let plaintext = error_for(&[("HYPERION_HMAC_KEY_FILE", key.to_str().unwrap())]);
+        assert_eq!(plaintext.variable, "HYPERION_DEV_MODE", "{plaintext}");
+        assert!(
+            plaintext.problem.contains("HYPERION_TLS_CERT_FILE"),
+            "{plaintext}"
+        );
+        let config = Config::from_env(&env(&[
+            ("HYPERION_HMAC_KEY_FILE", key.to_str().unwrap()),
+            ("HYPERION_DEV_MODE", "true"),
+        ]))
+        .unwrap();
+        assert!(config.dev_mode);
+        assert_eq!(
+            config.hmac_key_source,
+            HmacKeySource::File(key.clone()),
+            "an explicit key file is used in development mode too"
+        );
         assert_eq!(config.hmac_key.expose(), &[7u8; 32]);
         assert_eq!(
             format!("{:?}", config.hmac_key),
@@ -223,13 +238,19 @@ mod env_tests {
         assert_eq!(config.node_index, 1);
         assert_eq!(config.replication_factor, 3);
         assert_eq!(config.cluster_nodes[2].addr, "127.0.0.1:7003");
-        let product = Config::from_env(&env(&[
+        // The product's form names each node by its host; hosts off loopback need TLS, which
+        // the refusal names (the parse itself succeeded).
+        let product = error_for(&[
             ("HYPERION_CLUSTER_NODES", "node1:7000,node2:7000,node3:7000"),
             ("HYPERION_NODE_ID", "node3"),
-        ]))
-        .unwrap();
-        assert_eq!(product.node_index, 2);
-        assert_eq!(product.cluster_nodes[0].name, "node1");
+        ]);
+        assert_eq!(product.variable, "HYPERION_CLUSTER_NODES");
+        assert!(
+            product
+                .problem
+                .starts_with("node `node1` at node1:7000 is not on loopback"),
+            "{product}"
+        );
     }
 
     #[test]

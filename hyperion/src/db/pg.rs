@@ -99,6 +99,8 @@ pub struct PgSettings {
     pub dsn: Secret,
     /// File holding the password (`HYPERION_DB_PASSWORD_FILE`); overrides any in the DSN.
     pub password_file: Option<PathBuf>,
+    /// The password itself (fetched from the secret source); overrides the file.
+    pub password: Option<Secret>,
     /// PEM file of CA certificates to verify the server against (`HYPERION_DB_CA_FILE`).
     pub ca_file: Option<PathBuf>,
     /// Most open connections (`HYPERION_DB_POOL_SIZE`).
@@ -476,7 +478,9 @@ impl PgDatabase {
         let dsn = std::str::from_utf8(settings.dsn.expose())
             .map_err(|_| DbError::Config("COCKROACH_DSN is not UTF-8".to_string()))?;
         let (mut config, mode, root_cert) = parse_dsn(dsn)?;
-        if let Some(path) = &settings.password_file {
+        if let Some(password) = &settings.password {
+            config.password(password.expose());
+        } else if let Some(path) = &settings.password_file {
             config.password(read_password(path)?.as_slice());
         }
         config.application_name("hyperion");

@@ -42,6 +42,9 @@ pub struct Shared {
     pub(super) next_fill_id: std::sync::atomic::AtomicU64,
     /// Keys whose removal (they failed the integrity check) this leader has proposed.
     pub(super) removals_in_flight: Mutex<std::collections::BTreeSet<Vec<u8>>>,
+    /// Peer messages dropped because they failed validation (by the transport, the node loop
+    /// or the Raft core): never applied, never persisted.
+    pub(super) invalid_peer_messages: std::sync::atomic::AtomicU64,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,6 +54,22 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Counts `count` invalid peer messages and logs why, sparingly: a flood of forged messages
+    /// must not flood the log (the first, then every power of two).
+    pub(super) fn note_invalid_peer_messages(&self, count: u64, why: &dyn std::fmt::Display) {
+        use std::sync::atomic::Ordering;
+        let before = self
+            .invalid_peer_messages
+            .fetch_add(count, Ordering::Relaxed);
+        let after = before + count;
+        if before == 0 || (before + 1..=after).any(u64::is_power_of_two) {
+            tracing::warn!(
+                invalid_peer_messages = after,
+                "dropped an invalid peer message: {why}"
+            );
+        }
+    }
+
     pub(super) fn machine(&self) -> MutexGuard<'_, Machine> {
         lock(&self.machine)
     }
@@ -258,6 +277,23 @@ impl Replica {
     /// The node clock (the simulator skews it).
     pub fn clock(&self) -> &NodeClock {
         &self.shared.clock
+    }
+
+    /// The fault-injection switches this replica runs with (inert in production).
+    pub fn faults(&self) -> &FaultInjection {
+        &self.shared.faults
+    }
+
+    /// Peer messages dropped because they failed validation.
+    pub fn invalid_peer_messages(&self) -> u64 {
+        self.shared
+            .invalid_peer_messages
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a batch the transport refused (see [`super::inbound::admit`]).
+    pub(super) fn refused_peer_batch(&self, count: u64, why: &dyn std::fmt::Display) {
+        self.shared.note_invalid_peer_messages(count, why);
     }
 
     /// Counters and gauges of the store.

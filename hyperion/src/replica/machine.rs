@@ -26,6 +26,13 @@ pub enum SnapshotLoadError {
     Store(#[from] hyperion_store::SnapshotError),
 }
 
+/// A snapshot decoded by [`Machine::load`], ready for [`Machine::install`].
+pub struct LoadedSnapshot {
+    store: Store,
+    settings: Option<ClusterSettings>,
+    write_behind: WriteBehind,
+}
+
 /// The state machine of one replica.
 pub struct Machine {
     pub(super) store: Store,
@@ -312,6 +319,15 @@ impl Machine {
 
     /// Replaces the state with a snapshot taken at log index `index`; on error nothing changed.
     pub fn import(&mut self, data: &[u8], index: u64) -> Result<(), SnapshotLoadError> {
+        let loaded = self.load(data)?;
+        self.install(loaded, index);
+        Ok(())
+    }
+
+    /// Decodes a snapshot completely without changing anything: what [`Machine::install`] then
+    /// puts in place. A snapshot from a peer is loaded before the Raft core sees it, so data that
+    /// does not load is refused and never persisted.
+    pub fn load(&self, data: &[u8]) -> Result<LoadedSnapshot, SnapshotLoadError> {
         let snapshot = crate::raft_proto::MachineSnapshot::decode(data)
             .map_err(|e| SnapshotLoadError::Decode(e.to_string()))?;
         let write_behind = WriteBehind::decode(&snapshot.write_behind)?;
@@ -320,6 +336,11 @@ impl Machine {
             .map(settings_from_wire)
             .transpose()
             .map_err(|e| SnapshotLoadError::Decode(e.to_string()))?;
+        if let Some(settings) = &settings {
+            Command::Settings(settings.clone())
+                .check()
+                .map_err(|e| SnapshotLoadError::Decode(e.to_string()))?;
+        }
         // The snapshot's entries were stored under the cluster's settings as of the snapshot
         // (its capacity, not this node's): load them into a store configured so.
         let config = match (&settings, self.local_settings) {
@@ -328,6 +349,20 @@ impl Machine {
         };
         let mut store = Store::new(config).map_err(|e| SnapshotLoadError::Decode(e.to_string()))?;
         store.import_snapshot(&snapshot.store)?;
+        Ok(LoadedSnapshot {
+            store,
+            settings,
+            write_behind,
+        })
+    }
+
+    /// Puts a loaded snapshot taken at log index `index` in place of the state.
+    pub fn install(&mut self, loaded: LoadedSnapshot, index: u64) {
+        let LoadedSnapshot {
+            store,
+            settings,
+            write_behind,
+        } = loaded;
         self.store = store;
         if !self.local_settings {
             self.settings = settings;
@@ -335,7 +370,6 @@ impl Machine {
         self.write_behind = write_behind;
         self.applied_stamp_ms = self.applied_stamp_ms.max(self.store.max_created_at_ms());
         self.applied_index = index;
-        Ok(())
     }
 
     /// A digest of the whole state (SipHash with fixed keys: deterministic across processes and

@@ -9,7 +9,9 @@
 //! - [`machine`]: the replicated state machine, synchronous (`apply(index, command)`);
 //! - [`read_through`]: loads from the system of record on a miss, and fills;
 //! - [`write_behind`]: the replicated backlog for the system of record, and the flush loop;
-//! - [`transport`] and [`wire`]: the peer service and the encodings of messages and commands.
+//! - [`transport`] and [`wire`]: the peer service and the encodings of messages and commands;
+//! - [`inbound`]: what a peer message must be to reach the node loop, and what a command must be
+//!   to enter the log.
 //!
 //! The replica speaks domain types only; the API layer maps them to protobuf and status codes.
 //!
@@ -28,6 +30,7 @@
 
 pub mod flush;
 pub mod handle;
+pub mod inbound;
 pub mod machine;
 pub mod negative_cache;
 pub mod node_loop;
@@ -141,6 +144,7 @@ pub fn start(
         read_throughs: SingleFlight::new(JoinRule::CoveringReadPoint),
         next_fill_id: std::sync::atomic::AtomicU64::new(1),
         removals_in_flight: Mutex::new(std::collections::BTreeSet::new()),
+        invalid_peer_messages: std::sync::atomic::AtomicU64::new(0),
     });
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
     let (peer_inbox_tx, peer_inbox) = mpsc::channel(PEER_INBOX_MAX);
@@ -150,7 +154,7 @@ pub fn start(
         shared: Arc::clone(&shared),
     };
     let zombie = config.faults.zombie_on_task_panic;
-    let peers = transport::Peers::start(&topology, &config.faults, &fatal);
+    let peers = transport::Peers::start(&topology, &config.faults, &fatal, config.tls.as_ref());
     let node_loop = NodeLoop::new(
         raft,
         storage,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use hyperion_raft::storage::Storage;
 use hyperion_raft::{
     Entry, EntryKind, Message, MessageBody, ProposeError, RaftNode, ReadError, Ready, Role,
+    StepError,
 };
 use hyperion_store::stagger_ttl_ms;
 use rand_chacha::ChaCha8Rng;
@@ -83,6 +84,8 @@ pub(super) struct NodeLoop {
     fatal: FatalHandler,
     /// The last term in which this node became leader (and proposed its settings).
     led_term: Option<u64>,
+    /// A snapshot from the leader, loaded before the core saw it: (its index, the state).
+    loaded_snapshot: Option<(u64, super::machine::LoadedSnapshot)>,
 }
 
 /// The node loop's channels: the receiving ends of its two queues, and its peers' senders.
@@ -131,6 +134,7 @@ impl NodeLoop {
             stop_requested: None,
             fatal,
             led_term: None,
+            loaded_snapshot: None,
         }
     }
 }
@@ -304,9 +308,7 @@ impl NodeLoop {
                     self.refresh_clock();
                 }
                 for message in messages {
-                    if let Err(error) = self.raft.step(message) {
-                        tracing::warn!(%error, "ignored peer message");
-                    }
+                    self.step(message);
                 }
             }
             Input::Write { request, reply } => {
@@ -349,6 +351,33 @@ impl NodeLoop {
                     }
                 }
             }
+        }
+    }
+
+    /// Steps one peer message into the core. A snapshot is loaded first: data that does not
+    /// load is refused before the core could persist it (and the loaded state is kept for the
+    /// install). A message the core finds invalid is dropped and counted.
+    fn step(&mut self, message: Message) {
+        let validate = !self.shared.faults.unvalidated_peer_input;
+        if let (MessageBody::InstallSnapshot { snapshot, .. }, true) = (&message.body, validate) {
+            match self.shared.machine().load(&snapshot.data) {
+                Ok(loaded) => self.loaded_snapshot = Some((snapshot.meta.index, loaded)),
+                Err(error) => {
+                    self.shared.note_invalid_peer_messages(
+                        1,
+                        &format_args!(
+                            "snapshot {} from node {}: {error}",
+                            snapshot.meta.index, message.from
+                        ),
+                    );
+                    return;
+                }
+            }
+        }
+        match self.raft.step(message) {
+            Ok(()) => {}
+            Err(StepError::Invalid(invalid)) => self.shared.note_invalid_peer_messages(1, &invalid),
+            Err(error) => tracing::warn!(%error, "ignored peer message"),
         }
     }
 
@@ -459,6 +488,14 @@ impl NodeLoop {
                     }
                     WriteRequest::Settings(settings) => (Command::Settings(settings), 0),
                 };
+                // No command that a replica could not apply enters the log.
+                if let (Err(invalid), false) =
+                    (command.check(), self.shared.faults.unvalidated_peer_input)
+                {
+                    tracing::error!(%invalid, "refused to propose an invalid command");
+                    let _ = reply.send(Err(ReplicaError::InvalidCommand(invalid.to_string())));
+                    continue;
+                }
                 let encoded = command.encode();
                 bytes += encoded.len();
                 commands.push(encoded);
@@ -537,6 +574,10 @@ impl NodeLoop {
             now_ms: horizon_ms,
             keys,
         };
+        if let Err(invalid) = command.check() {
+            tracing::error!(%invalid, "refused to propose an invalid expiry");
+            return;
+        }
         if let Err(error) = self.raft.propose(vec![command.encode()]) {
             tracing::debug!(%error, "expiry proposal refused");
         }
@@ -602,10 +643,16 @@ impl NodeLoop {
     }
 
     fn install_snapshot(&mut self, data: &[u8], index: u64) {
-        if let Err(error) = self.shared.machine().import(data, index) {
-            // The leader's snapshot is its state machine; a replica that cannot load it cannot
-            // continue consistently.
-            panic!("cannot install the leader's snapshot: {error}");
+        let loaded = match self.loaded_snapshot.take() {
+            Some((loaded_index, loaded)) if loaded_index == index => Ok(loaded),
+            _ => self.shared.machine().load(data),
+        };
+        match loaded {
+            Ok(loaded) => self.shared.machine().install(loaded, index),
+            // Loaded before the core accepted it (unless fault injection skipped that): a
+            // snapshot that fails now is a bug, and a replica that cannot load the leader's
+            // state cannot continue consistently.
+            Err(error) => panic!("cannot install the leader's snapshot: {error}"),
         }
         // Writes waiting on entries covered by the snapshot learn their fate from it no more;
         // they were applied (or not) on the leader, so their outcome is unknown here.

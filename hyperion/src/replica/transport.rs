@@ -16,13 +16,17 @@ use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
 use super::handle::Replica;
+use super::inbound::{admit, Admission};
 use super::types::Topology;
 use super::wire::{from_wire, to_wire};
+use crate::auth::{Authority, Operation};
 use crate::faults::FaultInjection;
 use crate::raft_proto as pb;
+use crate::raft_proto::node_admin_server::NodeAdmin;
 use crate::raft_proto::raft_service_client::RaftServiceClient;
 use crate::raft_proto::raft_service_server::RaftService;
 use crate::runtime::{self, FatalHandler};
+use crate::tls::NodeTls;
 
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE_MAX: usize = 1024;
@@ -46,9 +50,18 @@ impl Peers {
     /// Spawns one sender task per peer (a task the node cannot live without: a dead sender would
     /// cut this node off from its peer for good). `faults.shared_peer_inbox` makes the senders
     /// ignore refused batches (fault injection).
-    pub fn start(topology: &Topology, faults: &FaultInjection, fatal: &FatalHandler) -> Peers {
+    /// `tls`: this node's TLS, whose certificate authenticates it to its peers and whose peer
+    /// CA verifies them (production); without it channels are plaintext (development mode on
+    /// loopback, and the simulator, where the sender states its identity in metadata instead).
+    pub fn start(
+        topology: &Topology,
+        faults: &FaultInjection,
+        fatal: &FatalHandler,
+        tls: Option<&Arc<NodeTls>>,
+    ) -> Peers {
         let dropped = Arc::new(AtomicU64::new(0));
         let cluster = topology.cluster_name();
+        let identity = format!("member:{}", topology.name(topology.id));
         let mut queues = BTreeMap::new();
         for (&id, addr) in &topology.addresses {
             if id == topology.id {
@@ -56,13 +69,18 @@ impl Peers {
             }
             let (queue, outbox) = mpsc::channel(PEER_QUEUE_MAX);
             queues.insert(id, queue);
+            let link = PeerLink {
+                peer: id,
+                addr: addr.clone(),
+                security: tls.and_then(|tls| tls.peer_channel(topology.name(id))),
+                identity: identity.clone(),
+            };
             runtime::spawn_critical(
                 "peer sender",
                 fatal.clone(),
                 faults.zombie_on_task_panic,
                 send_loop(
-                    id,
-                    addr.clone(),
+                    link,
                     cluster.clone(),
                     outbox,
                     Arc::clone(&dropped),
@@ -88,24 +106,55 @@ impl Peers {
     }
 }
 
+/// How to reach one peer.
+pub struct PeerLink {
+    pub peer: NodeId,
+    pub addr: String,
+    /// TLS for the channel (its certificate must name the peer), if configured.
+    pub security: Option<runtime::ChannelSecurity>,
+    /// What this node's certificate proves, as the simulator states it (`member:<name>`).
+    pub identity: String,
+}
+
+impl PeerLink {
+    /// A `RaftService` client for the peer (lazily connected).
+    pub fn client(&self) -> Option<RaftServiceClient<tonic::transport::Channel>> {
+        let endpoint = match Endpoint::from_shared(format!("http://{}", self.addr)) {
+            Ok(endpoint) => endpoint,
+            Err(error) => {
+                tracing::error!(peer = self.peer, addr = %self.addr, %error, "invalid peer address");
+                return None;
+            }
+        };
+        let channel = runtime::channel(endpoint, self.security.clone(), PEER_SEND_TIMEOUT);
+        Some(
+            RaftServiceClient::new(channel)
+                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+        )
+    }
+
+    /// A request to the peer: bounded by `timeout`, carrying this node's identity in
+    /// simulation.
+    pub fn request<T>(&self, message: T, timeout: Duration) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(timeout);
+        runtime::state_simulated_identity(request.metadata_mut(), &self.identity);
+        request
+    }
+}
+
 async fn send_loop(
-    peer: NodeId,
-    addr: String,
+    link: PeerLink,
     cluster: String,
     mut outbox: mpsc::Receiver<Message>,
     dropped: Arc<AtomicU64>,
     ignore_refusals: bool,
 ) {
-    let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
-        Ok(endpoint) => endpoint.connect_timeout(PEER_SEND_TIMEOUT),
-        Err(error) => {
-            tracing::error!(peer, %addr, %error, "invalid peer address; no messages will reach it");
-            return;
-        }
+    let peer = link.peer;
+    let Some(client) = link.client() else {
+        return;
     };
-    let client = RaftServiceClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
     while let Some(first) = outbox.recv().await {
         let mut batch = vec![to_wire(&first)];
         while batch.len() < PEER_BATCH_MAX {
@@ -115,15 +164,25 @@ async fn send_loop(
             }
         }
         let count = batch.len() as u64;
-        let mut request = Request::new(pb::MessageBatch {
-            cluster: cluster.clone(),
-            messages: batch,
-        });
-        request.set_timeout(PEER_SEND_TIMEOUT);
+        let request = link.request(
+            pb::MessageBatch {
+                cluster: cluster.clone(),
+                messages: batch,
+            },
+            PEER_SEND_TIMEOUT,
+        );
         let mut client = client.clone();
         let sent = runtime::timeout(PEER_SEND_TIMEOUT, client.send(request)).await;
         let (reached, accepted) = match sent {
             Ok(Ok(ack)) => (true, u64::from(ack.into_inner().accepted)),
+            Ok(Err(status)) if is_refusal(&status) => {
+                // The peer refuses this node (its certificate, or its messages): say why, but
+                // not for every batch.
+                if dropped.load(Ordering::Relaxed).is_power_of_two() {
+                    tracing::error!(peer, code = ?status.code(), "peer refused our batch: {}", status.message());
+                }
+                (true, 0)
+            }
             _ => (false, 0),
         };
         // The peer was unreachable, or its inbox was full and it refused the batch (with
@@ -138,17 +197,29 @@ async fn send_loop(
     }
 }
 
-/// The inbound side: `RaftService` for this node.
+fn is_refusal(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied | tonic::Code::InvalidArgument
+    )
+}
+
+/// The inbound side: `RaftService` for this node, and `NodeAdmin` (its status for operators).
 #[derive(Clone)]
 pub struct RaftApi {
     replica: Replica,
     cluster: String,
+    authority: Arc<Authority>,
 }
 
 impl RaftApi {
-    pub fn new(replica: Replica) -> RaftApi {
+    pub fn new(replica: Replica, authority: Arc<Authority>) -> RaftApi {
         let cluster = replica.topology().cluster_name();
-        RaftApi { replica, cluster }
+        RaftApi {
+            replica,
+            cluster,
+            authority,
+        }
     }
 
     fn check_cluster(&self, cluster: &str) -> Result<(), Status> {
@@ -160,46 +231,8 @@ impl RaftApi {
         }
         Ok(())
     }
-}
 
-#[tonic::async_trait]
-impl RaftService for RaftApi {
-    async fn send(
-        &self,
-        request: Request<pb::MessageBatch>,
-    ) -> Result<Response<pb::SendAck>, Status> {
-        let batch = request.into_inner();
-        self.check_cluster(&batch.cluster)?;
-        let me = self.replica.topology().id;
-        let mut messages = Vec::with_capacity(batch.messages.len());
-        for message in batch.messages {
-            let message =
-                from_wire(message).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            if message.to != me {
-                return Err(Status::invalid_argument(format!(
-                    "message for node {} delivered to node {me}",
-                    message.to
-                )));
-            }
-            messages.push(message);
-        }
-        let count = messages.len() as u32;
-        let accepted = if self.replica.deliver(messages) {
-            count
-        } else {
-            0
-        };
-        Ok(Response::new(pb::SendAck { accepted }))
-    }
-
-    async fn status(
-        &self,
-        request: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
-        let cluster = request.into_inner().cluster;
-        if !cluster.is_empty() {
-            self.check_cluster(&cluster)?;
-        }
+    fn status_response(&self) -> pb::StatusResponse {
         let status = self.replica.status();
         let stats = self.replica.stats();
         let database = self.replica.record().map(|record| {
@@ -220,7 +253,7 @@ impl RaftService for RaftApi {
                 failed_attempts: metrics.attempt_failures,
             }
         });
-        Ok(Response::new(pb::StatusResponse {
+        pb::StatusResponse {
             node_id: self.replica.topology().id,
             term: status.term,
             commit_index: status.commit_index,
@@ -239,6 +272,71 @@ impl RaftService for RaftApi {
             capacity_bytes: stats.capacity_bytes,
             database,
             abstaining: status.abstaining,
-        }))
+            invalid_peer_messages: self.replica.invalid_peer_messages(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl NodeAdmin for RaftApi {
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.authority.authorize(&request, Operation::Admin, &[])?;
+        let cluster = request.into_inner().cluster;
+        if !cluster.is_empty() {
+            self.check_cluster(&cluster)?;
+        }
+        Ok(Response::new(self.status_response()))
+    }
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftApi {
+    async fn send(
+        &self,
+        request: Request<pb::MessageBatch>,
+    ) -> Result<Response<pb::SendAck>, Status> {
+        let sender = self.authority.raft_sender(&request)?;
+        let batch = request.into_inner();
+        self.check_cluster(&batch.cluster)?;
+        let count = batch.messages.len() as u64;
+        let admission = Admission {
+            me: self.replica.topology().id,
+            sender,
+        };
+        let messages = if self.replica.faults().unvalidated_peer_input {
+            let messages: Result<Vec<Message>, _> =
+                batch.messages.into_iter().map(from_wire).collect();
+            messages.map_err(|e| Status::invalid_argument(e.to_string()))?
+        } else {
+            match admit(admission, batch.messages) {
+                Ok(messages) => messages,
+                Err(refused) => {
+                    self.replica.refused_peer_batch(count, &refused);
+                    return Err(Status::invalid_argument(refused.to_string()));
+                }
+            }
+        };
+        let count = messages.len() as u32;
+        let accepted = if self.replica.deliver(messages) {
+            count
+        } else {
+            0
+        };
+        Ok(Response::new(pb::SendAck { accepted }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.authority.raft_sender(&request)?;
+        let cluster = request.into_inner().cluster;
+        if !cluster.is_empty() {
+            self.check_cluster(&cluster)?;
+        }
+        Ok(Response::new(self.status_response()))
     }
 }

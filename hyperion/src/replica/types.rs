@@ -40,6 +40,10 @@ pub enum ReplicaError {
     /// write-behind backlog is full); nothing was applied.
     #[error("{0}")]
     RecordBehind(String),
+    /// The command would not be valid on every replica (see `Command::check`); nothing was
+    /// proposed.
+    #[error("invalid command: {0}")]
+    InvalidCommand(String),
 }
 
 /// A write request, as handlers pass it in.
@@ -172,9 +176,16 @@ pub struct Topology {
     pub id: NodeId,
     /// Every voter's id and gRPC address (including this node).
     pub addresses: BTreeMap<NodeId, String>,
+    /// Every voter's node name (what its certificate names).
+    pub names: BTreeMap<NodeId, String>,
 }
 
 impl Topology {
+    /// The node name of voter `id` (empty if unknown).
+    pub fn name(&self, id: NodeId) -> &str {
+        self.names.get(&id).map_or("", String::as_str)
+    }
+
     /// A stable name of the cluster (its members), checked on every peer batch so nodes of two
     /// clusters never exchange messages by mistake.
     pub fn cluster_name(&self) -> String {
@@ -237,6 +248,8 @@ pub struct ReplicaConfig {
     pub negative_cache_ms: u64,
     /// Most bytes of unwritten mutations before client writes are refused.
     pub backlog_bytes_max: u64,
+    /// This node's TLS (production, when configured): peer channels use it.
+    pub tls: Option<std::sync::Arc<crate::tls::NodeTls>>,
 }
 
 /// A [`Disk`] chosen at run time (a real directory in production, a simulated disk in the

@@ -31,6 +31,10 @@ use crate::message::{Entry, Message, MessageBody, LOG_LOST};
 /// index arithmetic of the core (`last_index + 1`, `prev_log_index + entries`) can overflow.
 pub const INDEX_MAX: u64 = 1 << 62;
 
+/// Most entries in one Append. Leaders send at most this many (and at most `append_bytes_max`
+/// bytes); more from a peer is a forged message sized to make the receiver work.
+pub const APPEND_ENTRIES_MAX: usize = 4096;
+
 /// Why a peer message was dropped: the field at fault and what was wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {kind} message from node {from}: {field}: {reason}")]
@@ -93,6 +97,15 @@ impl RaftNode {
             } => {
                 log_position(*prev_log_index, *prev_log_term, msg.term)
                     .map_err(|reason| invalid("prev_log_term", reason))?;
+                if entries.len() > APPEND_ENTRIES_MAX {
+                    return Err(invalid(
+                        "entries",
+                        format!(
+                            "{} entries exceed the limit of {APPEND_ENTRIES_MAX} per Append",
+                            entries.len()
+                        ),
+                    ));
+                }
                 check_entries(*prev_log_index, *prev_log_term, msg.term, entries)
                     .map_err(|reason| invalid("entries", reason))?;
             }
