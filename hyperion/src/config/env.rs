@@ -228,10 +228,18 @@ impl Config {
                 Secret::new(DEVELOPMENT_HMAC_KEY.to_vec()),
                 HmacKeySource::Development,
             ),
-            None => {
+            None if source.is_files() => {
                 return Err(ConfigError::new(
                     "HYPERION_HMAC_KEY_FILE",
                     "is required outside development mode (HYPERION_DEV_MODE=false)".to_string(),
+                ))
+            }
+            None => {
+                return Err(ConfigError::new(
+                    "HYPERION_SECRETS=vault (hmac-key)",
+                    "the integrity key is required outside development mode \
+                     (HYPERION_DEV_MODE=false), and Vault has none at this path"
+                        .to_string(),
                 ))
             }
         };
