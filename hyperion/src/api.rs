@@ -140,6 +140,47 @@ fn validate_key(field: &str, key: &[u8]) -> Result<(), Status> {
     Ok(())
 }
 
+/// Checks a `Get`: its key and timeout; the wait budget on success.
+pub fn check_get(request: &GetRequest) -> Result<Duration, Status> {
+    validate_key("key", &request.key)?;
+    read_timeout(request.timeout_ms)
+}
+
+/// Checks a `Set`: its key and value size.
+pub fn check_set(request: &SetRequest, max_value_bytes: usize) -> Result<(), Status> {
+    validate_key("key", &request.key)?;
+    if request.value.len() > max_value_bytes {
+        return Err(store_error_status(StoreError::ValueTooLarge {
+            len: request.value.len(),
+            max: max_value_bytes,
+        }));
+    }
+    Ok(())
+}
+
+/// Checks a `Delete`: its key.
+pub fn check_delete(request: &DeleteRequest) -> Result<(), Status> {
+    validate_key("key", &request.key)
+}
+
+/// Checks a `BatchGet`: the number of keys, each key (named by position), the timeout; the wait
+/// budget on success.
+pub fn check_batch_get(request: &BatchGetRequest) -> Result<Duration, Status> {
+    if request.keys.is_empty() {
+        return Err(Status::invalid_argument("keys: must list at least one key"));
+    }
+    if request.keys.len() > BATCH_KEYS_MAX {
+        return Err(Status::invalid_argument(format!(
+            "keys: {} keys exceeds the limit of {BATCH_KEYS_MAX} per BatchGet; split the batch",
+            request.keys.len()
+        )));
+    }
+    for (index, key) in request.keys.iter().enumerate() {
+        validate_key(&format!("keys[{index}]"), key)?;
+    }
+    read_timeout(request.timeout_ms)
+}
+
 /// The wait budget of a read: `timeout_ms` 0 → the default.
 fn read_timeout(timeout_ms: u32) -> Result<Duration, Status> {
     match timeout_ms {
@@ -283,8 +324,7 @@ impl CacheService for CacheApi {
             &[request.get_ref().key.as_slice()],
         )?;
         let request = request.into_inner();
-        validate_key("key", &request.key)?;
-        let timeout = read_timeout(request.timeout_ms)?;
+        let timeout = check_get(&request)?;
         let started = runtime::now();
         self.read_barrier(request.allow_stale, timeout).await?;
         let answer = self.replica.read_local(&request.key, request.allow_stale);
@@ -309,13 +349,7 @@ impl CacheService for CacheApi {
             &[request.get_ref().key.as_slice()],
         )?;
         let request = request.into_inner();
-        validate_key("key", &request.key)?;
-        if request.value.len() > self.max_value_bytes {
-            return Err(store_error_status(StoreError::ValueTooLarge {
-                len: request.value.len(),
-                max: self.max_value_bytes,
-            }));
-        }
+        check_set(&request, self.max_value_bytes)?;
         let outcome = self
             .write(WriteRequest::Set {
                 key: request.key,
@@ -343,7 +377,7 @@ impl CacheService for CacheApi {
             &[request.get_ref().key.as_slice()],
         )?;
         let request = request.into_inner();
-        validate_key("key", &request.key)?;
+        check_delete(&request)?;
         let outcome = self
             .write(WriteRequest::Delete {
                 key: request.key,
@@ -374,19 +408,7 @@ impl CacheService for CacheApi {
             .collect();
         self.authority.authorize(&request, Operation::Read, &keys)?;
         let request = request.into_inner();
-        if request.keys.is_empty() {
-            return Err(Status::invalid_argument("keys: must list at least one key"));
-        }
-        if request.keys.len() > BATCH_KEYS_MAX {
-            return Err(Status::invalid_argument(format!(
-                "keys: {} keys exceeds the limit of {BATCH_KEYS_MAX} per BatchGet; split the batch",
-                request.keys.len()
-            )));
-        }
-        for (index, key) in request.keys.iter().enumerate() {
-            validate_key(&format!("keys[{index}]"), key)?;
-        }
-        let timeout = read_timeout(request.timeout_ms)?;
+        let timeout = check_batch_get(&request)?;
         // One leadership confirmation serves the whole batch.
         self.read_barrier(request.allow_stale, timeout).await?;
         let responses: Vec<Result<GetResponse, Status>> = request
