@@ -20,10 +20,12 @@
 use hyperion_raft::{EntryKind, Message, MessageBody, NodeId};
 use hyperion_store::{ApplySettings, IntegrityKey, StoreConfig, MAX_KEY_BYTES_CEILING};
 
-use super::transport::PEER_BATCH_MAX;
 use super::wire::{from_wire, Command};
 use crate::raft_proto as pb;
 
+/// Most messages in one peer batch: what a sender puts in one `Send` call, and what a receiver
+/// admits.
+pub const PEER_BATCH_MAX: usize = 128;
 /// Largest command in a log entry: a largest value (the store's ceiling), its key, and room for
 /// the encoding.
 pub const COMMAND_BYTES_MAX: usize =

@@ -16,7 +16,7 @@ use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
 use super::handle::Replica;
-use super::inbound::{admit, Admission};
+use super::inbound::{admit, Admission, PEER_BATCH_MAX};
 use super::types::Topology;
 use super::wire::{from_wire, to_wire};
 use crate::auth::{Authority, Operation};
@@ -30,8 +30,6 @@ use crate::tls::NodeTls;
 
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE_MAX: usize = 1024;
-/// Most messages sent in one `Send` call.
-pub const PEER_BATCH_MAX: usize = 128;
 /// Deadline of one `Send` call: longer than a heartbeat so a slow link still delivers, short
 /// enough that a dead peer does not hold its queue for long.
 pub const PEER_SEND_TIMEOUT: Duration = Duration::from_millis(500);
