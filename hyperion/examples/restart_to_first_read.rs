@@ -95,6 +95,15 @@ fn main() {
         let server = Server::bind(&config(&dir), NodeClock::system())
             .await
             .expect("the node starts");
+        // A one-voter cluster elects itself at its first tick; wait for that (at most 10 s).
+        let deadline = runtime::now() + Duration::from_secs(10);
+        while server.replica().linearizable_barrier().await.is_err() {
+            assert!(
+                runtime::now() < deadline,
+                "the node never led its one-voter cluster"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         load(&server.replica(), entries, value_bytes).await;
         // No clean stop: the runtime is dropped with the node loop running (a crash).
     });

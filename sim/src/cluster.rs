@@ -166,11 +166,21 @@ impl SimServer {
                             }
                         }
                     };
+                    let on_start_failure = fatal.clone();
+                    let failing_disk = disk.clone();
                     let server =
                         match Server::start_with(&config, clock, Box::new(disk), record, fatal)
                             .await
                         {
                             Ok(server) => server,
+                            Err(error) if failing_disk.syncs_failing() => {
+                                // A start on a disk that still fails its fsyncs ends the process
+                                // as storage failure (74), and its supervisor tries again later.
+                                on_start_failure.exit(FatalExit {
+                                    code: hyperion::runtime::EXIT_STORAGE_FAILED,
+                                    reason: format!("could not start: {error}"),
+                                })
+                            }
                             Err(error) => {
                                 // As a real process would: report and stop (the node stays down).
                                 *lock(&error_slot) = Some(error.to_string());

@@ -436,7 +436,12 @@ async fn heal_and_check_liveness(
     }
     let bound = election_timeout * LIVENESS_ELECTION_TIMEOUTS;
     let healed_at = hyperion::runtime::now();
-    let probe = cluster.client().with_deadline(Duration::from_millis(500));
+    // No breaker: the probe asks every 50 ms, and a breaker opened by the failures before the
+    // election would refuse the first attempts after it.
+    let probe = cluster
+        .client()
+        .with_breaker(None)
+        .with_deadline(Duration::from_millis(500));
     let served = client_node(100)
         .spawn(async move {
             loop {
