@@ -59,9 +59,11 @@ pub enum StartError {
 
 /// Most connections a node serves at once; more are closed at accept (bounded memory).
 pub const CONNECTIONS_MAX: usize = 4096;
-/// A TLS handshake must finish within this (a slow-loris handshake is dropped).
+/// A TLS handshake must finish within this (a slow-loris handshake is dropped); default of
+/// `HYPERION_TLS_HANDSHAKE_TIMEOUT_MS`.
 pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// A connection that sends nothing for this long is closed (clients reconnect on demand).
+/// A connection that sends nothing for this long is closed (clients reconnect on demand);
+/// default of `HYPERION_CONNECTION_IDLE_TIMEOUT_MS`.
 pub const CONNECTION_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// Largest header block of one request (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`): metadata,
 /// bearer tokens included, fits; a huge metadata value is refused before it is buffered.
@@ -321,8 +323,14 @@ impl Server {
                 tls.listener(),
                 ConnectionLimits {
                     connections_max: CONNECTIONS_MAX,
-                    handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
-                    idle_timeout: CONNECTION_IDLE_TIMEOUT,
+                    handshake_timeout: config
+                        .security
+                        .handshake_timeout_ms
+                        .map_or(TLS_HANDSHAKE_TIMEOUT, std::time::Duration::from_millis),
+                    idle_timeout: config
+                        .security
+                        .idle_timeout_ms
+                        .map_or(CONNECTION_IDLE_TIMEOUT, std::time::Duration::from_millis),
                 },
             )?,
             None => GrpcListener::bind(config.listen_addr)?,

@@ -9,25 +9,17 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyperion::client::{Client, ClientSecurity};
-use hyperion::config::Config;
 use hyperion::raft_proto::raft_service_client::RaftServiceClient;
 use hyperion::resilience::RetryPolicy;
-use hyperion::runtime::{ChannelSecurity, NodeClock};
+use hyperion::runtime::ChannelSecurity;
 use hyperion::secret::Secret;
-use hyperion::server::Server;
-use support::Ca;
+use support::{start_node, write, Ca};
 use tonic::Code;
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 struct Fixture {
     dir: PathBuf,
@@ -66,55 +58,12 @@ fn unique() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// A one-node cluster `n1` on a free loopback port, in production mode with mTLS.
-async fn start_node(dir: &Path, ca: &Ca) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let (cert, key) = ca.issue("n1");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let hmac = write(dir, "hmac.key", &"k".repeat(32));
-    let env: std::collections::BTreeMap<String, String> = [
-        ("HYPERION_NODE_ID", "n1".to_string()),
-        ("HYPERION_LISTEN_ADDR", format!("127.0.0.1:{port}")),
-        ("HYPERION_CLUSTER_NODES", format!("n1=127.0.0.1:{port}")),
-        ("HYPERION_DATA_DIR", dir.join("data").display().to_string()),
-        ("HYPERION_DEV_MODE", "false".to_string()),
-        ("HYPERION_HMAC_KEY_FILE", hmac.display().to_string()),
-        (
-            "HYPERION_TLS_CERT_FILE",
-            write(dir, "node.pem", &cert).display().to_string(),
-        ),
-        (
-            "HYPERION_TLS_KEY_FILE",
-            write(dir, "node.key", &key).display().to_string(),
-        ),
-        (
-            "HYPERION_TLS_CLIENT_CA_FILE",
-            write(dir, "client-ca.pem", &ca.pem()).display().to_string(),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let config = Config::from_env(&env).expect("a valid production configuration");
-    let server = Server::bind(&config, NodeClock::system())
-        .await
-        .expect("the node starts");
-    let addr = server.local_addr();
-    let served = hyperion::runtime::spawn(async move {
-        let _ = server.serve(std::future::pending()).await;
-    });
-    (addr, served)
-}
-
 async fn fixture(name: &str) -> (Fixture, tokio::task::JoinHandle<()>) {
     let dir = std::env::temp_dir().join(format!("hyperion-tls-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let ca = Ca::new("Hyperion test CA");
-    let (addr, served) = start_node(&dir, &ca).await;
+    let (addr, served) = start_node(&dir, &ca, &[]).await;
     (Fixture { dir, ca, addr }, served)
 }
 

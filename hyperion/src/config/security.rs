@@ -43,7 +43,19 @@ pub struct SecurityConfig {
     /// Which identities the services require (derived from the above; the simulator, which has
     /// no TLS, sets them directly).
     pub rules: AuthRules,
+    /// `HYPERION_TLS_HANDSHAKE_TIMEOUT_MS`: a TLS handshake must finish within this (default
+    /// `server::TLS_HANDSHAKE_TIMEOUT`).
+    pub handshake_timeout_ms: Option<u64>,
+    /// `HYPERION_CONNECTION_IDLE_TIMEOUT_MS`: a TLS connection that sends nothing for this long
+    /// is closed (default `server::CONNECTION_IDLE_TIMEOUT`).
+    pub idle_timeout_ms: Option<u64>,
 }
+
+/// Longest `HYPERION_TLS_HANDSHAKE_TIMEOUT_MS`: a minute (a slow-loris handshake holds a
+/// connection slot this long).
+pub const HANDSHAKE_TIMEOUT_MS_MAX: u64 = 60_000;
+/// Longest `HYPERION_CONNECTION_IDLE_TIMEOUT_MS`: a day.
+pub const IDLE_TIMEOUT_MS_MAX: u64 = 86_400_000;
 
 impl SecurityConfig {
     /// Reads the variables; secrets come from `secrets`.
@@ -135,6 +147,16 @@ impl SecurityConfig {
             acl_file,
             admin_api_keys,
             rules,
+            handshake_timeout_ms: vars.positive(
+                "HYPERION_TLS_HANDSHAKE_TIMEOUT_MS",
+                1,
+                HANDSHAKE_TIMEOUT_MS_MAX,
+            )?,
+            idle_timeout_ms: vars.positive(
+                "HYPERION_CONNECTION_IDLE_TIMEOUT_MS",
+                1,
+                IDLE_TIMEOUT_MS_MAX,
+            )?,
         })
     }
 
@@ -227,6 +249,25 @@ impl SecurityConfig {
                 return Err(ConfigError::new(
                     "HYPERION_TLS_CLIENT_CA_FILE",
                     "client identities need a client CA or HYPERION_JWT_JWKS_FILE",
+                ));
+            }
+        }
+        for (variable, value, max) in [
+            (
+                "HYPERION_TLS_HANDSHAKE_TIMEOUT_MS",
+                self.handshake_timeout_ms,
+                HANDSHAKE_TIMEOUT_MS_MAX,
+            ),
+            (
+                "HYPERION_CONNECTION_IDLE_TIMEOUT_MS",
+                self.idle_timeout_ms,
+                IDLE_TIMEOUT_MS_MAX,
+            ),
+        ] {
+            if let Some(value) = value.filter(|v| !(1..=max).contains(v)) {
+                return Err(ConfigError::new(
+                    variable,
+                    format!("expected an integer in 1..={max}, got {value}"),
                 ));
             }
         }

@@ -52,6 +52,16 @@ mod env_tests {
         type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
         let cases: &[Case] = &[
             (
+                &[("HYPERION_TLS_HANDSHAKE_TIMEOUT_MS", "0")],
+                "HYPERION_TLS_HANDSHAKE_TIMEOUT_MS",
+                "got 0",
+            ),
+            (
+                &[("HYPERION_CONNECTION_IDLE_TIMEOUT_MS", "86400001")],
+                "HYPERION_CONNECTION_IDLE_TIMEOUT_MS",
+                "got 86400001",
+            ),
+            (
                 &[("HYPERION_CACHE_SIZE_MB", "lots")],
                 "HYPERION_CACHE_SIZE_MB",
                 "got `lots`",
