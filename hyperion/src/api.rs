@@ -20,6 +20,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Authority, Operation};
+use crate::faults::FaultInjection;
 use crate::limits::{
     Endpoint, RateLimiter, Throttled, BATCH_KEYS_MAX, DEFAULT_TIMEOUT_MS, KEY_BYTES_MAX,
     TIMEOUT_MS_MAX, WRITE_TIMEOUT,
@@ -164,12 +165,15 @@ pub fn check_delete(request: &DeleteRequest) -> Result<(), Status> {
 }
 
 /// Checks a `BatchGet`: the number of keys, each key (named by position), the timeout; the wait
-/// budget on success.
-pub fn check_batch_get(request: &BatchGetRequest) -> Result<Duration, Status> {
+/// budget on success. (`faults.unbounded_batch_get` lifts the key count's bound.)
+pub fn check_batch_get(
+    request: &BatchGetRequest,
+    faults: &FaultInjection,
+) -> Result<Duration, Status> {
     if request.keys.is_empty() {
         return Err(Status::invalid_argument("keys: must list at least one key"));
     }
-    if request.keys.len() > BATCH_KEYS_MAX {
+    if request.keys.len() > BATCH_KEYS_MAX && !faults.unbounded_batch_get {
         return Err(Status::invalid_argument(format!(
             "keys: {} keys exceeds the limit of {BATCH_KEYS_MAX} per BatchGet; split the batch",
             request.keys.len()
@@ -408,7 +412,7 @@ impl CacheService for CacheApi {
             .collect();
         self.authority.authorize(&request, Operation::Read, &keys)?;
         let request = request.into_inner();
-        let timeout = check_batch_get(&request)?;
+        let timeout = check_batch_get(&request, self.replica.faults())?;
         // One leadership confirmation serves the whole batch.
         self.read_barrier(request.allow_stale, timeout).await?;
         let responses: Vec<Result<GetResponse, Status>> = request

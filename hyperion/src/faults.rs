@@ -53,6 +53,9 @@ pub struct FaultInjection {
     /// `RaftService` serves whoever reaches the port: no member certificate is required and a
     /// message may claim any `from` (the pre-fix behaviour).
     pub unauthenticated_raft: bool,
+    /// `BatchGet` takes any number of keys: `BATCH_KEYS_MAX` is not enforced (the hole the
+    /// product's 100-key limit closes; the request fuzz target's negative control).
+    pub unbounded_batch_get: bool,
 }
 
 impl FaultInjection {
@@ -77,6 +80,7 @@ impl FaultInjection {
         "shared_peer_inbox",
         "unvalidated_peer_input",
         "unauthenticated_raft",
+        "unbounded_batch_get",
     ];
 
     /// The switch called `name` (one of [`FaultInjection::SWITCHES`]), to set by name.
@@ -102,6 +106,7 @@ impl FaultInjection {
             "shared_peer_inbox" => &mut self.shared_peer_inbox,
             "unvalidated_peer_input" => &mut self.unvalidated_peer_input,
             "unauthenticated_raft" => &mut self.unauthenticated_raft,
+            "unbounded_batch_get" => &mut self.unbounded_batch_get,
             _ => return None,
         })
     }

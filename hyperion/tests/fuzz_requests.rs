@@ -3,14 +3,18 @@
 //! `INVALID_ARGUMENT` and a message that starts with the field at fault — never a panic, never
 //! an acceptance outside the bounds.
 //!
+//! Negative control: with the `unbounded_batch_get` switch (the 100-key bound lifted) the same
+//! generator finds an accepted `BatchGet` outside the bounds.
+//!
 //! Case count: `HYPERION_FUZZ_CASES` (a bounded default for CI; million-case runs:
 //! `HYPERION_FUZZ_CASES=1000000 cargo test --release -p hyperion --test fuzz_requests`).
 
 use hyperion::api::{check_batch_get, check_delete, check_get, check_set};
+use hyperion::faults::FaultInjection;
 use hyperion::limits::{BATCH_KEYS_MAX, KEY_BYTES_MAX, TIMEOUT_MS_MAX};
 use hyperion::proto::{BatchGetRequest, DeleteRequest, GetRequest, SetRequest};
 use proptest::prelude::*;
-use proptest::test_runner::Config as RunnerConfig;
+use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 use tonic::Code;
 
 fn cases() -> u32 {
@@ -90,19 +94,68 @@ proptest! {
     }
 
     #[test]
-    fn batch_get(
-        keys in prop_oneof![
+    fn batch_get((keys, timeout_ms) in batch_get_request()) {
+        batch_get_is_bounded(&FaultInjection::default(), keys, timeout_ms)?;
+    }
+}
+
+fn batch_get_request() -> impl Strategy<Value = (Vec<Vec<u8>>, u32)> {
+    (
+        prop_oneof![
             4 => prop::collection::vec(key(), 0..8),
             1 => prop::collection::vec(key(), BATCH_KEYS_MAX - 2..BATCH_KEYS_MAX + 3),
+            // Every key valid around the count bound: otherwise a bad key among a hundred
+            // refuses nearly every long batch, and the count bound itself goes untested.
+            1 => prop::collection::vec(
+                prop::collection::vec(any::<u8>(), 1..16),
+                BATCH_KEYS_MAX - 2..BATCH_KEYS_MAX + 3
+            ),
         ],
-        timeout_ms in timeout_ms(),
-    ) {
-        let count = keys.len();
-        let all_ok = keys.iter().all(|k| key_ok(k));
-        let request = BatchGetRequest { keys, allow_stale: false, timeout_ms };
-        match check_batch_get(&request) {
-            Ok(_) => prop_assert!((1..=BATCH_KEYS_MAX).contains(&count) && all_ok && timeout_ms <= TIMEOUT_MS_MAX),
-            Err(status) => refused_for(&status, &["keys:", "keys[", "timeout_ms:"])?,
+        timeout_ms(),
+    )
+}
+
+/// The `batch_get` property: accepted only within every bound, else refused naming the field.
+fn batch_get_is_bounded(
+    faults: &FaultInjection,
+    keys: Vec<Vec<u8>>,
+    timeout_ms: u32,
+) -> Result<(), TestCaseError> {
+    let count = keys.len();
+    let all_ok = keys.iter().all(|k| key_ok(k));
+    let request = BatchGetRequest {
+        keys,
+        allow_stale: false,
+        timeout_ms,
+    };
+    match check_batch_get(&request, faults) {
+        Ok(_) => prop_assert!(
+            (1..=BATCH_KEYS_MAX).contains(&count) && all_ok && timeout_ms <= TIMEOUT_MS_MAX
+        ),
+        Err(status) => refused_for(&status, &["keys:", "keys[", "timeout_ms:"])?,
+    }
+    Ok(())
+}
+
+#[test]
+fn the_fuzzer_finds_the_batch_bound_lifted() {
+    let faults = FaultInjection {
+        unbounded_batch_get: true,
+        ..FaultInjection::default()
+    };
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases: 5_000,
+        failure_persistence: None,
+        max_shrink_iters: 100,
+        ..RunnerConfig::default()
+    });
+    let result = runner.run(&batch_get_request(), |(keys, timeout_ms)| {
+        batch_get_is_bounded(&faults, keys, timeout_ms)
+    });
+    match result {
+        Err(proptest::test_runner::TestError::Fail(reason, _)) => {
+            eprintln!("found with the batch bound lifted: {reason}");
         }
+        other => panic!("the fuzzer found nothing with the batch bound lifted: {other:?}"),
     }
 }

@@ -4,7 +4,9 @@
 //! - `peer_batches`: a valid batch of every message kind, encoded, then mutated (bytes flipped,
 //!   inserted, removed, the encoding cut short), decoded as `MessageBatch` and admitted
 //!   (`replica::inbound::admit`): decoding and admission return errors, never panic, and what is
-//!   admitted round-trips through `to_wire`/`from_wire`.
+//!   admitted round-trips through `to_wire`/`from_wire`, is addressed to this node and comes
+//!   from the authenticated sender. Negative control: with `unvalidated_peer_input` (the pre-fix
+//!   switch) the same generator finds a batch admitted that breaks this.
 //! - `commands`: arbitrary and mutated command bytes through `Command::decode` and
 //!   `Command::check`; a decoded command re-encodes to itself.
 //! - `snapshots`: arbitrary and mutated snapshot bytes through `Machine::load`.
@@ -12,8 +14,9 @@
 //! Case count: `HYPERION_FUZZ_CASES` (a bounded default for CI; million-case runs:
 //! `HYPERION_FUZZ_CASES=1000000 cargo test --release -p hyperion --test fuzz_wire`).
 
+use hyperion::faults::FaultInjection;
 use hyperion::raft_proto as pb;
-use hyperion::replica::inbound::{admit, Admission};
+use hyperion::replica::inbound::{admit_batch, Admission};
 use hyperion::replica::machine::Machine;
 use hyperion::replica::wire::{from_wire, to_wire, Command};
 use hyperion_raft::{
@@ -21,7 +24,7 @@ use hyperion_raft::{
 };
 use hyperion_store::{IntegrityKey, StoreConfig};
 use proptest::prelude::*;
-use proptest::test_runner::Config as RunnerConfig;
+use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 use prost::Message as _;
 
 fn cases() -> u32 {
@@ -199,21 +202,7 @@ proptest! {
         mutations in prop::collection::vec(mutation(), 0..4),
         sender in prop::option::of(1u64..4),
     ) {
-        let bytes = mutate(batch.encode_to_vec(), &mutations);
-        let Ok(decoded) = pb::MessageBatch::decode(bytes.as_slice()) else {
-            return Ok(());
-        };
-        let admission = Admission { me: 1, sender };
-        if let Ok(admitted) = admit(admission, decoded.messages.clone()) {
-            for (message, wire) in admitted.iter().zip(&decoded.messages) {
-                prop_assert_eq!(&from_wire(wire.clone()).unwrap(), message);
-                prop_assert_eq!(&from_wire(to_wire(message)).unwrap(), message);
-                if let Some(sender) = sender {
-                    prop_assert_eq!(message.from, sender);
-                }
-                prop_assert_eq!(message.to, 1);
-            }
-        }
+        admitted_batches_are_sound(&FaultInjection::default(), batch, &mutations, sender)?;
     }
 
     #[test]
@@ -239,6 +228,59 @@ proptest! {
         let bytes = if use_raw { raw } else { mutate(SNAPSHOT.with(|s| s.clone()), &mutations) };
         let machine = machine();
         let _ = machine.load(&bytes);
+    }
+}
+
+/// The `peer_batches` property: a mutated batch decodes and is admitted, or is refused; what is
+/// admitted round-trips, is for node 1, and comes from `sender` when the transport named one.
+fn admitted_batches_are_sound(
+    faults: &FaultInjection,
+    batch: pb::MessageBatch,
+    mutations: &[Mutation],
+    sender: Option<u64>,
+) -> Result<(), TestCaseError> {
+    let bytes = mutate(batch.encode_to_vec(), mutations);
+    let Ok(decoded) = pb::MessageBatch::decode(bytes.as_slice()) else {
+        return Ok(());
+    };
+    let admission = Admission { me: 1, sender };
+    if let Ok(admitted) = admit_batch(faults, admission, decoded.messages.clone()) {
+        for (message, wire) in admitted.iter().zip(&decoded.messages) {
+            prop_assert_eq!(&from_wire(wire.clone()).unwrap(), message);
+            prop_assert_eq!(&from_wire(to_wire(message)).unwrap(), message);
+            if let Some(sender) = sender {
+                prop_assert_eq!(message.from, sender);
+            }
+            prop_assert_eq!(message.to, 1);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn admission_off_lets_the_fuzzer_find_a_forged_batch() {
+    let faults = FaultInjection {
+        unvalidated_peer_input: true,
+        ..FaultInjection::default()
+    };
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases: 20_000,
+        failure_persistence: None,
+        ..RunnerConfig::default()
+    });
+    let strategy = (
+        batch(),
+        prop::collection::vec(mutation(), 0..4),
+        prop::option::of(1u64..4),
+    );
+    let result = runner.run(&strategy, |(batch, mutations, sender)| {
+        admitted_batches_are_sound(&faults, batch, &mutations, sender)
+    });
+    match result {
+        Err(proptest::test_runner::TestError::Fail(reason, _)) => {
+            eprintln!("found with admission off: {reason}");
+        }
+        other => panic!("the fuzzer found nothing with admission off: {other:?}"),
     }
 }
 

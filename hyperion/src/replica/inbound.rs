@@ -21,6 +21,7 @@ use hyperion_raft::{EntryKind, Message, MessageBody, NodeId};
 use hyperion_store::{ApplySettings, IntegrityKey, StoreConfig, MAX_KEY_BYTES_CEILING};
 
 use super::wire::{from_wire, Command};
+use crate::faults::FaultInjection;
 use crate::raft_proto as pb;
 
 /// Most messages in one peer batch: what a sender puts in one `Send` call, and what a receiver
@@ -52,6 +53,28 @@ pub struct Admission {
     /// message must carry in `from`; `None` when the transport does not authenticate peers
     /// (development mode on loopback).
     pub sender: Option<NodeId>,
+}
+
+/// [`admit`], unless `faults.unvalidated_peer_input` re-opens the pre-fix hole: then the batch
+/// is only decoded, whoever sent it and whatever it says (for the negative controls).
+pub fn admit_batch(
+    faults: &FaultInjection,
+    admission: Admission,
+    messages: Vec<pb::Message>,
+) -> Result<Vec<Message>, Refused> {
+    if !faults.unvalidated_peer_input {
+        return admit(admission, messages);
+    }
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(index, message)| {
+            from_wire(message).map_err(|e| Refused {
+                index,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Decodes and checks a batch (see the module docs).

@@ -16,9 +16,9 @@ use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
 use super::handle::Replica;
-use super::inbound::{admit, Admission, PEER_BATCH_MAX};
+use super::inbound::{admit_batch, Admission, PEER_BATCH_MAX};
 use super::types::Topology;
-use super::wire::{from_wire, to_wire};
+use super::wire::to_wire;
 use crate::auth::{Authority, Operation};
 use crate::faults::FaultInjection;
 use crate::raft_proto as pb;
@@ -304,17 +304,14 @@ impl RaftService for RaftApi {
             me: self.replica.topology().id,
             sender,
         };
-        let messages = if self.replica.faults().unvalidated_peer_input {
-            let messages: Result<Vec<Message>, _> =
-                batch.messages.into_iter().map(from_wire).collect();
-            messages.map_err(|e| Status::invalid_argument(e.to_string()))?
-        } else {
-            match admit(admission, batch.messages) {
-                Ok(messages) => messages,
-                Err(refused) => {
+        let faults = self.replica.faults();
+        let messages = match admit_batch(faults, admission, batch.messages) {
+            Ok(messages) => messages,
+            Err(refused) => {
+                if !faults.unvalidated_peer_input {
                     self.replica.refused_peer_batch(count, &refused);
-                    return Err(Status::invalid_argument(refused.to_string()));
                 }
+                return Err(Status::invalid_argument(refused.to_string()));
             }
         };
         let count = messages.len() as u32;
