@@ -114,6 +114,18 @@ impl Node {
         stream
     }
 
+    /// The generated stub over mTLS with a valid client certificate.
+    fn stub(&self) -> CacheServiceClient<tonic::transport::Channel> {
+        CacheServiceClient::new(hyperion::runtime::channel(
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr)).unwrap(),
+            Some(ChannelSecurity {
+                tls: self.tls(),
+                server_name: "n1".try_into().unwrap(),
+            }),
+            Duration::from_secs(5),
+        ))
+    }
+
     /// A well-behaved client is still served.
     async fn still_serves(&self) {
         let ca = write(&self.dir, "ca.pem", &self.ca.pem());
@@ -328,14 +340,7 @@ async fn a_huge_metadata_value_is_refused_before_it_is_buffered() {
     eprintln!("1 MiB metadata value: {how}");
 
     // The same through the Rust stub: a status, not a hang.
-    let mut stub = CacheServiceClient::new(hyperion::runtime::channel(
-        tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr)).unwrap(),
-        Some(ChannelSecurity {
-            tls: node.tls(),
-            server_name: "n1".try_into().unwrap(),
-        }),
-        Duration::from_secs(2),
-    ));
+    let mut stub = node.stub();
     let mut request = tonic::Request::new(hyperion::proto::GetRequest {
         key: b"k".to_vec(),
         ..Default::default()
@@ -372,15 +377,7 @@ async fn an_oversized_message_is_refused_without_reading_it() {
     assert_ne!(how, "connection closed", "answered, not dropped");
 
     // Through the Rust stub, a Set whose value is past the node's message bound.
-    let mut stub = CacheServiceClient::new(hyperion::runtime::channel(
-        tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr)).unwrap(),
-        Some(ChannelSecurity {
-            tls: node.tls(),
-            server_name: "n1".try_into().unwrap(),
-        }),
-        Duration::from_secs(5),
-    ))
-    .max_encoding_message_size(usize::MAX);
+    let mut stub = node.stub().max_encoding_message_size(usize::MAX);
     let status = stub
         .set(SetRequest {
             key: b"k".to_vec(),
