@@ -52,7 +52,7 @@ const PORT: u16 = 7000;
 const OPS_PER_TASK_MAX: u32 = 2_000;
 const LOAD_TIME_MAX: Duration = Duration::from_secs(40);
 /// Bound on waiting for a leader after a fault.
-const LEADER_WAIT_MAX: Duration = Duration::from_secs(10);
+const LEADER_WAIT_MAX: Duration = Duration::from_secs(20);
 
 fn node_addr(i: usize) -> String {
     format!("{SUBNET}.{}:{PORT}", 11 + i)
@@ -237,22 +237,39 @@ fn enter(namespace: &str) {
     );
 }
 
+/// The certificates of a run. The files every node reads (the CAs, the HMAC key) are written
+/// once, before any node starts: a node reading a file while it is rewritten would see it
+/// truncated.
 struct Pki {
     dir: PathBuf,
     node_ca: Ca,
     client_ca: Ca,
+    node_ca_file: PathBuf,
+    client_ca_file: PathBuf,
+    hmac_key_file: PathBuf,
 }
 
 impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let node_ca = Ca::new("Hyperion test node CA");
+        let client_ca = Ca::new("Hyperion test client CA");
+        Pki {
+            node_ca_file: support::write(dir, "node-ca.pem", &node_ca.pem()),
+            client_ca_file: support::write(dir, "client-ca.pem", &client_ca.pem()),
+            hmac_key_file: support::write(dir, "hmac.key", &"k".repeat(32)),
+            dir: dir.to_path_buf(),
+            node_ca,
+            client_ca,
+        }
+    }
+
     fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
+        support::write(&self.dir, name, text)
     }
 
     /// TLS that trusts the node CA, with `identity` as the client certificate.
     fn security(&self, name: &str, identity: Option<(String, String)>) -> ClientSecurity {
-        let ca = self.write("node-ca.pem", &self.node_ca.pem());
+        let ca = &self.node_ca_file;
         let files = identity.map(|(cert, key)| {
             (
                 self.write(&format!("{name}.pem"), &cert),
@@ -260,7 +277,7 @@ impl Pki {
             )
         });
         ClientSecurity::from_files(
-            Some(&ca),
+            Some(ca),
             files.as_ref().map(|(cert, _)| cert.as_path()),
             files.as_ref().map(|(_, key)| key.as_path()),
             None,
@@ -288,7 +305,7 @@ fn start_node(topology: &mut Topology, pki: &Pki, i: usize) -> Child {
         ("HYPERION_DEV_MODE", "false".to_string()),
         (
             "HYPERION_HMAC_KEY_FILE",
-            pki.write("hmac.key", &"k".repeat(32)).display().to_string(),
+            pki.hmac_key_file.display().to_string(),
         ),
         (
             "HYPERION_TLS_CERT_FILE",
@@ -304,15 +321,11 @@ fn start_node(topology: &mut Topology, pki: &Pki, i: usize) -> Child {
         ),
         (
             "HYPERION_TLS_CLIENT_CA_FILE",
-            pki.write("client-ca.pem", &pki.client_ca.pem())
-                .display()
-                .to_string(),
+            pki.client_ca_file.display().to_string(),
         ),
         (
             "HYPERION_TLS_PEER_CA_FILE",
-            pki.write("node-ca.pem", &pki.node_ca.pem())
-                .display()
-                .to_string(),
+            pki.node_ca_file.display().to_string(),
         ),
         // Faster elections than production (1.5 s) keep the test short.
         ("HYPERION_RAFT_HEARTBEAT_MS", "50".to_string()),
@@ -525,11 +538,7 @@ fn three_hosts_with_mtls_survive_attackers_a_cut_link_and_kill_9() {
     topology.attach("client", &format!("{SUBNET}.100"));
     let _ = std::fs::remove_dir_all(&topology.dir);
     std::fs::create_dir_all(&topology.dir).unwrap();
-    let pki = Pki {
-        dir: topology.dir.clone(),
-        node_ca: Ca::new("Hyperion test node CA"),
-        client_ca: Ca::new("Hyperion test client CA"),
-    };
+    let pki = Pki::new(&topology.dir);
     for i in 0..NODES.len() {
         let child = start_node(&mut topology, &pki, i);
         topology.nodes.push(Some(child));
