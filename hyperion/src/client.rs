@@ -39,21 +39,29 @@ use crate::resilience::{retry_with_backoff, BreakerConfig, CircuitBreaker, Jitte
 use crate::runtime;
 use crate::secret::Secret;
 
-/// Default per-attempt deadline.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(2);
+/// Default deadline of one call, every retry and redirect included. It must outlast a leader
+/// crash: followers notice after a randomized election timeout (1.5-3 s at the product's
+/// defaults), elect, and the call is redirected to the winner. 5 s covers the longest timeout, a
+/// lost first election round and the redirect.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest one attempt may take within a call's deadline, so a node that accepted the connection
+/// and hangs leaves time to try another.
+pub const ATTEMPT_DEADLINE_MAX: Duration = Duration::from_secs(2);
 /// Default connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most nodes a client addresses (the largest cluster).
 pub const NODES_MAX: usize = crate::config::CLUSTER_NODES_MAX;
 
-/// The client's default retry policy: 8 attempts, 25 ms doubling to 1 s, full jitter, 5 s in all
-/// (enough to ride out one leader election).
+/// The client's default retry policy: retries until [`DEFAULT_DEADLINE`] (bounded by the
+/// policy's attempt maximum too), 25 ms doubling to 1 s, full jitter. Bounded by time, not by a
+/// small attempt count: eight quick attempts ended within about 1.3 s, before a new leader could
+/// be elected.
 pub fn default_retry_policy() -> RetryPolicy {
     RetryPolicy {
-        max_attempts: 8,
+        max_attempts: crate::resilience::RETRY_ATTEMPTS_MAX,
         base_delay: Duration::from_millis(25),
         max_delay: Duration::from_secs(1),
-        max_total: Duration::from_secs(5),
+        max_total: DEFAULT_DEADLINE,
         jitter: Jitter::Full,
     }
 }
@@ -293,7 +301,7 @@ impl Client {
                 rng: Mutex::new(runtime::seeded_rng()),
                 security,
             }),
-            deadline: DEFAULT_DEADLINE,
+            deadline: ATTEMPT_DEADLINE_MAX,
             retry: default_retry_policy(),
             pinned: false,
         })
@@ -307,9 +315,19 @@ impl Client {
         self
     }
 
-    /// Sets the per-attempt deadline.
+    /// Sets the per-attempt deadline (the call's retries are bounded by the retry policy).
     pub fn with_deadline(mut self, deadline: Duration) -> Client {
         self.deadline = deadline;
+        self
+    }
+
+    /// Bounds each call, retries and redirects included, by `deadline`: attempts go on until it
+    /// passes (each at most [`ATTEMPT_DEADLINE_MAX`]), and a call still running then answers
+    /// `DEADLINE_EXCEEDED`. What the CLI's `--deadline-ms` sets.
+    pub fn with_call_deadline(mut self, deadline: Duration) -> Client {
+        self.deadline = deadline.min(ATTEMPT_DEADLINE_MAX);
+        self.retry.max_total = deadline;
+        self.retry.max_attempts = crate::resilience::RETRY_ATTEMPTS_MAX;
         self
     }
 
@@ -479,11 +497,24 @@ impl Client {
                 is_transient(status) && status.code() != Code::ResourceExhausted
             }
         };
-        retry_with_backoff(&self.retry, &mut rng, retriable, || {
+        let retried = retry_with_backoff(&self.retry, &mut rng, retriable, || {
             let node = *lock(&self.shared.leader);
             self.attempt(node, &call)
+        });
+        // The policy starts no retry past `max_total`; this also ends an attempt that would run
+        // past it, so the call's deadline holds.
+        let total = self.retry.max_total.max(self.deadline);
+        runtime::timeout(total, retried).await.unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(format!(
+                "no answer within the call's deadline ({} ms){}",
+                total.as_millis(),
+                if write {
+                    "; a write's outcome is unknown"
+                } else {
+                    ""
+                }
+            )))
         })
-        .await
     }
 
     /// Reads one key (linearizable unless `allow_stale`).
@@ -596,14 +627,5 @@ pub fn certainly_not_applied(status: &Status) -> bool {
     }
     status.metadata().get(NOT_APPLIED_METADATA).is_some()
         || status.message().starts_with("circuit breaker open")
-        || is_connect_failure(status)
-}
-
-fn is_connect_failure(status: &Status) -> bool {
-    let message = status.message().to_ascii_lowercase();
-    // A connection that could not be made: the request never left. (A connection lost after
-    // sending is not in this list: that write may have applied.)
-    message.contains("connection refused")
-        || message.contains("tcp connect error")
-        || message.contains("dns error")
+        || runtime::is_connect_failure(status)
 }

@@ -33,6 +33,8 @@ pub enum Endpoint {
     Get,
     Set,
     BatchGet,
+    /// The admin HTTP port, limited per API key rather than per client IP.
+    Admin,
 }
 
 impl Endpoint {
@@ -41,37 +43,66 @@ impl Endpoint {
             Endpoint::Get => "Get",
             Endpoint::Set => "Set",
             Endpoint::BatchGet => "BatchGet",
+            Endpoint::Admin => "admin",
         }
     }
 }
 
-/// Requests per second per client IP (the product's table). `Delete` shares the `Set` budget: both
-/// are writes through the log.
+/// Requests per second per client IP (per API key for the admin port), the product's table by
+/// default (`HYPERION_RATE_LIMIT_GET`, `_SET`, `_BATCH_GET`, `_ADMIN`). `Delete` shares the `Set`
+/// budget: both are writes through the log. 0 means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
     pub get_per_sec: u32,
     pub set_per_sec: u32,
     pub batch_get_per_sec: u32,
+    pub admin_per_sec: u32,
 }
+
+/// The product's table: Get 10,000/s, Set 1,000/s, BatchGet 100/s per client IP; admin 10/s per
+/// API key.
+pub const DEFAULT_RATE_LIMITS: RateLimits = RateLimits {
+    get_per_sec: 10_000,
+    set_per_sec: 1_000,
+    batch_get_per_sec: 100,
+    admin_per_sec: 10,
+};
+
+/// Largest configurable limit: a million requests per second per client is "unlimited" in all but
+/// name; larger values are typos (0 says unlimited).
+pub const RATE_LIMIT_PER_SEC_MAX: u32 = 1_000_000;
 
 impl Default for RateLimits {
     fn default() -> Self {
-        RateLimits {
-            get_per_sec: 10_000,
-            set_per_sec: 1_000,
-            batch_get_per_sec: 100,
-        }
+        DEFAULT_RATE_LIMITS
     }
 }
 
 impl RateLimits {
-    fn per_sec(&self, endpoint: Endpoint) -> u32 {
+    /// No limit on any endpoint.
+    pub const UNLIMITED: RateLimits = RateLimits {
+        get_per_sec: 0,
+        set_per_sec: 0,
+        batch_get_per_sec: 0,
+        admin_per_sec: 0,
+    };
+
+    /// The limit of `endpoint`; 0 is unlimited.
+    pub fn per_sec(&self, endpoint: Endpoint) -> u32 {
         match endpoint {
             Endpoint::Get => self.get_per_sec,
             Endpoint::Set => self.set_per_sec,
             Endpoint::BatchGet => self.batch_get_per_sec,
+            Endpoint::Admin => self.admin_per_sec,
         }
     }
+}
+
+/// Who a bucket belongs to: a client address (gRPC), or an admin API key's name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    Ip(IpAddr),
+    ApiKey(String),
 }
 
 /// Most clients tracked at once. Beyond it, idle (fully refilled) buckets are dropped first; if
@@ -98,7 +129,7 @@ pub struct Throttled {
 #[derive(Debug)]
 pub struct RateLimiter {
     limits: RateLimits,
-    buckets: Mutex<HashMap<(IpAddr, Endpoint), Bucket>>,
+    buckets: Mutex<HashMap<(ClientKey, Endpoint), Bucket>>,
 }
 
 impl RateLimiter {
@@ -118,15 +149,31 @@ impl RateLimiter {
         cost: u32,
         now: Instant,
     ) -> Result<(), Throttled> {
-        let Some(ip) = client else {
+        match client {
+            Some(ip) => self.check_key(ClientKey::Ip(ip), endpoint, cost, now),
+            None => Ok(()),
+        }
+    }
+
+    /// [`RateLimiter::check`] for any bucket owner (an admin API key's name).
+    pub fn check_key(
+        &self,
+        client: ClientKey,
+        endpoint: Endpoint,
+        cost: u32,
+        now: Instant,
+    ) -> Result<(), Throttled> {
+        let per_sec = self.limits.per_sec(endpoint);
+        if per_sec == 0 {
             return Ok(());
-        };
-        let rate = f64::from(self.limits.per_sec(endpoint));
+        }
+        let rate = f64::from(per_sec);
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= TRACKED_CLIENTS_MAX && !buckets.contains_key(&(ip, endpoint)) {
+        let bucket_key = (client, endpoint);
+        if buckets.len() >= TRACKED_CLIENTS_MAX && !buckets.contains_key(&bucket_key) {
             prune(&mut buckets, now, &self.limits);
         }
-        let bucket = buckets.entry((ip, endpoint)).or_insert(Bucket {
+        let bucket = buckets.entry(bucket_key).or_insert(Bucket {
             tokens: rate,
             refilled_at: now,
         });
@@ -149,7 +196,7 @@ impl RateLimiter {
     }
 }
 
-fn prune(buckets: &mut HashMap<(IpAddr, Endpoint), Bucket>, now: Instant, limits: &RateLimits) {
+fn prune(buckets: &mut HashMap<(ClientKey, Endpoint), Bucket>, now: Instant, limits: &RateLimits) {
     buckets.retain(|(_, endpoint), bucket| {
         let rate = f64::from(limits.per_sec(*endpoint));
         let elapsed = now
@@ -161,7 +208,7 @@ fn prune(buckets: &mut HashMap<(IpAddr, Endpoint), Bucket>, now: Instant, limits
         if let Some(oldest) = buckets
             .iter()
             .min_by_key(|(_, bucket)| bucket.refilled_at)
-            .map(|(key, _)| *key)
+            .map(|(key, _)| key.clone())
         {
             buckets.remove(&oldest);
         }
@@ -178,6 +225,7 @@ mod tests {
             get_per_sec: 10,
             set_per_sec: 1,
             batch_get_per_sec: 1,
+            admin_per_sec: 2,
         });
         let start = crate::runtime::now();
         let client = Some("10.0.0.1".parse().unwrap());
@@ -201,6 +249,34 @@ mod tests {
         for _ in 0..100 {
             limiter.check(None, Endpoint::Set, 1, later).unwrap();
         }
+        // Admin requests are counted per API key.
+        let ops = || ClientKey::ApiKey("ops".to_string());
+        limiter.check_key(ops(), Endpoint::Admin, 1, later).unwrap();
+        limiter.check_key(ops(), Endpoint::Admin, 1, later).unwrap();
+        let admin = limiter.check_key(ops(), Endpoint::Admin, 1, later);
+        assert_eq!(admin.unwrap_err().limit_per_sec, 2);
+        let other_key = ClientKey::ApiKey("oncall".to_string());
+        limiter
+            .check_key(other_key, Endpoint::Admin, 1, later)
+            .unwrap();
+    }
+
+    #[test]
+    fn zero_is_unlimited() {
+        let limiter = RateLimiter::new(RateLimits {
+            get_per_sec: 0,
+            ..RateLimits::default()
+        });
+        let now = crate::runtime::now();
+        let client = Some("10.0.0.1".parse().unwrap());
+        for _ in 0..50_000 {
+            limiter.check(client, Endpoint::Get, 1, now).unwrap();
+        }
+        // The other limits still hold.
+        for _ in 0..100 {
+            limiter.check(client, Endpoint::BatchGet, 1, now).unwrap();
+        }
+        assert!(limiter.check(client, Endpoint::BatchGet, 1, now).is_err());
     }
 
     #[test]

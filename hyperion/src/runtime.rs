@@ -433,6 +433,20 @@ pub fn channel(
     }
 }
 
+/// Whether a failed call never reached the server because its connection could not be made
+/// (so a write in it cannot have applied). A connection lost after sending is not one: that
+/// write may have applied. The simulator's channels say "transport error" only when connecting
+/// to the node failed (a killed or absent node).
+pub fn is_connect_failure(status: &tonic::Status) -> bool {
+    let message = status.message().to_ascii_lowercase();
+    if cfg!(madsim) && message == "transport error" {
+        return true;
+    }
+    message.contains("connection refused")
+        || message.contains("tcp connect error")
+        || message.contains("dns error")
+}
+
 /// A bound gRPC listener: the address is known (port 0 resolved) before serving starts, so a
 /// caller can log or publish it first.
 pub struct GrpcListener {

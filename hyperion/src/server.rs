@@ -374,7 +374,7 @@ impl Server {
             replica,
             listener,
             max_value_bytes: config.flags.max_value_bytes(),
-            rate_limits: RateLimits::default(),
+            rate_limits: config.ops.rate_limits,
             authority,
         })
     }

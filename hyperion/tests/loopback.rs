@@ -86,6 +86,7 @@ fn generous_limits() -> RateLimits {
         get_per_sec: 1_000_000,
         set_per_sec: 1_000_000,
         batch_get_per_sec: 1_000_000,
+        admin_per_sec: 0,
     }
 }
 
@@ -313,6 +314,7 @@ async fn rate_limits_answer_resource_exhausted_with_retry_after() {
         get_per_sec: 1_000_000,
         set_per_sec: 5,
         batch_get_per_sec: 2,
+        admin_per_sec: 0,
     };
     let server = start(loopback_config(), limits).await;
     let mut raw = raw_client(server.addr).await;
@@ -356,7 +358,8 @@ async fn product_limits_are_the_default() {
         RateLimits {
             get_per_sec: 10_000,
             set_per_sec: 1_000,
-            batch_get_per_sec: 100
+            batch_get_per_sec: 100,
+            admin_per_sec: 10,
         }
     );
 }

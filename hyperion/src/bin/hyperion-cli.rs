@@ -15,8 +15,9 @@ struct Cli {
     /// The nodes' gRPC addresses, comma-separated (the client finds the leader).
     #[arg(long, env = "HYPERION_ADDR", default_value = "127.0.0.1:7000")]
     addr: String,
-    /// Per-call deadline in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    /// Deadline of each command in milliseconds, retries through elections and redirects
+    /// included (the default outlasts a leader crash's election).
+    #[arg(long, default_value_t = hyperion::client::DEFAULT_DEADLINE.as_millis() as u64)]
     deadline_ms: u64,
     /// PEM CA certificates the nodes' certificates must chain to; turns TLS on (https://
     /// addresses need it too).
@@ -163,7 +164,7 @@ fn security(cli: &Cli) -> Result<ClientSecurity, String> {
 async fn run(cli: Cli) -> Result<(), String> {
     let client = Client::secured(&cli.addr, security(&cli)?)
         .map_err(|e| e.to_string())?
-        .with_deadline(Duration::from_millis(cli.deadline_ms));
+        .with_call_deadline(Duration::from_millis(cli.deadline_ms));
     let status = |s: tonic::Status| format!("{:?}: {}", s.code(), s.message());
     match cli.command {
         Command::Get { key, allow_stale } => {

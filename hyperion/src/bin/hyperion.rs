@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hyperion::config::Config;
+use hyperion::config::{Config, LogFormat};
 use hyperion::runtime::{self, NodeClock};
 use hyperion::server::Server;
 
@@ -35,16 +35,19 @@ async fn load_config() -> Result<Config, ExitCode> {
     })
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, format: LogFormat) {
     // The filter was validated with the configuration.
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // One JSON object per line: timestamp, level, target, message and fields.
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 #[tokio::main]
@@ -60,7 +63,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve => {
-            init_logging(&config.log_level);
+            init_logging(&config.log_level, config.ops.log_format);
             tracing::info!(
                 node_id = %config.node_id,
                 listen = %config.listen_addr,

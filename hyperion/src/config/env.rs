@@ -213,6 +213,8 @@ impl Config {
             }
         }
 
+        let ops = OpsConfig::from_vars(&vars)?;
+
         let flags = match vars.get("HYPERION_FEATURE_FLAGS") {
             None => FeatureFlags::default(),
             Some(path) => load_flags(Path::new(path))?,
@@ -272,6 +274,7 @@ impl Config {
             wal_sync,
             log_level,
             otlp_endpoint,
+            ops,
             flags,
             hmac_key,
             hmac_key_source,
@@ -314,6 +317,7 @@ fn is_config_variable(name: &str) -> bool {
             name,
             "COCKROACH_DSN"
                 | "LOG_LEVEL"
+                | "LOG_FORMAT"
                 | "OTEL_EXPORTER_OTLP_ENDPOINT"
                 | "VAULT_ADDR"
                 | "VAULT_TOKEN_FILE"

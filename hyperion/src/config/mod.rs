@@ -17,9 +17,11 @@ use serde::Deserialize;
 
 mod database;
 mod env;
+mod ops;
 mod security;
 pub use database::*;
 use env::Vars;
+pub use ops::{LogFormat, OpsConfig, DEFAULT_ADMIN_ADDR};
 pub use security::{SecurityConfig, TlsIdentity, DEFAULT_LEEWAY_S, LEEWAY_S_MAX};
 
 /// The gRPC address of the embedded default node.
@@ -244,6 +246,9 @@ pub struct Config {
     pub log_level: String,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, if set.
     pub otlp_endpoint: Option<String>,
+    /// Rate limits, the admin port, metrics and the log format (`HYPERION_RATE_LIMIT_*`,
+    /// `HYPERION_ADMIN_ADDR`, `HYPERION_METRICS`, `LOG_FORMAT`).
+    pub ops: OpsConfig,
     /// Feature flags (`HYPERION_FEATURE_FLAGS` file, or defaults).
     pub flags: FeatureFlags,
     /// The HMAC key for entry integrity.
