@@ -25,6 +25,7 @@ use crate::limits::{
     Endpoint, RateLimiter, Throttled, BATCH_KEYS_MAX, DEFAULT_TIMEOUT_MS, KEY_BYTES_MAX,
     TIMEOUT_MS_MAX, WRITE_TIMEOUT,
 };
+use crate::metrics::{Metrics, Rpc};
 use crate::proto::cache_service_server::CacheService;
 use crate::proto::{
     BatchGetRequest, CacheStatus, DeleteRequest, DeleteResponse, GetRequest, GetResponse,
@@ -50,6 +51,7 @@ pub struct CacheApi {
     limiter: Arc<RateLimiter>,
     authority: Arc<Authority>,
     max_value_bytes: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl CacheApi {
@@ -64,6 +66,21 @@ impl CacheApi {
             limiter,
             authority,
             max_value_bytes,
+            metrics: Arc::new(Metrics::new(false)),
+        }
+    }
+
+    /// Records requests in `metrics` (the node's registry).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> CacheApi {
+        self.metrics = metrics;
+        self
+    }
+
+    fn observe<T>(&self, rpc: Rpc, result: &Result<T, Status>, started: runtime::Instant) {
+        if self.metrics.recording() {
+            let took = runtime::now().saturating_duration_since(started);
+            self.metrics
+                .observe_request(rpc, result.as_ref().err().map(Status::code), took);
         }
     }
 
@@ -98,7 +115,10 @@ impl CacheApi {
         let client: Option<IpAddr> = runtime::remote_addr(request).map(|addr| addr.ip());
         self.limiter
             .check(client, endpoint, 1, runtime::now())
-            .map_err(throttled_status)
+            .map_err(|throttled| {
+                self.metrics.observe_rate_limited(endpoint);
+                throttled_status(throttled)
+            })
     }
 }
 
@@ -321,79 +341,97 @@ type GetStream = Pin<Box<dyn Stream<Item = Result<GetResponse, Status>> + Send +
 #[tonic::async_trait]
 impl CacheService for CacheApi {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        self.throttle(&request, Endpoint::Get)?;
-        self.authority.authorize(
-            &request,
-            Operation::Read,
-            &[request.get_ref().key.as_slice()],
-        )?;
-        let request = request.into_inner();
-        let timeout = check_get(&request)?;
         let started = runtime::now();
-        self.read_barrier(request.allow_stale, timeout).await?;
-        let answer = self.replica.read_local(&request.key, request.allow_stale);
-        if request.allow_stale || answer.outcome != ReadOutcome::Miss {
-            return Ok(Response::new(get_response(request.key, answer)));
+        let result: Result<Response<GetResponse>, Status> = async {
+            self.throttle(&request, Endpoint::Get)?;
+            self.authority.authorize(
+                &request,
+                Operation::Read,
+                &[request.get_ref().key.as_slice()],
+            )?;
+            let request = request.into_inner();
+            let timeout = check_get(&request)?;
+            let started = runtime::now();
+            self.read_barrier(request.allow_stale, timeout).await?;
+            let answer = self.replica.read_local(&request.key, request.allow_stale);
+            if request.allow_stale || answer.outcome != ReadOutcome::Miss {
+                return Ok(Response::new(get_response(request.key, answer)));
+            }
+            // A linearizable miss on the leader: read through to the system of record, within
+            // what is left of the read's time budget.
+            let left = timeout.saturating_sub(started.elapsed());
+            match runtime::timeout(left, self.replica.read_through(&request.key)).await {
+                Ok(Some(filled)) => Ok(Response::new(get_response(request.key, filled))),
+                Ok(None) => Ok(Response::new(get_response(request.key, answer))),
+                Err(_) => Err(deadline_exceeded(timeout)),
+            }
         }
-        // A linearizable miss on the leader: read through to the system of record, within
-        // what is left of the read's time budget.
-        let left = timeout.saturating_sub(started.elapsed());
-        match runtime::timeout(left, self.replica.read_through(&request.key)).await {
-            Ok(Some(filled)) => Ok(Response::new(get_response(request.key, filled))),
-            Ok(None) => Ok(Response::new(get_response(request.key, answer))),
-            Err(_) => Err(deadline_exceeded(timeout)),
-        }
+        .await;
+        self.observe(Rpc::Get, &result, started);
+        result
     }
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
-        self.throttle(&request, Endpoint::Set)?;
-        self.authority.authorize(
-            &request,
-            Operation::Write,
-            &[request.get_ref().key.as_slice()],
-        )?;
-        let request = request.into_inner();
-        check_set(&request, self.max_value_bytes)?;
-        let outcome = self
-            .write(WriteRequest::Set {
-                key: request.key,
-                value: request.value,
-                ttl_ms: request.ttl_ms,
-                expected_version: request.expected_version,
-            })
-            .await?;
-        match outcome {
-            WriteOutcome::Set { version, ttl_ms } => {
-                Ok(Response::new(SetResponse { version, ttl_ms }))
+        let started = runtime::now();
+        let result: Result<Response<SetResponse>, Status> = async {
+            self.throttle(&request, Endpoint::Set)?;
+            self.authority.authorize(
+                &request,
+                Operation::Write,
+                &[request.get_ref().key.as_slice()],
+            )?;
+            let request = request.into_inner();
+            check_set(&request, self.max_value_bytes)?;
+            let outcome = self
+                .write(WriteRequest::Set {
+                    key: request.key,
+                    value: request.value,
+                    ttl_ms: request.ttl_ms,
+                    expected_version: request.expected_version,
+                })
+                .await?;
+            match outcome {
+                WriteOutcome::Set { version, ttl_ms } => {
+                    Ok(Response::new(SetResponse { version, ttl_ms }))
+                }
+                other => Err(Status::internal(format!("a Set applied as {other:?}"))),
             }
-            other => Err(Status::internal(format!("a Set applied as {other:?}"))),
         }
+        .await;
+        self.observe(Rpc::Set, &result, started);
+        result
     }
 
     async fn delete(
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.throttle(&request, Endpoint::Set)?;
-        self.authority.authorize(
-            &request,
-            Operation::Write,
-            &[request.get_ref().key.as_slice()],
-        )?;
-        let request = request.into_inner();
-        check_delete(&request)?;
-        let outcome = self
-            .write(WriteRequest::Delete {
-                key: request.key,
-                expected_version: request.expected_version,
-            })
-            .await?;
-        match outcome {
-            WriteOutcome::Deleted { existed, version } => {
-                Ok(Response::new(DeleteResponse { existed, version }))
+        let started = runtime::now();
+        let result: Result<Response<DeleteResponse>, Status> = async {
+            self.throttle(&request, Endpoint::Set)?;
+            self.authority.authorize(
+                &request,
+                Operation::Write,
+                &[request.get_ref().key.as_slice()],
+            )?;
+            let request = request.into_inner();
+            check_delete(&request)?;
+            let outcome = self
+                .write(WriteRequest::Delete {
+                    key: request.key,
+                    expected_version: request.expected_version,
+                })
+                .await?;
+            match outcome {
+                WriteOutcome::Deleted { existed, version } => {
+                    Ok(Response::new(DeleteResponse { existed, version }))
+                }
+                other => Err(Status::internal(format!("a Delete applied as {other:?}"))),
             }
-            other => Err(Status::internal(format!("a Delete applied as {other:?}"))),
         }
+        .await;
+        self.observe(Rpc::Delete, &result, started);
+        result
     }
 
     type BatchGetStream = GetStream;
@@ -402,29 +440,35 @@ impl CacheService for CacheApi {
         &self,
         request: Request<BatchGetRequest>,
     ) -> Result<Response<Self::BatchGetStream>, Status> {
-        self.throttle(&request, Endpoint::BatchGet)?;
-        let keys: Vec<&[u8]> = request
-            .get_ref()
-            .keys
-            .iter()
-            .take(BATCH_KEYS_MAX + 1)
-            .map(Vec::as_slice)
-            .collect();
-        self.authority.authorize(&request, Operation::Read, &keys)?;
-        let request = request.into_inner();
-        let timeout = check_batch_get(&request, self.replica.faults())?;
-        // One leadership confirmation serves the whole batch.
-        self.read_barrier(request.allow_stale, timeout).await?;
-        let responses: Vec<Result<GetResponse, Status>> = request
-            .keys
-            .iter()
-            .map(|key| {
-                let answer = self.replica.read_local(key, request.allow_stale);
-                Ok(get_response(key.clone(), answer))
-            })
-            .collect();
-        let stream: GetStream = Box::pin(futures::stream::iter(responses));
-        Ok(Response::new(stream))
+        let started = runtime::now();
+        let result: Result<Response<Self::BatchGetStream>, Status> = async {
+            self.throttle(&request, Endpoint::BatchGet)?;
+            let keys: Vec<&[u8]> = request
+                .get_ref()
+                .keys
+                .iter()
+                .take(BATCH_KEYS_MAX + 1)
+                .map(Vec::as_slice)
+                .collect();
+            self.authority.authorize(&request, Operation::Read, &keys)?;
+            let request = request.into_inner();
+            let timeout = check_batch_get(&request, self.replica.faults())?;
+            // One leadership confirmation serves the whole batch.
+            self.read_barrier(request.allow_stale, timeout).await?;
+            let responses: Vec<Result<GetResponse, Status>> = request
+                .keys
+                .iter()
+                .map(|key| {
+                    let answer = self.replica.read_local(key, request.allow_stale);
+                    Ok(get_response(key.clone(), answer))
+                })
+                .collect();
+            let stream: GetStream = Box::pin(futures::stream::iter(responses));
+            Ok(Response::new(stream))
+        }
+        .await;
+        self.observe(Rpc::BatchGet, &result, started);
+        result
     }
 }
 

@@ -15,9 +15,12 @@
 //! - [`api`]: the gRPC `CacheService` (validation, limits, status codes).
 //! - [`limits`]: per-client rate limits.
 //! - [`server`]: startup and graceful shutdown.
+//! - [`metrics`]: the Prometheus registry (recorded request metrics, node state at scrape).
+//! - [`admin`]: the admin HTTP port's handlers, as plain functions.
 //! - [`client`]: the Rust client used by the CLI, the simulator and benchmarks.
 //! - [`single_flight`]: shared in-flight work per key, joinable only by requests it covers.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod client;
@@ -25,6 +28,7 @@ pub mod config;
 pub mod db;
 pub mod faults;
 pub mod limits;
+pub mod metrics;
 pub mod reload;
 pub mod replica;
 pub mod resilience;

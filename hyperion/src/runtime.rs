@@ -27,11 +27,13 @@ use rand_chacha::ChaCha8Rng;
 pub use tokio::time::{timeout, Instant};
 
 #[cfg(not(madsim))]
+mod http_server;
+#[cfg(not(madsim))]
 mod tls;
 mod transport;
 pub use transport::{
-    connection_peer, remote_addr, ChannelSecurity, ConnectionInfo, ConnectionLimits, HttpsAnswer,
-    HttpsGet, ListenerSecurity, PeerClassifier,
+    connection_peer, remote_addr, ChannelSecurity, ConnectionInfo, ConnectionLimits, HttpHandler,
+    HttpRequest, HttpResponse, HttpsAnswer, HttpsGet, ListenerSecurity, PeerClassifier,
 };
 
 /// Whether the network is madsim's simulated one (the simulator's nodes use addresses that no
@@ -610,6 +612,63 @@ impl GrpcListener {
     }
 }
 
+/// A bound HTTP listener for plain handlers (the admin port). The simulator has no HTTP: there
+/// serving only waits for shutdown, and tests call the handlers directly.
+pub struct HttpListener {
+    local_addr: SocketAddr,
+    #[cfg(not(madsim))]
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl HttpListener {
+    /// Binds `addr`; with `tls`, connections are TLS (HTTP/1.1 over the given configuration).
+    pub fn bind(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<HttpListener, ServeError> {
+        #[cfg(not(madsim))]
+        {
+            let (listener, local_addr) =
+                http_server::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+            Ok(HttpListener {
+                local_addr,
+                listener,
+                tls,
+            })
+        }
+        #[cfg(madsim)]
+        {
+            Ok(HttpListener {
+                local_addr: addr,
+                tls,
+            })
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Whether connections are TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves `handler` until `shutdown` resolves.
+    pub async fn serve(self, handler: HttpHandler, shutdown: impl Future<Output = ()> + Send) {
+        #[cfg(not(madsim))]
+        {
+            http_server::serve(self.listener, self.tls, handler, shutdown).await;
+        }
+        #[cfg(madsim)]
+        {
+            let _ = handler;
+            shutdown.await;
+        }
+    }
+}
+
 /// Performs an [`HttpsGet`]. The simulator has no HTTPS servers: there it always fails.
 pub async fn https_get(request: HttpsGet) -> std::io::Result<HttpsAnswer> {
     #[cfg(not(madsim))]
@@ -686,70 +745,4 @@ pub async fn shutdown_signal() {
 }
 
 #[cfg(all(test, not(madsim)))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clock_model_applies_rate_from_the_change_on_and_jumps() {
-        let t0 = now();
-        let ms = |n: u64| t0 + Duration::from_millis(n);
-        let mut model = ClockModel {
-            anchor: t0,
-            anchor_node_ms: 1_000.0,
-            anchor_mono_ms: 0.0,
-            rate: 1.0,
-        };
-        assert_eq!(model.now_ms(t0), 1_000.0);
-        assert_eq!(model.now_ms(ms(100)), 1_100.0);
-        model.reanchor(ms(100));
-        model.rate = 1.5;
-        assert_eq!(
-            model.now_ms(ms(200)),
-            1_250.0,
-            "rate applies from the change on"
-        );
-        assert_eq!(
-            model.now_ms(ms(100)),
-            1_100.0,
-            "past readings are not rewritten"
-        );
-        model.reanchor(ms(200));
-        model.anchor_node_ms -= 200.0;
-        assert_eq!(model.now_ms(ms(200)), 1_050.0);
-        assert_eq!(
-            model.monotonic_ms(ms(200)),
-            250.0,
-            "jumps never step monotonic time"
-        );
-    }
-
-    #[tokio::test]
-    async fn node_clock_reads_skews_and_converts_durations() {
-        let clock = NodeClock::starting_at_ms(1_000_000);
-        let start = clock.now_ms();
-        assert!((1_000_000..1_000_100).contains(&start));
-        clock.jump_ms(5_000);
-        assert!(clock.now_ms() >= start + 5_000);
-        clock.set_rate(2.0);
-        assert_eq!(clock.rate(), 2.0);
-        assert_eq!(
-            clock.runtime_duration(Duration::from_millis(150)),
-            Duration::from_millis(75)
-        );
-        assert!(
-            NodeClock::system().now_ms() > 1_700_000_000_000,
-            "anchored at the epoch"
-        );
-    }
-
-    #[test]
-    #[should_panic(expected = "clock rate")]
-    fn node_clock_rejects_absurd_rate() {
-        NodeClock::starting_at_ms(0).set_rate(10.0);
-    }
-
-    #[test]
-    fn seeded_rngs_differ_between_calls() {
-        assert_ne!(entropy_seed(), entropy_seed());
-    }
-}
+mod tests;

@@ -12,14 +12,18 @@ use std::sync::Arc;
 
 use hyperion_raft::storage::{Disk, FileDisk};
 
+use crate::admin::{Admin, AdminKey};
 use crate::api::CacheApi;
 use crate::auth::Authority;
 use crate::config::Config;
 use crate::db::SystemOfRecord;
 use crate::limits::{RateLimiter, RateLimits};
+use crate::metrics::Metrics;
 use crate::replica::transport::RaftApi;
 use crate::replica::{self, Replica, ReplicaConfig, ReplicaStartError, Topology};
-use crate::runtime::{ConnectionLimits, FatalHandler, GrpcListener, NodeClock, ServeError};
+use crate::runtime::{
+    ConnectionLimits, FatalHandler, GrpcListener, HttpHandler, HttpListener, NodeClock, ServeError,
+};
 use crate::security::{node_security, NodeSecurity};
 use crate::tls::NodeTls;
 
@@ -231,6 +235,9 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
 pub struct Server {
     replica: Replica,
     listener: GrpcListener,
+    /// The admin HTTP port (`HYPERION_ADMIN_ADDR`), and what it serves.
+    admin: Option<(HttpListener, Arc<Admin>)>,
+    metrics: Arc<Metrics>,
     max_value_bytes: usize,
     rate_limits: RateLimits,
     authority: Arc<Authority>,
@@ -370,9 +377,38 @@ impl Server {
         if let Some(endpoint) = &config.otlp_endpoint {
             tracing::warn!(%endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT is set but this build exports no traces; ignored");
         }
+        let metrics = Arc::new(Metrics::new(config.ops.metrics));
+        let admin = match config.ops.admin_addr {
+            None => None,
+            Some(addr) => {
+                let listener =
+                    HttpListener::bind(addr, tls.as_ref().map(|tls| tls.listener().tls))?;
+                let keys = config
+                    .security
+                    .admin_key_names
+                    .iter()
+                    .zip(&config.security.admin_api_keys)
+                    .map(|(name, key)| AdminKey {
+                        name: name.clone(),
+                        key: key.clone(),
+                    })
+                    .collect();
+                let admin = Admin::new(
+                    replica.clone(),
+                    Arc::clone(&metrics),
+                    keys,
+                    RateLimiter::new(config.ops.rate_limits),
+                    config.ops.flags_file.clone(),
+                    config.flags.clone(),
+                );
+                Some((listener, Arc::new(admin)))
+            }
+        };
         Ok(Server {
             replica,
             listener,
+            admin,
+            metrics,
             max_value_bytes: config.flags.max_value_bytes(),
             rate_limits: config.ops.rate_limits,
             authority,
@@ -388,6 +424,18 @@ impl Server {
     /// The address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
+    }
+
+    /// The admin port's address, if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .map(|(listener, _)| listener.local_addr())
+    }
+
+    /// The admin handlers (simulation tests call them directly).
+    pub fn admin(&self) -> Option<Arc<Admin>> {
+        self.admin.as_ref().map(|(_, admin)| Arc::clone(admin))
     }
 
     /// The replica, for in-process inspection (status, stats, tests).
@@ -407,13 +455,28 @@ impl Server {
         const NODE_ADMIN_MESSAGE_BYTES_MAX: usize = 4096;
         use crate::replica::transport::PEER_MESSAGE_BYTES_MAX;
 
+        use futures::FutureExt;
+        let shutdown = shutdown.shared();
+        if let Some((listener, admin)) = self.admin {
+            let handler: HttpHandler = Arc::new(move |request| {
+                let admin = Arc::clone(&admin);
+                Box::pin(async move { admin.handle(request).await })
+            });
+            tracing::info!(
+                addr = %listener.local_addr(),
+                tls = listener.is_tls(),
+                "serving the admin port (/metrics, /health, /ready, /admin/*)"
+            );
+            crate::runtime::spawn(listener.serve(handler, shutdown.clone()));
+        }
         let limiter = Arc::new(RateLimiter::new(self.rate_limits));
         let api = CacheApi::new(
             self.replica.clone(),
             limiter,
             Arc::clone(&self.authority),
             self.max_value_bytes,
-        );
+        )
+        .with_metrics(Arc::clone(&self.metrics));
         let replica = self.replica.clone();
         let raft = RaftApi::new(self.replica, Arc::clone(&self.authority));
         let client_message_bytes = CacheApi::max_message_bytes(self.max_value_bytes);

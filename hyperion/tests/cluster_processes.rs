@@ -58,6 +58,7 @@ fn start_cluster() -> Cluster {
                 .env("HYPERION_CLUSTER_NODES", &members)
                 .env("HYPERION_NODE_ID", format!("n{}", i + 1))
                 .env("HYPERION_LISTEN_ADDR", addr)
+                .env("HYPERION_ADMIN_ADDR", "127.0.0.1:0")
                 .env("HYPERION_DATA_DIR", dir.join(format!("n{}", i + 1)))
                 // Faster elections than production (500 ms) keep the test short.
                 .env("HYPERION_RAFT_HEARTBEAT_MS", "50")

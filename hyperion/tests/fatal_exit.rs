@@ -25,6 +25,7 @@ async fn a_node_whose_storage_fails_exits_with_one_clear_line() {
         .arg("serve")
         .env_clear()
         .env("HYPERION_LISTEN_ADDR", &addr)
+        .env("HYPERION_ADMIN_ADDR", "127.0.0.1:0")
         .env("HYPERION_DATA_DIR", &dir)
         .env("HYPERION_RAFT_SNAPSHOT_ENTRIES", "10")
         .env("LOG_LEVEL", "warn")

@@ -39,6 +39,7 @@ fn loopback_config() -> Config {
     static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
     let mut config = Config::development();
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.ops.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     config.data_dir = std::env::temp_dir().join(format!(
         "hyperion-loopback-{}-{}",
         std::process::id(),

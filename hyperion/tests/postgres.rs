@@ -565,6 +565,7 @@ async fn write_behind_then_an_empty_node_reads_everything_back() {
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut config = hyperion::config::Config::development();
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.ops.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     config.data_dir = data_dir.clone();
     config.database_dsn = Some(Secret::new(url.into_bytes()));
     config.database.password_file = env_path("HYPERION_TEST_DATABASE_PASSWORD_FILE");
@@ -724,6 +725,7 @@ async fn abandoned_load_repro(url: &str, join_stale_loads: bool) -> usize {
     let _ = std::fs::remove_dir_all(&data_dir);
     let mut config = hyperion::config::Config::development();
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.ops.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     config.data_dir = data_dir.clone();
     let separator = if url.contains('?') { '&' } else { '?' };
     let node_url = format!("{url}{separator}options=-c%20search_path%3D{schema}");

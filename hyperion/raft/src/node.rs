@@ -983,6 +983,19 @@ impl RaftNode {
         Ok(())
     }
 
+    /// On a leader: the follower whose log matches the leader's furthest (ties: the lowest id),
+    /// the best target of a leadership transfer. `None` on a follower or a single node.
+    pub fn most_caught_up_follower(&self) -> Option<NodeId> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.progress
+            .iter()
+            .filter(|(&id, _)| id != self.id && self.voters.contains(&id))
+            .max_by_key(|(&id, progress)| (progress.match_index, std::cmp::Reverse(id)))
+            .map(|(&id, _)| id)
+    }
+
     /// Gives up leadership in the current term (the lease ends with it). Followers elect a new
     /// leader after their election timeout.
     pub fn step_down(&mut self) -> Result<(), LeadershipError> {

@@ -447,7 +447,7 @@ fn parse_cluster_nodes(list: &str) -> Result<Vec<ClusterNode>, ConfigError> {
     Ok(nodes)
 }
 
-fn load_flags(path: &Path) -> Result<FeatureFlags, ConfigError> {
+pub fn load_flags(path: &Path) -> Result<FeatureFlags, ConfigError> {
     let origin = format!("HYPERION_FEATURE_FLAGS ({})", path.display());
     let text = read_bounded(path, FLAGS_FILE_BYTES_MAX)
         .map_err(|e| ConfigError::new(&origin, format!("cannot read: {e}")))?;

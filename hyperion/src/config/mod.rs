@@ -20,6 +20,7 @@ mod env;
 mod ops;
 mod security;
 pub use database::*;
+pub use env::load_flags;
 use env::Vars;
 pub use ops::{LogFormat, OpsConfig, DEFAULT_ADMIN_ADDR};
 pub use security::{SecurityConfig, TlsIdentity, DEFAULT_LEEWAY_S, LEEWAY_S_MAX};
@@ -186,6 +187,23 @@ impl FeatureFlags {
     /// The value size limit in bytes.
     pub fn max_value_bytes(&self) -> usize {
         self.max_value_size_kb as usize * 1024
+    }
+
+    /// `settings` with the fields these flags decide (eviction, compression, value size).
+    pub fn apply_to(
+        &self,
+        settings: hyperion_store::ApplySettings,
+    ) -> hyperion_store::ApplySettings {
+        hyperion_store::ApplySettings {
+            eviction: if self.new_eviction_algorithm {
+                EvictionPolicy::LruK2
+            } else {
+                EvictionPolicy::Lru
+            },
+            compression: self.enable_compression,
+            max_value_bytes: self.max_value_bytes(),
+            ..settings
+        }
     }
 }
 

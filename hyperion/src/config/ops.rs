@@ -2,6 +2,7 @@
 //! (`HYPERION_RATE_LIMIT_*`, `HYPERION_ADMIN_ADDR`, `HYPERION_METRICS`, `LOG_FORMAT`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use super::env::Vars;
 use super::ConfigError;
@@ -32,6 +33,9 @@ pub struct OpsConfig {
     pub metrics: bool,
     /// `LOG_FORMAT`: `text` or `json`.
     pub log_format: LogFormat,
+    /// The feature-flag file (`HYPERION_FEATURE_FLAGS`), reloaded on SIGHUP, on change and by
+    /// the admin endpoint.
+    pub flags_file: Option<PathBuf>,
 }
 
 impl Default for OpsConfig {
@@ -45,6 +49,7 @@ impl Default for OpsConfig {
             ),
             metrics: true,
             log_format: LogFormat::Text,
+            flags_file: None,
         }
     }
 }
@@ -105,6 +110,7 @@ impl OpsConfig {
             admin_addr,
             metrics,
             log_format,
+            flags_file: vars.get("HYPERION_FEATURE_FLAGS").map(PathBuf::from),
         })
     }
 }

@@ -40,6 +40,8 @@ pub struct SecurityConfig {
     pub acl_file: Option<PathBuf>,
     /// The admin API keys (the `admin-api-keys` secret: one key per line).
     pub admin_api_keys: Vec<crate::secret::Secret>,
+    /// The name of each admin API key, in the same order (for logs and per-key rate limits).
+    pub admin_key_names: Vec<String>,
     /// Which identities the services require (derived from the above; the simulator, which has
     /// no TLS, sets them directly).
     pub rules: AuthRules,
@@ -119,20 +121,32 @@ impl SecurityConfig {
             }
         };
         let acl_file = file("HYPERION_ACL_FILE")?;
-        let admin_api_keys = match secrets.get(SecretName::AdminApiKeys) {
-            None => Vec::new(),
+        // One `NAME:KEY` per line: the name goes into logs, the key never does. A line without
+        // a name (the earlier format) is named by its position.
+        let (admin_key_names, admin_api_keys) = match secrets.get(SecretName::AdminApiKeys) {
+            None => (Vec::new(), Vec::new()),
             Some(keys) => std::str::from_utf8(keys.expose())
                 .map_err(|_| {
                     ConfigError::new(
                         SecretName::AdminApiKeys.file_variable(),
-                        "admin API keys are text, one per line",
+                        "admin API keys are text, one NAME:KEY per line",
                     )
                 })?
                 .lines()
                 .map(str::trim)
                 .filter(|line| !line.is_empty())
-                .map(|line| crate::secret::Secret::new(line.as_bytes().to_vec()))
-                .collect(),
+                .enumerate()
+                .map(|(index, line)| match line.split_once(':') {
+                    Some((name, key)) if !name.trim().is_empty() && !key.trim().is_empty() => (
+                        name.trim().to_string(),
+                        crate::secret::Secret::new(key.trim().as_bytes().to_vec()),
+                    ),
+                    _ => (
+                        format!("key-{}", index + 1),
+                        crate::secret::Secret::new(line.as_bytes().to_vec()),
+                    ),
+                })
+                .unzip(),
         };
         let rules = AuthRules {
             require_peer_identity: tls_identity.is_some()
@@ -146,6 +160,7 @@ impl SecurityConfig {
             jwt,
             acl_file,
             admin_api_keys,
+            admin_key_names,
             rules,
             handshake_timeout_ms: vars.positive(
                 "HYPERION_TLS_HANDSHAKE_TIMEOUT_MS",

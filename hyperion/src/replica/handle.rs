@@ -45,6 +45,10 @@ pub struct Shared {
     /// Peer messages dropped because they failed validation (by the transport, the node loop
     /// or the Raft core): never applied, never persisted.
     pub(super) invalid_peer_messages: std::sync::atomic::AtomicU64,
+    /// Times the known leader changed to another node (metrics).
+    pub(super) leader_changes: std::sync::atomic::AtomicU64,
+    /// Snapshots this node took (metrics).
+    pub(super) snapshots: std::sync::atomic::AtomicU64,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,7 +83,12 @@ impl Shared {
     }
 
     pub(super) fn publish(&self, status: RaftStatus) {
-        *lock(&self.status) = status;
+        let mut published = lock(&self.status);
+        if status.leader_id.is_some() && status.leader_id != published.leader_id {
+            self.leader_changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        *published = status;
     }
 
     pub(super) fn leader(&self) -> Option<(NodeId, String)> {
@@ -130,6 +139,14 @@ pub enum Input {
     Peer(Vec<Message>),
     /// Nobody can be caught up from (a majority of the voters abstains): vote again.
     StopAbstaining,
+    /// Reloaded feature flags: this node's apply settings from now on (proposed through the log
+    /// when it leads).
+    LocalSettings(hyperion_store::ApplySettings),
+    /// Admin: hand leadership to the most caught-up follower (the lease is suspended first).
+    /// Answers the transfer's target.
+    TransferLeadership {
+        reply: oneshot::Sender<Result<NodeId, ReplicaError>>,
+    },
     /// Sync everything, leave the clean-shutdown marker and stop.
     Stop {
         done: oneshot::Sender<()>,
@@ -249,6 +266,43 @@ impl Replica {
     /// Ends this node's abstention (see [`Input::StopAbstaining`]).
     pub fn stop_abstaining(&self) -> Result<(), ReplicaError> {
         self.send(Input::StopAbstaining)
+    }
+
+    /// On the leader: suspends the lease and transfers leadership to the most caught-up
+    /// follower; answers that follower's id (the transfer completes, or aborts, within an
+    /// election timeout). On a follower: `NotLeader` with the leader it knows.
+    pub async fn transfer_leadership(&self) -> Result<NodeId, ReplicaError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::TransferLeadership { reply })?;
+        answer.await.unwrap_or(Err(ReplicaError::Stopped))
+    }
+
+    /// Adopts reloaded apply settings (compression, eviction, value size) as this node's own; a
+    /// leader proposes them through the log, so replicas never disagree.
+    pub fn reload_apply_settings(
+        &self,
+        settings: hyperion_store::ApplySettings,
+    ) -> Result<(), ReplicaError> {
+        self.send(Input::LocalSettings(settings))
+    }
+
+    /// This node's own apply settings (its configuration, and reloaded flags).
+    pub fn local_apply_settings(&self) -> hyperion_store::ApplySettings {
+        self.shared.machine().local_settings().store
+    }
+
+    /// Whether the node loop is running (liveness).
+    pub fn is_running(&self) -> bool {
+        !self.inbox.is_closed()
+    }
+
+    /// Leader changes this node has seen, and snapshots it took.
+    pub fn ops_counters(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.shared.leader_changes.load(Ordering::Relaxed),
+            self.shared.snapshots.load(Ordering::Relaxed),
+        )
     }
 
     /// Stops the node loop cleanly: everything written is synced and the clean-shutdown marker

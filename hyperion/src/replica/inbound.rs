@@ -20,6 +20,7 @@
 use hyperion_raft::{EntryKind, Message, MessageBody, NodeId};
 use hyperion_store::{ApplySettings, IntegrityKey, StoreConfig, MAX_KEY_BYTES_CEILING};
 
+use super::types::EVICT_COUNT_MAX;
 use super::wire::{from_wire, Command};
 use crate::faults::FaultInjection;
 use crate::raft_proto as pb;
@@ -228,6 +229,15 @@ impl Command {
                 Ok(())
             }
             Command::Settings(settings) => check_settings(settings.store),
+            Command::Evict { count } => {
+                if *count > EVICT_COUNT_MAX {
+                    return invalid(
+                        "evict.count",
+                        format!("{count} exceeds the limit of {EVICT_COUNT_MAX}"),
+                    );
+                }
+                Ok(())
+            }
         }
     }
 }

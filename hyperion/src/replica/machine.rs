@@ -276,6 +276,19 @@ impl Machine {
                 }
                 Ok(WriteOutcome::Done)
             }
+            Command::Evict { count } => {
+                // `count` was bounded when the command was checked; the store evicts in its
+                // replicated order, so every replica removes the same entries.
+                let count = usize::try_from(count).unwrap_or(usize::MAX);
+                let evicted = self.store.evict(count);
+                let evicted_count = evicted.len() as u64;
+                if self.write_behind_enabled {
+                    self.write_behind.note_removed(&evicted, index);
+                }
+                Ok(WriteOutcome::Evicted {
+                    count: evicted_count,
+                })
+            }
             Command::Settings(settings) => {
                 if self.local_settings {
                     return Ok(WriteOutcome::Done);
@@ -303,6 +316,13 @@ impl Machine {
     }
 
     /// The settings this node proposes as leader (its own configuration).
+    /// Replaces this node's own apply settings (reloaded feature flags). They reach the store
+    /// only through the log: the leader proposes them, and every replica applies them at the
+    /// same index.
+    pub fn set_local_apply_settings(&mut self, settings: hyperion_store::ApplySettings) {
+        self.local = self.local.with_apply_settings(settings);
+    }
+
     pub fn local_settings(&self) -> ClusterSettings {
         ClusterSettings::of(&self.local)
     }

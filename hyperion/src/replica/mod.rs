@@ -60,7 +60,7 @@ pub use node_loop::{
 };
 pub use types::{
     BoxedDisk, RaftStatus, ReadAnswer, ReadOutcome, ReplicaConfig, ReplicaError, Topology,
-    WriteOutcome, WriteRequest,
+    WriteOutcome, WriteRequest, EVICT_COUNT_MAX,
 };
 
 /// Why a replica could not start.
@@ -145,6 +145,8 @@ pub fn start(
         next_fill_id: std::sync::atomic::AtomicU64::new(1),
         removals_in_flight: Mutex::new(std::collections::BTreeSet::new()),
         invalid_peer_messages: std::sync::atomic::AtomicU64::new(0),
+        leader_changes: std::sync::atomic::AtomicU64::new(0),
+        snapshots: std::sync::atomic::AtomicU64::new(0),
     });
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
     let (peer_inbox_tx, peer_inbox) = mpsc::channel(PEER_INBOX_MAX);

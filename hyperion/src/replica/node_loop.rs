@@ -331,6 +331,29 @@ impl NodeLoop {
                     self.raft.stop_abstaining();
                 }
             }
+            Input::LocalSettings(settings) => {
+                self.shared.machine().set_local_apply_settings(settings);
+                if self.raft.role() == Role::Leader {
+                    self.propose_settings();
+                }
+            }
+            Input::TransferLeadership { reply } => {
+                let answer = match self.raft.most_caught_up_follower() {
+                    Some(to) => match self.raft.transfer_leader(to) {
+                        Ok(()) => {
+                            tracing::warn!(to, "admin step-down: transferring leadership");
+                            Ok(to)
+                        }
+                        Err(_) => Err(ReplicaError::NotLeader {
+                            leader: self.shared.leader(),
+                        }),
+                    },
+                    None => Err(ReplicaError::NotLeader {
+                        leader: self.shared.leader(),
+                    }),
+                };
+                let _ = reply.send(answer);
+            }
             Input::Stop { done } => {
                 self.stop_requested = Some(done);
             }
@@ -487,6 +510,7 @@ impl NodeLoop {
                         (Command::Remove { key, version }, 0)
                     }
                     WriteRequest::Settings(settings) => (Command::Settings(settings), 0),
+                    WriteRequest::Evict { count } => (Command::Evict { count }, 0),
                 };
                 // No command that a replica could not apply enters the log.
                 if let (Err(invalid), false) =
@@ -636,8 +660,13 @@ impl NodeLoop {
         self.raft.advance(durable);
         if let Some(index) = snapshot_request {
             let data = self.shared.machine().export();
-            if let Err(error) = self.raft.snapshot_taken(index, data) {
-                tracing::warn!(%error, "snapshot not taken");
+            match self.raft.snapshot_taken(index, data) {
+                Ok(()) => {
+                    self.shared
+                        .snapshots
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(error) => tracing::warn!(%error, "snapshot not taken"),
             }
         }
     }

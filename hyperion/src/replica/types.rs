@@ -80,7 +80,15 @@ pub enum WriteRequest {
     },
     /// Internal: the settings every replica applies writes with, from now on.
     Settings(ClusterSettings),
+    /// Admin: evict up to `count` entries (at most [`EVICT_COUNT_MAX`]) through the log.
+    Evict {
+        count: u64,
+    },
 }
+
+/// Most entries one forced eviction may remove (the admin endpoint's bound): one apply holds the
+/// state machine for its duration, so a larger eviction is asked for in several.
+pub const EVICT_COUNT_MAX: u64 = 1_000_000;
 
 /// The settings that decide how writes apply, replicated through the log (a node's own
 /// configuration only proposes them, as leader): the store's apply settings, and the fingerprint
@@ -147,6 +155,10 @@ pub enum WriteOutcome {
     /// A fill was applied, or refused because something newer about the key is known.
     Filled {
         stored: bool,
+    },
+    /// A forced eviction removed this many entries.
+    Evicted {
+        count: u64,
     },
     /// Bookkeeping applied.
     Done,

@@ -324,6 +324,8 @@ pub enum Command {
     Remove { key: Vec<u8>, version: u64 },
     /// The settings every replica applies writes with, from now on.
     Settings(ClusterSettings),
+    /// Evict the `count` least recently written entries (the admin endpoint).
+    Evict { count: u64 },
 }
 
 impl Command {
@@ -392,6 +394,9 @@ impl Command {
             Command::Settings(settings) => pb::command::Kind::Settings(pb::SettingsCommand {
                 settings: Some(settings_to_wire(settings)),
             }),
+            Command::Evict { count } => {
+                pb::command::Kind::Evict(pb::EvictCommand { count: *count })
+            }
         };
         pb::Command { kind: Some(kind) }.encode_to_vec()
     }
@@ -449,6 +454,7 @@ impl Command {
             pb::command::Kind::Settings(settings) => Command::Settings(settings_from_wire(
                 settings.settings.ok_or(WireError("settings.settings"))?,
             )?),
+            pb::command::Kind::Evict(evict) => Command::Evict { count: evict.count },
         })
     }
 
@@ -463,7 +469,8 @@ impl Command {
             | Command::Flushed { .. }
             | Command::VersionFloor { .. }
             | Command::Remove { .. }
-            | Command::Settings(_) => 0,
+            | Command::Settings(_)
+            | Command::Evict { .. } => 0,
         }
     }
 }
@@ -625,6 +632,7 @@ mod tests {
                 fill_horizon: 8,
             },
             Command::VersionFloor { version: 1_000 },
+            Command::Evict { count: 10_000 },
         ];
         for command in commands {
             assert_eq!(Command::decode(&command.encode()).unwrap(), command);

@@ -94,3 +94,46 @@ pub struct HttpsAnswer {
     pub status: u16,
     pub body: zeroize::Zeroizing<Vec<u8>>,
 }
+
+/// One HTTP request to a plain handler (the admin port): what the handlers look at, nothing
+/// more. Bodies are not read: no admin endpoint takes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    /// The query string without `?` (empty if none).
+    pub query: String,
+    /// The `Authorization` header, if present and text.
+    pub authorization: Option<String>,
+}
+
+impl HttpRequest {
+    /// A request as a test or the simulator makes one: `target` is a path with an optional
+    /// query.
+    pub fn new(method: &str, target: &str, authorization: Option<&str>) -> HttpRequest {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        HttpRequest {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.to_string(),
+            authorization: authorization.map(str::to_string),
+        }
+    }
+}
+
+/// A handler's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    /// `Retry-After` in seconds (429 answers).
+    pub retry_after_s: Option<u64>,
+}
+
+/// A plain request handler, as the HTTP server calls it.
+pub type HttpHandler = Arc<
+    dyn Fn(HttpRequest) -> std::pin::Pin<Box<dyn std::future::Future<Output = HttpResponse> + Send>>
+        + Send
+        + Sync,
+>;

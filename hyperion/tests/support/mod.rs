@@ -84,6 +84,7 @@ pub async fn start_node(
     let env: std::collections::BTreeMap<String, String> = [
         ("HYPERION_NODE_ID", "n1".to_string()),
         ("HYPERION_LISTEN_ADDR", format!("127.0.0.1:{port}")),
+        ("HYPERION_ADMIN_ADDR", "127.0.0.1:0".to_string()),
         ("HYPERION_CLUSTER_NODES", format!("n1=127.0.0.1:{port}")),
         ("HYPERION_DATA_DIR", dir.join("data").display().to_string()),
         ("HYPERION_DEV_MODE", "false".to_string()),

@@ -1,0 +1,182 @@
+//! The admin HTTP port over real HTTP/1.1 on loopback: metrics after writes, health and
+//! readiness, Bearer auth (401, 403, 429 with Retry-After), bounded eviction through the log,
+//! step-down on a one-voter cluster, and flag reloads that keep the old flags on a bad file.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyperion::config::Config;
+use hyperion::runtime::NodeClock;
+use hyperion::secret::Secret;
+use hyperion::server::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// One request on its own connection (`Connection: close`), read to the end.
+async fn http(addr: SocketAddr, method: &str, target: &str, key: Option<&str>) -> Answer {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = key.map_or(String::new(), |key| {
+        format!("Authorization: Bearer {key}\r\n")
+    });
+    let request =
+        format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Answer {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn the_admin_port_serves_the_runbook() {
+    let dir = std::env::temp_dir().join(format!("hyperion-admin-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let flags = dir.join("flags.json");
+    std::fs::write(&flags, r#"{"enable_compression": true}"#).unwrap();
+    let mut config = Config::development();
+    config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.ops.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.ops.flags_file = Some(flags.clone());
+    config.data_dir = dir.join("data");
+    config.security.admin_key_names = vec!["oncall".to_string()];
+    config.security.admin_api_keys = vec![Secret::new(b"s3cret-admin-key".to_vec())];
+    let server = Server::bind(&config, NodeClock::system()).await.unwrap();
+    let admin = server.admin_addr().expect("an admin port");
+    let grpc = server.local_addr();
+    let replica = server.replica();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = hyperion::runtime::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    for _ in 0..200 {
+        if replica.status().leader_id.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(http(admin, "GET", "/health", None).await.status, 200);
+    let ready = http(admin, "GET", "/ready", None).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+
+    let client = hyperion::client::Client::new(&grpc.to_string()).unwrap();
+    for i in 0..20 {
+        client
+            .set(format!("k{i}").as_bytes(), &[7u8; 100], 0, 0)
+            .await
+            .unwrap();
+    }
+    client.get(b"k1", false).await.unwrap();
+    let metrics = http(admin, "GET", "/metrics", None).await;
+    assert_eq!(metrics.status, 200);
+    let size: u64 = metrics
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("hyperion_cache_size_bytes "))
+        .expect("hyperion_cache_size_bytes is exported")
+        .parse()
+        .unwrap();
+    assert!(size > 20 * 100, "size {size}");
+    assert!(
+        metrics
+            .body
+            .contains("hyperion_requests_total{rpc=\"Set\",code=\"OK\"} 20"),
+        "{}",
+        metrics.body
+    );
+    assert!(metrics.body.contains("hyperion_cache_entries 20"));
+
+    // Auth: none, wrong, right.
+    assert_eq!(http(admin, "GET", "/admin/status", None).await.status, 401);
+    assert_eq!(
+        http(admin, "GET", "/admin/status", Some("wrong"))
+            .await
+            .status,
+        403
+    );
+    let status = http(admin, "GET", "/admin/status", Some("s3cret-admin-key")).await;
+    assert_eq!(status.status, 200, "{}", status.body);
+    let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+    assert_eq!(status["role"], "some(leader)");
+    assert_eq!(status["entries"], 20);
+
+    // Eviction is bounded, and goes through the log.
+    let refused = http(
+        admin,
+        "POST",
+        "/admin/cache/evict?count=1000001",
+        Some("s3cret-admin-key"),
+    )
+    .await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("count"), "{}", refused.body);
+    let evicted = http(
+        admin,
+        "POST",
+        "/admin/cache/evict?count=5",
+        Some("s3cret-admin-key"),
+    )
+    .await;
+    assert_eq!(evicted.status, 200, "{}", evicted.body);
+    assert!(evicted.body.contains("\"evicted\":5"), "{}", evicted.body);
+    assert_eq!(replica.stats().entries, 15);
+
+    // One voter: nobody to hand leadership to.
+    let step_down = http(
+        admin,
+        "POST",
+        "/admin/raft/step-down",
+        Some("s3cret-admin-key"),
+    )
+    .await;
+    assert_eq!(step_down.status, 409, "{}", step_down.body);
+
+    // A bad flag file keeps the old flags and says why; a good one reloads.
+    std::fs::write(&flags, r#"{"enable_compresion": true}"#).unwrap();
+    let bad = http(
+        admin,
+        "POST",
+        "/admin/flags/reload",
+        Some("s3cret-admin-key"),
+    )
+    .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(bad.body.contains("enable_compresion"), "{}", bad.body);
+
+    // 10 admin requests per second per key: the 11th within the second is refused.
+    let mut throttled = None;
+    for _ in 0..12 {
+        let answer = http(admin, "GET", "/admin/status", Some("s3cret-admin-key")).await;
+        if answer.status == 429 {
+            throttled = Some(answer);
+            break;
+        }
+    }
+    let throttled = throttled.expect("429 within 12 requests");
+    assert!(
+        throttled
+            .head
+            .to_ascii_lowercase()
+            .contains("retry-after: 1"),
+        "{}",
+        throttled.head
+    );
+
+    let _ = stop.send(());
+    served.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
