@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Acceptance test with an independent client: Python gRPC stubs generated from proto/cache.proto
 (grpcio-tools) call every RPC of a real `hyperion serve` process over HTTP/2 on loopback,
-including the error statuses. Usage: ci/interop.py PATH/TO/hyperion"""
+including the error statuses; the standard grpcio-reflection client lists and resolves
+`hyperion.v1.CacheService`, and the standard grpcio-health-checking client gets SERVING.
+Usage: ci/interop.py PATH/TO/hyperion"""
 
 import os
 import socket
@@ -11,6 +13,10 @@ import tempfile
 import time
 
 import grpc
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import \
+    ProtoReflectionDescriptorDatabase
 from grpc_tools import protoc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +54,8 @@ def main(binary):
 
     port = free_port()
     env = {"PATH": os.environ.get("PATH", ""), "HYPERION_LISTEN_ADDR": f"127.0.0.1:{port}",
-           "HYPERION_DATA_DIR": os.path.join(work, "data"), "LOG_LEVEL": "warn"}
+           "HYPERION_DATA_DIR": os.path.join(work, "data"), "LOG_LEVEL": "warn",
+           "HYPERION_ADMIN_ADDR": "127.0.0.1:0"}
     server = subprocess.Popen([binary, "serve"], env=env)
     try:
         stub = rpc.CacheServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
@@ -98,6 +105,30 @@ def main(binary):
         current = dict(cas.trailing_metadata()).get("x-hyperion-current-version")
         assert current and int(current) > 1, cas.trailing_metadata()
         print("every RPC and error status checked with a Python client")
+
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        reflection = ProtoReflectionDescriptorDatabase(channel)
+        services = reflection.get_services()
+        assert "hyperion.v1.CacheService" in services, services
+        assert "grpc.health.v1.Health" in services, services
+        cache_service = descriptor_pool.DescriptorPool(reflection).FindServiceByName(
+            "hyperion.v1.CacheService")
+        methods = sorted(method.name for method in cache_service.methods)
+        assert methods == ["BatchGet", "Delete", "Get", "Set"], methods
+        print(f"reflection lists {sorted(services)}")
+
+        health = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for service in ("", "hyperion.v1.CacheService"):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+            assert answer.status == serving, (service, answer)
+        expect_error(lambda: health.Check(health_pb2.HealthCheckRequest(service="no.Such"), timeout=2),
+                     grpc.StatusCode.NOT_FOUND, "no.Such")
+        watch = health.Watch(health_pb2.HealthCheckRequest(service="hyperion.v1.CacheService"),
+                             timeout=5)
+        assert next(watch).status == serving
+        watch.cancel()
+        print("health: Check and Watch answer SERVING")
         print("interop: 1 passed, 0 failed")
     finally:
         server.terminate()

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    let protos = ["cache.proto", "raft.proto"];
+    let protos = ["cache.proto", "raft.proto", "health.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={}", proto_dir.join(proto).display());
     }

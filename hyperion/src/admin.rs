@@ -88,6 +88,29 @@ pub fn evict_count(query: &str) -> Result<u64, String> {
     Ok(count)
 }
 
+/// Ready: the node loop runs, a leader is known, and this node applied to within
+/// [`READY_APPLY_LAG_MAX`] of its commit index. (Warm-up precedes serving: a node whose system
+/// of record could not be warmed up does not serve at all.) `Err` says why not. `/ready` and the
+/// gRPC health service both answer from this.
+pub fn readiness(replica: &Replica) -> Result<(), String> {
+    if !replica.is_running() {
+        return Err("the node loop has stopped".to_string());
+    }
+    let status = replica.status();
+    if status.leader_id.is_none() {
+        return Err("no leader is known (an election is in progress)".to_string());
+    }
+    let lag = status.commit_index.saturating_sub(status.applied_index);
+    if lag > READY_APPLY_LAG_MAX {
+        return Err(format!(
+            "applied index {} is {lag} entries behind the commit index {} (at most \
+             {READY_APPLY_LAG_MAX})",
+            status.applied_index, status.commit_index
+        ));
+    }
+    Ok(())
+}
+
 impl Admin {
     pub fn new(
         replica: Replica,
@@ -228,26 +251,9 @@ impl Admin {
         }
     }
 
-    /// Ready: the node loop runs, a leader is known, and this node applied to within
-    /// [`READY_APPLY_LAG_MAX`] of its commit index. (Warm-up precedes serving: a node whose
-    /// system of record could not be warmed up does not serve at all.) `Err` says why not.
+    /// See [`readiness`].
     pub fn readiness(&self) -> Result<(), String> {
-        if !self.replica.is_running() {
-            return Err("the node loop has stopped".to_string());
-        }
-        let status = self.replica.status();
-        if status.leader_id.is_none() {
-            return Err("no leader is known (an election is in progress)".to_string());
-        }
-        let lag = status.commit_index.saturating_sub(status.applied_index);
-        if lag > READY_APPLY_LAG_MAX {
-            return Err(format!(
-                "applied index {} is {lag} entries behind the commit index {} (at most \
-                 {READY_APPLY_LAG_MAX})",
-                status.applied_index, status.commit_index
-            ));
-        }
-        Ok(())
+        readiness(&self.replica)
     }
 
     /// What `hyperion-cli status` shows, as JSON.

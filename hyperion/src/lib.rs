@@ -13,6 +13,7 @@
 //! - [`resilience`]: retries with jittered backoff, circuit breaker.
 //! - [`replica`]: the replicated node — Raft core driver, state machine, peer transport.
 //! - [`api`]: the gRPC `CacheService` (validation, limits, status codes).
+//! - [`health`]: the gRPC health service (`grpc.health.v1`), answering from readiness.
 //! - [`limits`]: per-client rate limits.
 //! - [`server`]: startup and graceful shutdown.
 //! - [`metrics`]: the Prometheus registry (recorded request metrics, node state at scrape).
@@ -27,6 +28,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod faults;
+pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod reload;
@@ -50,3 +52,13 @@ pub mod proto {
 pub mod raft_proto {
     tonic::include_proto!("hyperion.raft.v1");
 }
+
+/// Generated gRPC health-checking types (`proto/health.proto`, package `grpc.health.v1`).
+#[allow(clippy::all, missing_docs)]
+pub mod health_proto {
+    tonic::include_proto!("grpc.health.v1");
+}
+
+/// The encoded descriptors of every `proto/*.proto` file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/hyperion_descriptor.bin"));

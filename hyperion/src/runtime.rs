@@ -29,6 +29,8 @@ pub use tokio::time::{timeout, Instant};
 #[cfg(not(madsim))]
 mod http_server;
 #[cfg(not(madsim))]
+mod reflection;
+#[cfg(not(madsim))]
 mod tls;
 mod transport;
 pub use transport::{
@@ -373,6 +375,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: tonic::transport::Error,
     },
+    #[error("gRPC reflection: {problem}")]
+    Reflection { problem: String },
 }
 
 /// The metadata key through which a simulated caller states the identity its certificate would
@@ -609,6 +613,23 @@ impl GrpcListener {
         let addr = self.local_addr;
         let served = router.serve_with_shutdown(addr, shutdown).await;
         served.map_err(|source| ServeError::Transport { addr, source })
+    }
+}
+
+/// `router` with gRPC server reflection over `file_descriptor_set` (encoded
+/// `FileDescriptorSet`); the simulator has no reflection and gets `router` back as it was.
+pub fn with_reflection<L>(
+    router: tonic::transport::server::Router<L>,
+    file_descriptor_set: &'static [u8],
+) -> Result<tonic::transport::server::Router<L>, String> {
+    #[cfg(not(madsim))]
+    {
+        reflection::add(router, file_descriptor_set)
+    }
+    #[cfg(madsim)]
+    {
+        let _ = file_descriptor_set;
+        Ok(router)
     }
 }
 

@@ -448,6 +448,7 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
+        use crate::health_proto::health_server::HealthServer;
         use crate::proto::cache_service_server::CacheServiceServer;
         use crate::raft_proto::node_admin_server::NodeAdminServer;
         use crate::raft_proto::raft_service_server::RaftServiceServer;
@@ -456,7 +457,7 @@ impl Server {
         use crate::replica::transport::PEER_MESSAGE_BYTES_MAX;
 
         use futures::FutureExt;
-        let shutdown = shutdown.shared();
+        let shutdown = shutdown.boxed().shared();
         if let Some((listener, admin)) = self.admin {
             let handler: HttpHandler = Arc::new(move |request| {
                 let admin = Arc::clone(&admin);
@@ -478,6 +479,7 @@ impl Server {
         )
         .with_metrics(Arc::clone(&self.metrics));
         let replica = self.replica.clone();
+        let health = crate::health::HealthApi::new(self.replica.clone(), shutdown.clone());
         let raft = RaftApi::new(self.replica, Arc::clone(&self.authority));
         let client_message_bytes = CacheApi::max_message_bytes(self.max_value_bytes);
         // HTTP/2 bounds (the simulator's transport ignores them; README "Limits").
@@ -502,8 +504,15 @@ impl Server {
                 RaftServiceServer::new(raft)
                     .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                     .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+            )
+            .add_service(
+                HealthServer::new(health)
+                    .max_decoding_message_size(crate::health::HEALTH_MESSAGE_BYTES_MAX),
             );
-        tracing::info!(addr = %self.listener.local_addr(), "serving CacheService and RaftService");
+        // Reflection (production build only) lists every service of `proto/`.
+        let router = crate::runtime::with_reflection(router, crate::FILE_DESCRIPTOR_SET)
+            .map_err(|problem| ServeError::Reflection { problem })?;
+        tracing::info!(addr = %self.listener.local_addr(), "serving CacheService, RaftService and Health");
         let served = self.listener.serve(router, shutdown).await;
         // Requests are done: sync, leave the clean-shutdown marker, stop the node loop.
         replica.stop().await;
