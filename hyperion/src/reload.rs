@@ -1,5 +1,5 @@
-//! Values that reload while the node runs (certificates and keys, the ACL, the JWKS), and the
-//! watcher that reloads them on SIGHUP and when their files change.
+//! Values that reload while the node runs (certificates and keys, the ACL, the JWKS, the feature
+//! flags), and the watcher that reloads them on SIGHUP and when their files change.
 //!
 //! Contract: a reload either replaces the value whole or keeps the previous one and logs why
 //! (a bad new file never takes a working node down); readers take an `Arc` of the current value
@@ -68,7 +68,9 @@ pub async fn watch(watched: Vec<Watched>, poll_interval: Duration) {
             () = crate::runtime::sleep(poll_interval) => false,
         };
         if hangup {
-            tracing::info!("SIGHUP: reloading certificates, keys, the ACL and the JWKS");
+            tracing::info!(
+                "SIGHUP: reloading certificates, keys, the ACL, the JWKS and the feature flags"
+            );
         }
         for (item, seen) in watched.iter().zip(seen.iter_mut()) {
             let now = stamps(item);

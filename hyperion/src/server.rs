@@ -353,10 +353,6 @@ impl Server {
                 tls.clone(),
             ));
         }
-        crate::runtime::spawn(crate::reload::watch(
-            watched,
-            crate::reload::FILE_POLL_INTERVAL,
-        ));
         if config.dev_mode {
             tracing::warn!(
                 "DEVELOPMENT MODE: a built-in integrity key unless HYPERION_HMAC_KEY_FILE is set, \
@@ -378,30 +374,54 @@ impl Server {
             tracing::warn!(%endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT is set but this build exports no traces; ignored");
         }
         let metrics = Arc::new(Metrics::new(config.ops.metrics));
+        let keys = config
+            .security
+            .admin_key_names
+            .iter()
+            .zip(&config.security.admin_api_keys)
+            .map(|(name, key)| AdminKey {
+                name: name.clone(),
+                key: key.clone(),
+            })
+            .collect();
+        let admin_handlers = Arc::new(Admin::new(
+            replica.clone(),
+            Arc::clone(&metrics),
+            keys,
+            RateLimiter::new(config.ops.rate_limits),
+            config.ops.flags_file.clone(),
+            config.flags.clone(),
+        ));
+        let mut watched = watched;
+        if let Some(flags_file) = &config.ops.flags_file {
+            // The feature flags reload on SIGHUP and on file change as on the admin endpoint
+            // (with or without an admin port): an invalid file keeps the old flags.
+            let admin = Arc::clone(&admin_handlers);
+            watched.push(crate::reload::Watched {
+                name: "HYPERION_FEATURE_FLAGS",
+                files: vec![flags_file.clone()],
+                reload: Box::new(move || {
+                    let admin = Arc::clone(&admin);
+                    Box::pin(async move {
+                        let answer = admin.reload_flags();
+                        match answer.status {
+                            200 => Ok(()),
+                            _ => Err(String::from_utf8_lossy(&answer.body).trim().to_string()),
+                        }
+                    })
+                }),
+            });
+        }
+        crate::runtime::spawn(crate::reload::watch(
+            watched,
+            crate::reload::FILE_POLL_INTERVAL,
+        ));
         let admin = match config.ops.admin_addr {
             None => None,
             Some(addr) => {
                 let listener =
                     HttpListener::bind(addr, tls.as_ref().map(|tls| tls.listener().tls))?;
-                let keys = config
-                    .security
-                    .admin_key_names
-                    .iter()
-                    .zip(&config.security.admin_api_keys)
-                    .map(|(name, key)| AdminKey {
-                        name: name.clone(),
-                        key: key.clone(),
-                    })
-                    .collect();
-                let admin = Admin::new(
-                    replica.clone(),
-                    Arc::clone(&metrics),
-                    keys,
-                    RateLimiter::new(config.ops.rate_limits),
-                    config.ops.flags_file.clone(),
-                    config.flags.clone(),
-                );
-                Some((listener, Arc::new(admin)))
+                Some((listener, admin_handlers))
             }
         };
         Ok(Server {
