@@ -278,7 +278,7 @@ impl Admin {
         json!({
             "node_id": topology.id,
             "node_name": topology.name(topology.id),
-            "role": format!("{:?}", status.role).to_lowercase(),
+            "role": crate::metrics::role_name(status.role),
             "term": status.term,
             "leader_id": status.leader_id,
             "leader_addr": status.leader_id.and_then(|id| topology.addresses.get(&id)),

@@ -16,6 +16,7 @@
 //! - [`health`]: the gRPC health service (`grpc.health.v1`), answering from readiness.
 //! - [`limits`]: per-client rate limits.
 //! - [`server`]: startup and graceful shutdown.
+//! - [`timing`]: duration histograms handed explicitly to the code that times its own work.
 //! - [`metrics`]: the Prometheus registry (recorded request metrics, node state at scrape).
 //! - [`admin`]: the admin HTTP port's handlers, as plain functions.
 //! - [`client`]: the Rust client used by the CLI, the simulator and benchmarks.
@@ -39,6 +40,7 @@ pub mod secret;
 pub mod security;
 pub mod server;
 pub mod single_flight;
+pub mod timing;
 pub mod tls;
 
 /// Generated protobuf and gRPC types (`proto/cache.proto`, package `hyperion.v1`).

@@ -4,6 +4,9 @@
 //! - **Recorded** on the request path: requests by RPC and status code, a duration histogram per
 //!   RPC, rate-limited requests by endpoint. `HYPERION_METRICS=false` stops the recording (the
 //!   one knob that measures what it costs); the families stay, empty.
+//! - **Timed** where the work happens, through [`crate::timing::Timer`]s this registry hands out
+//!   ([`Metrics::raft_timers`], [`Metrics::query_timers`]): WAL fsyncs, snapshots, and
+//!   system-of-record queries by result. `HYPERION_METRICS=false` hands out timers that are off.
 //! - **Read** from the node at scrape time ([`Metrics::encode`] takes a [`NodeSample`]): the
 //!   cache's gauges and counters, Raft's position and lease, the system of record's breaker,
 //!   backlog and queries. A scrape never waits on the node loop: the sample is the state the loop
@@ -22,7 +25,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::db::QueryTimers;
 use crate::limits::Endpoint;
+use crate::replica::timing::RaftTimers;
+use crate::timing::Timer;
 
 /// The RPCs that are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +82,15 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
+/// Snapshot-duration buckets: 1 ms doubling to about 33 s (16 buckets); a snapshot copies the
+/// whole cache.
+fn snapshot_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// The results a system-of-record query is counted and timed by.
+const QUERY_RESULTS: [&str; 3] = ["ok", "error", "timeout"];
+
 /// What a scrape reads from the node (the last published state).
 #[derive(Debug, Clone, Default)]
 pub struct NodeSample {
@@ -123,6 +138,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<RpcLabels, Histogram, fn() -> Histogram>,
     rate_limited: Family<EndpointLabels, Counter>,
+    wal_fsync_durations: Histogram,
+    snapshot_durations: Histogram,
+    query_durations: Family<ResultLabels, Histogram, fn() -> Histogram>,
     sampled: Sampled,
     /// Held while a scrape refreshes the sampled metrics and encodes the registry, so two
     /// concurrent scrapes cannot add a counter's gain twice.
@@ -171,6 +189,27 @@ impl Metrics {
             "hyperion_rate_limited",
             "Requests refused over a rate limit, by endpoint",
             rate_limited.clone(),
+        );
+        let wal_fsync_durations = duration_histogram();
+        let snapshot_durations = snapshot_histogram();
+        let query_durations =
+            Family::<ResultLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        registry.register(
+            "hyperion_raft_wal_fsync_duration_seconds",
+            "Duration of each fsync of the Raft write-ahead log",
+            wal_fsync_durations.clone(),
+        );
+        registry.register(
+            "hyperion_raft_snapshot_duration_seconds",
+            "Duration of each snapshot this node took of its state machine",
+            snapshot_durations.clone(),
+        );
+        registry.register(
+            "hyperion_db_query_duration_seconds",
+            "System-of-record query attempt duration by result (ok, error, timeout)",
+            query_durations.clone(),
         );
         let sampled = Sampled {
             size_bytes: Gauge::default(),
@@ -308,6 +347,9 @@ impl Metrics {
             requests,
             durations,
             rate_limited,
+            wal_fsync_durations,
+            snapshot_durations,
+            query_durations,
             sampled,
             registry: Mutex::new(registry),
         }
@@ -332,6 +374,34 @@ impl Metrics {
         self.durations
             .get_or_create(&RpcLabels { rpc: rpc.name() })
             .observe(took.as_secs_f64());
+    }
+
+    fn timer(&self, histogram: &Histogram) -> Timer {
+        if self.recording {
+            Timer::recording(histogram.clone())
+        } else {
+            Timer::off()
+        }
+    }
+
+    /// The timers of the WAL's fsyncs and of snapshots, for the replica.
+    pub fn raft_timers(&self) -> RaftTimers {
+        RaftTimers {
+            wal_fsync: self.timer(&self.wal_fsync_durations),
+            snapshot: self.timer(&self.snapshot_durations),
+        }
+    }
+
+    /// The timers of system-of-record queries by result, for the database client.
+    pub fn query_timers(&self) -> QueryTimers {
+        let [ok, error, timeout] = QUERY_RESULTS.map(|result| {
+            if !self.recording {
+                return Timer::off();
+            }
+            let labels = ResultLabels { result };
+            self.timer(&self.query_durations.get_or_create(&labels))
+        });
+        QueryTimers { ok, error, timeout }
     }
 
     /// Records one request refused over its rate limit.
@@ -377,12 +447,12 @@ impl Metrics {
         if let Some(db) = &sample.database {
             set(&s.breaker_state, u64::from(db.breaker_state));
             let failed = db.attempt_failures;
-            let results = [
-                ("ok", db.attempts.saturating_sub(failed)),
-                ("error", failed.saturating_sub(db.timeouts)),
-                ("timeout", db.timeouts),
+            let values = [
+                db.attempts.saturating_sub(failed),
+                failed.saturating_sub(db.timeouts),
+                db.timeouts,
             ];
-            for (result, value) in results {
+            for (result, value) in QUERY_RESULTS.into_iter().zip(values) {
                 bump(&s.queries.get_or_create(&ResultLabels { result }), value);
             }
         }
@@ -393,7 +463,8 @@ impl Metrics {
     }
 }
 
-fn role_name(role: Option<hyperion_raft::Role>) -> &'static str {
+/// The Raft role's name as metrics and `/admin/status` give it (`none` before the core runs).
+pub fn role_name(role: Option<hyperion_raft::Role>) -> &'static str {
     use hyperion_raft::Role;
     match role {
         Some(Role::Leader) => "leader",
@@ -432,9 +503,14 @@ pub fn code_name(code: Option<tonic::Code>) -> &'static str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn exposition_holds_the_recorded_and_sampled_metrics() {
+    #[tokio::test]
+    async fn exposition_holds_the_recorded_timed_and_sampled_metrics() {
         let metrics = Metrics::new(true);
+        let raft = metrics.raft_timers();
+        raft.wal_fsync.time(|| ());
+        raft.wal_fsync.time(|| ());
+        raft.snapshot.time(|| ());
+        metrics.query_timers().timeout.time(|| ());
         metrics.observe_request(Rpc::Get, None, Duration::from_micros(80));
         metrics.observe_request(
             Rpc::Set,
@@ -458,6 +534,10 @@ mod tests {
             "hyperion_requests_total{rpc=\"Set\",code=\"UNAVAILABLE\"} 1",
             "hyperion_rate_limited_total{endpoint=\"BatchGet\"} 1",
             "hyperion_request_duration_seconds_count{rpc=\"Get\"} 1",
+            "hyperion_raft_wal_fsync_duration_seconds_count 2",
+            "hyperion_raft_snapshot_duration_seconds_count 1",
+            "hyperion_db_query_duration_seconds_count{result=\"timeout\"} 1",
+            "hyperion_db_query_duration_seconds_count{result=\"ok\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         }
@@ -472,13 +552,29 @@ mod tests {
             .contains("hyperion_cache_hits_total 9\n"));
     }
 
-    #[test]
-    fn recording_off_keeps_the_request_families_empty() {
+    #[tokio::test]
+    async fn recording_off_keeps_the_recorded_and_timed_families_empty() {
         let metrics = Metrics::new(false);
         metrics.observe_request(Rpc::Get, None, Duration::from_micros(80));
         metrics.observe_rate_limited(Endpoint::Get);
+        let raft = metrics.raft_timers();
+        raft.wal_fsync.time(|| ());
+        raft.snapshot.time(|| ());
+        metrics.query_timers().ok.time(|| ());
         let text = metrics.encode(&NodeSample::default());
         assert!(!text.contains("hyperion_requests_total{"), "{text}");
+        assert!(
+            text.contains("hyperion_raft_wal_fsync_duration_seconds_count 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hyperion_raft_snapshot_duration_seconds_count 0"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("hyperion_db_query_duration_seconds_count{"),
+            "{text}"
+        );
         assert!(text.contains("hyperion_cache_size_bytes 0"), "{text}");
     }
 }

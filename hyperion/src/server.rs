@@ -228,6 +228,7 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
         negative_cache_ms: config.database.negative_cache_ms,
         backlog_bytes_max: config.database.backlog_mb * 1024 * 1024,
         tls: None,
+        timers: Default::default(),
     }
 }
 
@@ -342,7 +343,12 @@ impl Server {
             )?,
             None => GrpcListener::bind(config.listen_addr)?,
         };
+        let metrics = Arc::new(Metrics::new(config.ops.metrics));
         let mut replica_config = replica_config(config);
+        replica_config.timers = metrics.raft_timers();
+        if let Some(record) = &record {
+            record.time_queries(metrics.query_timers());
+        }
         replica_config.record = record;
         replica_config.tls = tls.clone();
         let replica = replica::start(replica_config, clock, disk, abstain_until, fatal)?;
@@ -373,7 +379,6 @@ impl Server {
         if let Some(endpoint) = &config.otlp_endpoint {
             tracing::warn!(%endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT is set but this build exports no traces; ignored");
         }
-        let metrics = Arc::new(Metrics::new(config.ops.metrics));
         let keys = config
             .security
             .admin_key_names

@@ -53,6 +53,8 @@ async fn the_admin_port_serves_the_runbook() {
     config.ops.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     config.ops.flags_file = Some(flags.clone());
     config.data_dir = dir.join("data");
+    // The smallest log allowed between snapshots, so the writes below take one.
+    config.raft.snapshot_entries = hyperion::config::SNAPSHOT_ENTRIES_MIN;
     config.security.admin_key_names = vec!["oncall".to_string()];
     config.security.admin_api_keys = vec![Secret::new(b"s3cret-admin-key".to_vec())];
     let server = Server::bind(&config, NodeClock::system()).await.unwrap();
@@ -99,6 +101,23 @@ async fn the_admin_port_serves_the_runbook() {
         metrics.body
     );
     assert!(metrics.body.contains("hyperion_cache_entries 20"));
+    // Timed where the work happens: the WAL's fsyncs and the snapshot the writes caused.
+    let count = |name: &str| -> u64 {
+        let prefix = format!("{name}_count ");
+        metrics
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{name} is exported:\n{}", metrics.body))
+            .parse()
+            .unwrap()
+    };
+    assert!(count("hyperion_raft_wal_fsync_duration_seconds") > 0);
+    assert!(count("hyperion_raft_snapshot_duration_seconds") > 0);
+    // No system of record here: the family is exported, with nothing timed.
+    assert!(metrics
+        .body
+        .contains("# TYPE hyperion_db_query_duration_seconds histogram"));
 
     // Auth: none, wrong, right.
     assert_eq!(http(admin, "GET", "/admin/status", None).await.status, 401);
@@ -111,7 +130,7 @@ async fn the_admin_port_serves_the_runbook() {
     let status = http(admin, "GET", "/admin/status", Some("s3cret-admin-key")).await;
     assert_eq!(status.status, 200, "{}", status.body);
     let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
-    assert_eq!(status["role"], "some(leader)");
+    assert_eq!(status["role"], "leader");
     assert_eq!(status["entries"], 20);
 
     // Eviction is bounded, and goes through the log.

@@ -27,6 +27,7 @@ use crate::resilience::{
 };
 use crate::runtime;
 use crate::single_flight::{JoinRule, Joined, SingleFlight};
+use crate::timing::Timer;
 
 /// What a node does when the database cannot be reached at start
 /// (`HYPERION_DB_START_MODE`).
@@ -96,6 +97,16 @@ pub struct DbMetrics {
     pub breaker_state: u8,
 }
 
+/// Where each query attempt's duration is recorded, by its result (the results of
+/// `hyperion_db_queries`). Attempts the open breaker refused never reached the database and are
+/// not timed.
+#[derive(Debug, Clone, Default)]
+pub struct QueryTimers {
+    pub ok: Timer,
+    pub error: Timer,
+    pub timeout: Timer,
+}
+
 #[derive(Default)]
 struct Counters {
     loads: AtomicU64,
@@ -125,6 +136,8 @@ struct Inner<D> {
     rng: Mutex<ChaCha8Rng>,
     flights: SingleFlight<Vec<u8>, LoadOutcome>,
     counters: Counters,
+    /// Off until the node's registry hands its timers ([`DbClient::time_queries`]).
+    query_timers: Mutex<QueryTimers>,
 }
 
 /// The database client (see the module docs). Cheap to clone; clones share everything.
@@ -205,6 +218,7 @@ impl<D: Database> DbClient<D> {
                 config,
                 rng: Mutex::new(rng),
                 counters: Counters::default(),
+                query_timers: Mutex::new(QueryTimers::default()),
             }),
         }
     }
@@ -371,6 +385,12 @@ impl<D: Database> DbClient<D> {
         &self.inner.config
     }
 
+    /// Times every query attempt from now on into `timers`. A node restarted on the same client
+    /// hands the timers of its new registry, which replace the old ones.
+    pub fn time_queries(&self, timers: QueryTimers) {
+        *lock(&self.inner.query_timers) = timers;
+    }
+
     fn call_rng(&self) -> ChaCha8Rng {
         ChaCha8Rng::seed_from_u64(lock(&self.inner.rng).next_u64())
     }
@@ -420,7 +440,11 @@ impl<D: Database> DbClient<D> {
         bump(&inner.counters.attempts);
         inner.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlightGuard(&inner.counters.in_flight);
+        let timers = lock(&inner.query_timers).clone();
+        // The three timers are on or off together.
+        let started = timers.ok.start();
         let timeout = inner.config.query_timeout;
+        let mut timed_out = false;
         let outcome = match runtime::timeout(timeout, async {
             let _permit = inner
                 .permits
@@ -434,6 +458,7 @@ impl<D: Database> DbClient<D> {
             Ok(outcome) => outcome,
             Err(_) => {
                 bump(&inner.counters.timeouts);
+                timed_out = true;
                 Err(DbError::Timeout {
                     timeout_ms: millis(timeout),
                 })
@@ -442,6 +467,12 @@ impl<D: Database> DbClient<D> {
         if outcome.is_err() {
             bump(&inner.counters.attempt_failures);
         }
+        let timer = match (&outcome, timed_out) {
+            (_, true) => &timers.timeout,
+            (Ok(_), false) => &timers.ok,
+            (Err(_), false) => &timers.error,
+        };
+        timer.stop(started);
         guard.report(outcome.as_ref().is_err_and(DbError::is_health_failure));
         outcome
     }
@@ -630,6 +661,37 @@ mod tests {
             4,
             "capped at max_concurrent_queries"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn query_attempts_are_timed_by_result_only_when_recording() {
+        for recording in [true, false] {
+            let db = sim(8);
+            let client =
+                DbClient::connect_and_warm(db.clone(), config(), ChaCha8Rng::seed_from_u64(1))
+                    .await
+                    .unwrap();
+            let metrics = crate::metrics::Metrics::new(recording);
+            client.time_queries(metrics.query_timers());
+            assert_eq!(client.load(b"k", 0).await.unwrap(), None);
+            db.set_availability(Availability::Hanging);
+            client.load(b"x", 0).await.unwrap_err();
+            let text = metrics.encode(&crate::metrics::NodeSample::default());
+            let count = |result: &str| -> Option<u64> {
+                let prefix =
+                    format!("hyperion_db_query_duration_seconds_count{{result=\"{result}\"}} ");
+                text.lines()
+                    .find_map(|line| line.strip_prefix(&prefix))
+                    .map(|n| n.parse().unwrap())
+            };
+            if recording {
+                assert_eq!(count("ok"), Some(1), "{text}");
+                assert_eq!(count("error"), Some(0), "{text}");
+                assert!(count("timeout") >= Some(1), "{text}");
+            } else {
+                assert_eq!(count("ok"), None, "{text}");
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -33,7 +33,7 @@ mod pg;
 mod record;
 mod sim;
 
-pub use client::{DbClient, DbClientConfig, DbMetrics, DbStartMode};
+pub use client::{DbClient, DbClientConfig, DbMetrics, DbStartMode, QueryTimers};
 pub use pg::{parse_dsn, PgDatabase, PgSettings, TlsMode};
 pub use record::SystemOfRecord;
 pub use sim::{Availability, SimDatabase, SimDbConfig, SimDbStats};

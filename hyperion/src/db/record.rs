@@ -1,7 +1,9 @@
 //! The system of record as a node holds it: one type over the production and the simulated
 //! database, so the replica names a single client type.
 
-use super::{DbClient, DbError, DbMetrics, Mutation, PgDatabase, SimDatabase, StoredEntry};
+use super::{
+    DbClient, DbError, DbMetrics, Mutation, PgDatabase, QueryTimers, SimDatabase, StoredEntry,
+};
 use crate::resilience::BreakerState;
 
 /// The database client of a node: PostgreSQL/CockroachDB in production, the simulated database
@@ -46,5 +48,10 @@ impl SystemOfRecord {
 
     pub fn metrics(&self) -> DbMetrics {
         each!(self, client => client.metrics())
+    }
+
+    /// Times every query attempt from now on (see [`DbClient::time_queries`]).
+    pub fn time_queries(&self, timers: QueryTimers) {
+        each!(self, client => client.time_queries(timers))
     }
 }

@@ -10,6 +10,7 @@
 //! - [`read_through`]: loads from the system of record on a miss, and fills;
 //! - [`write_behind`]: the replicated backlog for the system of record, and the flush loop;
 //! - [`transport`] and [`wire`]: the peer service and the encodings of messages and commands;
+//! - [`timing`]: the WAL fsync and snapshot timers, at the disk and beside the loop;
 //! - [`inbound`]: what a peer message must be to reach the node loop, and what a command must be
 //!   to enter the log.
 //!
@@ -35,6 +36,7 @@ pub mod machine;
 pub mod negative_cache;
 pub mod node_loop;
 pub mod read_through;
+pub mod timing;
 pub mod transport;
 pub mod types;
 pub mod wire;
@@ -92,7 +94,10 @@ pub fn start(
 ) -> Result<Replica, ReplicaStartError> {
     let now_ms = clock.monotonic_ms();
     let (mut storage, recovered) = Storage::open_with(
-        BoxedDisk(disk),
+        BoxedDisk(Box::new(timing::TimedDisk {
+            disk,
+            wal_fsync: config.timers.wal_fsync.clone(),
+        })),
         config.sync_policy,
         now_ms,
         &config.raft.mutations,

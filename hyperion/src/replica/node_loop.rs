@@ -659,15 +659,8 @@ impl NodeLoop {
         // 7. Advance.
         self.raft.advance(durable);
         if let Some(index) = snapshot_request {
-            let data = self.shared.machine().export();
-            match self.raft.snapshot_taken(index, data) {
-                Ok(()) => {
-                    self.shared
-                        .snapshots
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(error) => tracing::warn!(%error, "snapshot not taken"),
-            }
+            let timer = &self.config.timers.snapshot;
+            super::timing::take_snapshot(&mut self.raft, &self.shared, index, timer);
         }
     }
 

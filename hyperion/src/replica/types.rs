@@ -262,6 +262,8 @@ pub struct ReplicaConfig {
     pub backlog_bytes_max: u64,
     /// This node's TLS (production, when configured): peer channels use it.
     pub tls: Option<std::sync::Arc<crate::tls::NodeTls>>,
+    /// Where the WAL's fsyncs and the snapshots are timed (off unless metrics are recorded).
+    pub timers: super::timing::RaftTimers,
 }
 
 /// A [`Disk`] chosen at run time (a real directory in production, a simulated disk in the

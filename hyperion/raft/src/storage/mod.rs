@@ -56,7 +56,8 @@ use wal::{decode_frames, encode_frame, FramesEnd, Reader, Writer};
 /// Longest time `EverySec` leaves written entries unsynced, in the node's clock.
 pub const EVERYSEC_INTERVAL_MS: u64 = 1000;
 
-const WAL: &str = "wal";
+/// The write-ahead log's file: its syncs are the fsyncs an acknowledged write waits on.
+pub const WAL: &str = "wal";
 const WAL_TMP: &str = "wal.tmp";
 const SNAPSHOT: &str = "snapshot";
 const SNAPSHOT_TMP: &str = "snapshot.tmp";
