@@ -27,7 +27,7 @@ use prometheus_client::registry::Registry;
 
 use crate::db::QueryTimers;
 use crate::limits::Endpoint;
-use crate::replica::timing::RaftTimers;
+use crate::replica::types::RaftTimers;
 use crate::timing::Timer;
 
 /// The RPCs that are counted.

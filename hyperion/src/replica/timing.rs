@@ -8,15 +8,6 @@ use hyperion_raft::RaftNode;
 use super::handle::Shared;
 use crate::timing::Timer;
 
-/// The replica's timers (off unless the node records metrics).
-#[derive(Debug, Clone, Default)]
-pub struct RaftTimers {
-    /// Each fsync of the write-ahead log.
-    pub wal_fsync: Timer,
-    /// Each snapshot taken: exporting the state machine and handing it to the core.
-    pub snapshot: Timer,
-}
-
 /// A [`Disk`] that times the syncs of the write-ahead log and passes everything else through.
 pub(super) struct TimedDisk {
     pub(super) disk: Box<dyn Disk + Send>,

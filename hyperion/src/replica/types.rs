@@ -10,6 +10,7 @@ use hyperion_store::{ApplySettings, StoreConfig, StoreError};
 use crate::db::{StoredEntry, SystemOfRecord};
 use crate::faults::FaultInjection;
 use crate::runtime;
+use crate::timing::Timer;
 
 /// Why a request could not be served by this replica.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -263,7 +264,7 @@ pub struct ReplicaConfig {
     /// This node's TLS (production, when configured): peer channels use it.
     pub tls: Option<std::sync::Arc<crate::tls::NodeTls>>,
     /// Where the WAL's fsyncs and the snapshots are timed (off unless metrics are recorded).
-    pub timers: super::timing::RaftTimers,
+    pub timers: RaftTimers,
 }
 
 /// A [`Disk`] chosen at run time (a real directory in production, a simulated disk in the
@@ -295,4 +296,13 @@ impl Disk for BoxedDisk {
     fn boot_id(&mut self) -> Result<Option<String>, DiskError> {
         self.0.boot_id()
     }
+}
+
+/// The replica's timers (off unless the node records metrics).
+#[derive(Debug, Clone, Default)]
+pub struct RaftTimers {
+    /// Each fsync of the write-ahead log.
+    pub wal_fsync: Timer,
+    /// Each snapshot taken: exporting the state machine and handing it to the core.
+    pub snapshot: Timer,
 }
