@@ -18,6 +18,7 @@ use futures::Stream;
 use hyperion_store::StoreError;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
+use tracing::{Instrument, Span};
 
 use crate::auth::{Authority, Operation};
 use crate::faults::FaultInjection;
@@ -33,6 +34,7 @@ use crate::proto::{
 };
 use crate::replica::{ReadAnswer, ReadOutcome, Replica, ReplicaError, WriteOutcome, WriteRequest};
 use crate::runtime;
+use crate::telemetry;
 
 /// Response metadata carrying the current version on a compare-and-set mismatch.
 pub const CURRENT_VERSION_METADATA: &str = "x-hyperion-current-version";
@@ -50,22 +52,15 @@ pub struct CacheApi {
     replica: Replica,
     limiter: Arc<RateLimiter>,
     authority: Arc<Authority>,
-    max_value_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
 impl CacheApi {
-    pub fn new(
-        replica: Replica,
-        limiter: Arc<RateLimiter>,
-        authority: Arc<Authority>,
-        max_value_bytes: usize,
-    ) -> CacheApi {
+    pub fn new(replica: Replica, limiter: Arc<RateLimiter>, authority: Arc<Authority>) -> CacheApi {
         CacheApi {
             replica,
             limiter,
             authority,
-            max_value_bytes,
             metrics: Arc::new(Metrics::new(false)),
         }
     }
@@ -76,7 +71,15 @@ impl CacheApi {
         self
     }
 
-    fn observe<T>(&self, rpc: Rpc, result: &Result<T, Status>, started: runtime::Instant) {
+    /// Records an RPC's outcome on its span and in the request metrics.
+    fn finish<T>(
+        &self,
+        rpc: Rpc,
+        span: &Span,
+        result: &Result<T, Status>,
+        started: runtime::Instant,
+    ) {
+        telemetry::record_outcome(span, result);
         if self.metrics.recording() {
             let took = runtime::now().saturating_duration_since(started);
             self.metrics
@@ -341,8 +344,9 @@ type GetStream = Pin<Box<dyn Stream<Item = Result<GetResponse, Status>> + Send +
 #[tonic::async_trait]
 impl CacheService for CacheApi {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let span = telemetry::rpc_span(Rpc::Get, Some(&request.get_ref().key), 1);
         let started = runtime::now();
-        let result: Result<Response<GetResponse>, Status> = async {
+        let result = async {
             self.throttle(&request, Endpoint::Get)?;
             self.authority.authorize(
                 &request,
@@ -366,14 +370,16 @@ impl CacheService for CacheApi {
                 Err(_) => Err(deadline_exceeded(timeout)),
             }
         }
+        .instrument(span.clone())
         .await;
-        self.observe(Rpc::Get, &result, started);
+        self.finish(Rpc::Get, &span, &result, started);
         result
     }
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
+        let span = telemetry::rpc_span(Rpc::Set, Some(&request.get_ref().key), 1);
         let started = runtime::now();
-        let result: Result<Response<SetResponse>, Status> = async {
+        let result = async {
             self.throttle(&request, Endpoint::Set)?;
             self.authority.authorize(
                 &request,
@@ -381,7 +387,8 @@ impl CacheService for CacheApi {
                 &[request.get_ref().key.as_slice()],
             )?;
             let request = request.into_inner();
-            check_set(&request, self.max_value_bytes)?;
+            // The cluster's limit as the log last set it (it follows reloaded flags).
+            check_set(&request, self.replica.max_value_bytes())?;
             let outcome = self
                 .write(WriteRequest::Set {
                     key: request.key,
@@ -397,8 +404,9 @@ impl CacheService for CacheApi {
                 other => Err(Status::internal(format!("a Set applied as {other:?}"))),
             }
         }
+        .instrument(span.clone())
         .await;
-        self.observe(Rpc::Set, &result, started);
+        self.finish(Rpc::Set, &span, &result, started);
         result
     }
 
@@ -406,8 +414,9 @@ impl CacheService for CacheApi {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let span = telemetry::rpc_span(Rpc::Delete, Some(&request.get_ref().key), 1);
         let started = runtime::now();
-        let result: Result<Response<DeleteResponse>, Status> = async {
+        let result = async {
             self.throttle(&request, Endpoint::Set)?;
             self.authority.authorize(
                 &request,
@@ -429,8 +438,9 @@ impl CacheService for CacheApi {
                 other => Err(Status::internal(format!("a Delete applied as {other:?}"))),
             }
         }
+        .instrument(span.clone())
         .await;
-        self.observe(Rpc::Delete, &result, started);
+        self.finish(Rpc::Delete, &span, &result, started);
         result
     }
 
@@ -440,8 +450,10 @@ impl CacheService for CacheApi {
         &self,
         request: Request<BatchGetRequest>,
     ) -> Result<Response<Self::BatchGetStream>, Status> {
+        let keys = &request.get_ref().keys;
+        let span = telemetry::rpc_span(Rpc::BatchGet, keys.first().map(Vec::as_slice), keys.len());
         let started = runtime::now();
-        let result: Result<Response<Self::BatchGetStream>, Status> = async {
+        let result = async {
             self.throttle(&request, Endpoint::BatchGet)?;
             let keys: Vec<&[u8]> = request
                 .get_ref()
@@ -466,8 +478,9 @@ impl CacheService for CacheApi {
             let stream: GetStream = Box::pin(futures::stream::iter(responses));
             Ok(Response::new(stream))
         }
+        .instrument(span.clone())
         .await;
-        self.observe(Rpc::BatchGet, &result, started);
+        self.finish(Rpc::BatchGet, &span, &result, started);
         result
     }
 }

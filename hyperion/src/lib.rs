@@ -20,7 +20,12 @@
 //! - [`metrics`]: the Prometheus registry (recorded request metrics, node state at scrape).
 //! - [`admin`]: the admin HTTP port's handlers, as plain functions.
 //! - [`client`]: the Rust client used by the CLI, the simulator and benchmarks.
+//! - [`telemetry`]: the log subscriber, and the spans exported over OTLP (key hashes, no bytes).
 //! - [`single_flight`]: shared in-flight work per key, joinable only by requests it covers.
+
+// The RPC handlers' futures (async-trait, spans, madsim-tonic's dispatch) nest deeper than
+// the default limit in the simulation build.
+#![recursion_limit = "256"]
 
 pub mod admin;
 pub mod api;
@@ -40,6 +45,7 @@ pub mod secret;
 pub mod security;
 pub mod server;
 pub mod single_flight;
+pub mod telemetry;
 pub mod timing;
 pub mod tls;
 

@@ -48,6 +48,16 @@ impl Rpc {
             Rpc::BatchGet => "BatchGet",
         }
     }
+
+    /// The gRPC method path, as traces name it (`hyperion.v1.CacheService/Get`).
+    pub fn full_name(self) -> &'static str {
+        match self {
+            Rpc::Get => "hyperion.v1.CacheService/Get",
+            Rpc::Set => "hyperion.v1.CacheService/Set",
+            Rpc::Delete => "hyperion.v1.CacheService/Delete",
+            Rpc::BatchGet => "hyperion.v1.CacheService/BatchGet",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -29,6 +29,12 @@ pub use tokio::time::{timeout, Instant};
 #[cfg(not(madsim))]
 mod http_server;
 #[cfg(not(madsim))]
+mod otel;
+#[cfg(madsim)]
+#[path = "runtime/otel_off.rs"]
+mod otel;
+pub use otel::{trace_export_layer, TraceExporter};
+#[cfg(not(madsim))]
 mod reflection;
 #[cfg(not(madsim))]
 mod tls;

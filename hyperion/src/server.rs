@@ -377,7 +377,7 @@ impl Server {
             );
         }
         if let Some(endpoint) = &config.otlp_endpoint {
-            tracing::warn!(%endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT is set but this build exports no traces; ignored");
+            tracing::info!(%endpoint, "exporting traces over OTLP/gRPC");
         }
         let keys = config
             .security
@@ -496,13 +496,8 @@ impl Server {
             crate::runtime::spawn(listener.serve(handler, shutdown.clone()));
         }
         let limiter = Arc::new(RateLimiter::new(self.rate_limits));
-        let api = CacheApi::new(
-            self.replica.clone(),
-            limiter,
-            Arc::clone(&self.authority),
-            self.max_value_bytes,
-        )
-        .with_metrics(Arc::clone(&self.metrics));
+        let api = CacheApi::new(self.replica.clone(), limiter, Arc::clone(&self.authority))
+            .with_metrics(Arc::clone(&self.metrics));
         let replica = self.replica.clone();
         let health = crate::health::HealthApi::new(self.replica.clone(), shutdown.clone());
         let raft = RaftApi::new(self.replica, Arc::clone(&self.authority));

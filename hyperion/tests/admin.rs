@@ -1,6 +1,7 @@
 //! The admin HTTP port over real HTTP/1.1 on loopback: metrics after writes, health and
 //! readiness, Bearer auth (401, 403, 429 with Retry-After), bounded eviction through the log,
-//! step-down on a one-voter cluster, and flag reloads that keep the old flags on a bad file.
+//! step-down on a one-voter cluster, flag reloads (admin endpoint, file change, SIGHUP) that keep
+//! the old flags on a bad file, and a value limit that follows a reload.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -251,6 +252,100 @@ async fn the_feature_flags_reload_when_their_file_changes() {
             .contains("enable_batching: false"),
         "{answer}"
     );
+    let _ = stop.send(());
+    served.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGHUP to this process (the node under test runs in it).
+fn hangup() {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn the_feature_flags_reload_on_sighup() {
+    let dir = std::env::temp_dir().join(format!("hyperion-sighup-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let flags = dir.join("flags.json");
+    let reference = dir.join("mtime-reference");
+    std::fs::write(
+        &flags,
+        r#"{"enable_compression": true , "max_value_size_kb": 512}"#,
+    )
+    .unwrap();
+    let mut config = Config::development();
+    config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.ops.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.ops.flags_file = Some(flags.clone());
+    config.data_dir = dir.join("data");
+    config.security.admin_key_names = vec!["oncall".to_string()];
+    config.security.admin_api_keys = vec![Secret::new(b"s3cret-admin-key".to_vec())];
+    let server = Server::bind(&config, NodeClock::system()).await.unwrap();
+    let admin = server.admin_addr().unwrap();
+    let client = hyperion::client::Client::new(&server.local_addr().to_string()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = hyperion::runtime::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let value = vec![7u8; 3 * 1024];
+    client.set(b"before", &value, 0, 0).await.unwrap();
+    // A change the file watcher cannot see: same length, and the old modification time put
+    // back. Only the SIGHUP makes the node read the file again.
+    let touch = |from: &std::path::Path, to: &std::path::Path| {
+        let status = std::process::Command::new("touch")
+            .arg("-r")
+            .arg(from)
+            .arg(to)
+            .status()
+            .expect("touch runs");
+        assert!(status.success());
+    };
+    std::fs::write(&reference, "").unwrap();
+    touch(&flags, &reference);
+    std::fs::write(
+        &flags,
+        r#"{"enable_compression": false, "max_value_size_kb":   2}"#,
+    )
+    .unwrap();
+    touch(&reference, &flags);
+    tokio::time::sleep(hyperion::reload::FILE_POLL_INTERVAL + Duration::from_millis(500)).await;
+    hangup();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Reloading again finds nothing new: the SIGHUP already took the file.
+    let reload = http(
+        admin,
+        "POST",
+        "/admin/flags/reload",
+        Some("s3cret-admin-key"),
+    )
+    .await;
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    let answer: serde_json::Value = serde_json::from_str(&reload.body).unwrap();
+    assert_eq!(
+        answer["changed"], false,
+        "SIGHUP did not reload the flags: {}",
+        reload.body
+    );
+    assert!(
+        answer["flags"]
+            .as_str()
+            .unwrap()
+            .contains("enable_compression: false"),
+        "{answer}"
+    );
+    // The lowered value limit went through the log, and the API follows it.
+    let refused = client.set(b"after", &value, 0, 0).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("max_value_size_kb"),
+        "{refused:?}"
+    );
+    client.set(b"after", &value[..2048], 0, 0).await.unwrap();
     let _ = stop.send(());
     served.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);

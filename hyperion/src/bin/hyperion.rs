@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hyperion::config::{Config, LogFormat};
+use hyperion::config::Config;
 use hyperion::runtime::{self, NodeClock};
 use hyperion::server::Server;
 
@@ -35,21 +35,6 @@ async fn load_config() -> Result<Config, ExitCode> {
     })
 }
 
-fn init_logging(filter: &str, format: LogFormat) {
-    // The filter was validated with the configuration.
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        // One JSON object per line: timestamp, level, target, message and fields.
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -63,7 +48,13 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve => {
-            init_logging(&config.log_level, config.ops.log_format);
+            let telemetry = match hyperion::telemetry::init(&config) {
+                Ok(telemetry) => telemetry,
+                Err(error) => {
+                    eprintln!("hyperion: cannot start: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
             tracing::info!(
                 node_id = %config.node_id,
                 listen = %config.listen_addr,
@@ -76,10 +67,13 @@ async fn main() -> ExitCode {
                 Ok(server) => server,
                 Err(error) => {
                     eprintln!("hyperion: cannot start: {error}");
+                    telemetry.shutdown();
                     return ExitCode::FAILURE;
                 }
             };
-            match server.serve(runtime::shutdown_signal()).await {
+            let served = server.serve(runtime::shutdown_signal()).await;
+            telemetry.shutdown();
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("hyperion: {error}");

@@ -212,6 +212,25 @@ impl Config {
                 ));
             }
         }
+        let otlp_ca_pem = match (&otlp_endpoint, vars.get("OTEL_EXPORTER_OTLP_CERTIFICATE")) {
+            (_, Some(path)) => Some(
+                read_bounded(Path::new(path), OTLP_CA_FILE_BYTES_MAX).map_err(|e| {
+                    ConfigError::new(
+                        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                        format!("cannot read `{path}`: {e}"),
+                    )
+                })?,
+            ),
+            (Some(endpoint), None) if endpoint.starts_with("https://") => {
+                return Err(ConfigError::new(
+                    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                    "an https:// OTEL_EXPORTER_OTLP_ENDPOINT needs the PEM file of the CA \
+                     certificates the collector's certificate chains to"
+                        .to_string(),
+                ));
+            }
+            (_, None) => None,
+        };
 
         let ops = OpsConfig::from_vars(&vars)?;
 
@@ -274,6 +293,7 @@ impl Config {
             wal_sync,
             log_level,
             otlp_endpoint,
+            otlp_ca_pem,
             ops,
             flags,
             hmac_key,
@@ -319,6 +339,7 @@ fn is_config_variable(name: &str) -> bool {
                 | "LOG_LEVEL"
                 | "LOG_FORMAT"
                 | "OTEL_EXPORTER_OTLP_ENDPOINT"
+                | "OTEL_EXPORTER_OTLP_CERTIFICATE"
                 | "VAULT_ADDR"
                 | "VAULT_TOKEN_FILE"
                 | "VAULT_TOKEN"
@@ -446,6 +467,9 @@ fn parse_cluster_nodes(list: &str) -> Result<Vec<ClusterNode>, ConfigError> {
     }
     Ok(nodes)
 }
+
+/// Largest CA bundle read from `OTEL_EXPORTER_OTLP_CERTIFICATE`.
+const OTLP_CA_FILE_BYTES_MAX: u64 = 1 << 20;
 
 pub fn load_flags(path: &Path) -> Result<FeatureFlags, ConfigError> {
     let origin = format!("HYPERION_FEATURE_FLAGS ({})", path.display());

@@ -264,6 +264,9 @@ pub struct Config {
     pub log_level: String,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, if set.
     pub otlp_endpoint: Option<String>,
+    /// The CA certificates (PEM) an https:// OTLP collector chains to
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`); required for https.
+    pub otlp_ca_pem: Option<Vec<u8>>,
     /// Rate limits, the admin port, metrics and the log format (`HYPERION_RATE_LIMIT_*`,
     /// `HYPERION_ADMIN_ADDR`, `HYPERION_METRICS`, `LOG_FORMAT`).
     pub ops: OpsConfig,

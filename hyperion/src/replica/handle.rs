@@ -132,6 +132,8 @@ pub enum Input {
     Write {
         request: WriteRequest,
         reply: oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
+        /// The write's spans through the node loop (children of the caller's span).
+        trace: crate::telemetry::WriteTrace,
     },
     Read {
         reply: oneshot::Sender<Result<(), ReplicaError>>,
@@ -178,7 +180,12 @@ impl Replica {
             });
         }
         let (reply, answer) = oneshot::channel();
-        self.send(Input::Write { request, reply })?;
+        let trace = crate::telemetry::WriteTrace::begin();
+        self.send(Input::Write {
+            request,
+            reply,
+            trace,
+        })?;
         // The loop dropped the reply: it stopped after taking the write, which may have applied.
         answer.await.map_err(|_| ReplicaError::OutcomeUnknown)?
     }
@@ -284,6 +291,12 @@ impl Replica {
         settings: hyperion_store::ApplySettings,
     ) -> Result<(), ReplicaError> {
         self.send(Input::LocalSettings(settings))
+    }
+
+    /// The largest value a write may carry, as applied through the log (`max_value_size_kb`,
+    /// reloadable with the feature flags).
+    pub fn max_value_bytes(&self) -> usize {
+        self.shared.machine().max_value_bytes()
     }
 
     /// This node's own apply settings (its configuration, and reloaded flags).

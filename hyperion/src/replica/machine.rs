@@ -308,6 +308,11 @@ impl Machine {
 
     /// The settings writes apply with now (the cluster's, or the defaults before the first
     /// `Settings` command).
+    /// The largest value a write may carry, as the log last set it.
+    pub fn max_value_bytes(&self) -> usize {
+        self.store.config().max_value_bytes
+    }
+
     pub fn applied_settings(&self) -> ClusterSettings {
         ClusterSettings {
             store: self.store.config().apply_settings(),

@@ -13,9 +13,9 @@ use hyperion_raft::{
     Entry, EntryKind, Message, MessageBody, ProposeError, RaftNode, ReadError, Ready, Role,
     StepError,
 };
-use hyperion_store::stagger_ttl_ms;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Span;
 
 use super::handle::{Input, Shared};
 use super::transport::Peers;
@@ -24,6 +24,7 @@ use super::types::{
 };
 use super::wire::Command;
 use crate::runtime::{self, FatalExit, FatalHandler};
+use crate::telemetry::WriteTrace;
 
 /// Capacity of the node loop's inbox of client inputs. A full inbox answers writes and reads with
 /// [`ReplicaError::Overloaded`].
@@ -46,10 +47,13 @@ pub const EXPIRE_BATCH_MAX: usize = 1000;
 /// How often the leader looks for expired entries (node time).
 pub const REAP_INTERVAL: Duration = Duration::from_millis(100);
 
+type WriteReply = oneshot::Sender<Result<WriteOutcome, ReplicaError>>;
+
 struct PendingWrite {
     term: u64,
     ttl_ms: u64,
-    reply: oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
+    reply: WriteReply,
+    trace: WriteTrace,
 }
 
 /// The node loop's state.
@@ -73,10 +77,7 @@ pub(super) struct NodeLoop {
     /// Confirmed reads waiting for the state machine to apply their index.
     reads_awaiting_apply: VecDeque<(u64, oneshot::Sender<Result<(), ReplicaError>>)>,
     /// Queued writes to propose as one group.
-    write_batch: Vec<(
-        WriteRequest,
-        oneshot::Sender<Result<WriteOutcome, ReplicaError>>,
-    )>,
+    write_batch: VecDeque<(WriteRequest, WriteReply, WriteTrace)>,
     next_reap_ms: u64,
     /// A clean stop was asked for; done at the end of this turn.
     stop_requested: Option<oneshot::Sender<()>>,
@@ -129,7 +130,7 @@ impl NodeLoop {
             next_read_id: 1,
             pending_reads: BTreeMap::new(),
             reads_awaiting_apply: VecDeque::new(),
-            write_batch: Vec::new(),
+            write_batch: VecDeque::new(),
             next_reap_ms: 0,
             stop_requested: None,
             fatal,
@@ -269,8 +270,9 @@ impl NodeLoop {
         };
         if !same {
             let (reply, _) = oneshot::channel();
+            let settings = WriteRequest::Settings(local);
             self.write_batch
-                .push((WriteRequest::Settings(local), reply));
+                .push_back((settings, reply, WriteTrace::none()));
         }
     }
 
@@ -311,12 +313,16 @@ impl NodeLoop {
                     self.step(message);
                 }
             }
-            Input::Write { request, reply } => {
+            Input::Write {
+                request,
+                reply,
+                trace,
+            } => {
                 if self.pending_writes.len() + self.write_batch.len() >= PENDING_WRITES_MAX {
                     let _ = reply.send(Err(ReplicaError::Overloaded));
                     return;
                 }
-                self.write_batch.push((request, reply));
+                self.write_batch.push_back((request, reply, trace));
                 if !self.config.enable_batching {
                     self.propose_batch();
                 }
@@ -433,10 +439,10 @@ impl NodeLoop {
             let mut commands = Vec::new();
             let mut replies = Vec::new();
             let mut bytes = 0;
-            while let Some((request, reply)) = (!self.write_batch.is_empty()
-                && commands.len() < WRITE_BATCH_MAX
+            while let Some((request, reply, trace)) = (commands.len() < WRITE_BATCH_MAX
                 && bytes < WRITE_BATCH_BYTES_MAX)
-                .then(|| self.write_batch.remove(0))
+                .then(|| self.write_batch.pop_front())
+                .flatten()
             {
                 if request.is_client_write() {
                     if let Some(refusal) = self.record_refusal() {
@@ -445,73 +451,8 @@ impl NodeLoop {
                     }
                 }
                 let stamp = self.next_stamp_ms();
-                let (command, ttl_ms) = match request {
-                    WriteRequest::Set {
-                        key,
-                        value,
-                        ttl_ms,
-                        expected_version,
-                    } => {
-                        let ttl_ms = if self.config.stagger_ttl {
-                            stagger_ttl_ms(ttl_ms, &mut self.rng)
-                        } else {
-                            ttl_ms
-                        };
-                        let command = Command::Set {
-                            key,
-                            value,
-                            ttl_ms,
-                            expected_version,
-                            created_at_ms: stamp,
-                        };
-                        (command, ttl_ms)
-                    }
-                    WriteRequest::Delete {
-                        key,
-                        expected_version,
-                    } => (
-                        Command::Delete {
-                            key,
-                            expected_version,
-                            created_at_ms: stamp,
-                        },
-                        0,
-                    ),
-                    WriteRequest::Fill {
-                        mut entry,
-                        read_at_index,
-                    } => {
-                        // A refilled copy's TTL is staggered like a write's (2024-10-15).
-                        if self.config.stagger_ttl {
-                            entry.ttl_ms = stagger_ttl_ms(entry.ttl_ms, &mut self.rng);
-                        }
-                        (
-                            Command::Fill {
-                                entry,
-                                read_at_index,
-                            },
-                            0,
-                        )
-                    }
-                    WriteRequest::Flushed {
-                        written,
-                        fill_horizon,
-                    } => (
-                        Command::Flushed {
-                            written,
-                            fill_horizon,
-                        },
-                        0,
-                    ),
-                    WriteRequest::VersionFloor { version } => {
-                        (Command::VersionFloor { version }, 0)
-                    }
-                    WriteRequest::DropCorrupt { key, version } => {
-                        (Command::Remove { key, version }, 0)
-                    }
-                    WriteRequest::Settings(settings) => (Command::Settings(settings), 0),
-                    WriteRequest::Evict { count } => (Command::Evict { count }, 0),
-                };
+                let stagger = self.config.stagger_ttl.then_some(&mut self.rng);
+                let (command, ttl_ms) = Command::for_request(request, stamp, stagger);
                 // No command that a replica could not apply enters the log.
                 if let (Err(invalid), false) =
                     (command.check(), self.shared.faults.unvalidated_peer_input)
@@ -523,7 +464,7 @@ impl NodeLoop {
                 let encoded = command.encode();
                 bytes += encoded.len();
                 commands.push(encoded);
-                replies.push((ttl_ms, reply));
+                replies.push((ttl_ms, reply, trace));
             }
             if commands.is_empty() {
                 // Every write of this round was refused before proposing.
@@ -532,15 +473,15 @@ impl NodeLoop {
             match self.raft.propose(commands) {
                 Ok(indexes) => {
                     let term = self.raft.term();
-                    for (index, (ttl_ms, reply)) in indexes.zip(replies) {
-                        self.pending_writes.insert(
-                            index,
-                            PendingWrite {
-                                term,
-                                ttl_ms,
-                                reply,
-                            },
-                        );
+                    for (index, (ttl_ms, reply, mut trace)) in indexes.zip(replies) {
+                        trace.proposed(index, term);
+                        let pending = PendingWrite {
+                            term,
+                            ttl_ms,
+                            reply,
+                            trace,
+                        };
+                        self.pending_writes.insert(index, pending);
                     }
                 }
                 Err(error) => {
@@ -553,7 +494,7 @@ impl NodeLoop {
                         ProposeError::TooManyUncommitted => ReplicaError::Overloaded,
                         ProposeError::Empty => unreachable!("batches are never empty"),
                     };
-                    for (_, reply) in replies {
+                    for (_, reply, _) in replies {
                         let _ = reply.send(Err(refusal.clone()));
                     }
                 }
@@ -689,7 +630,11 @@ impl NodeLoop {
     }
 
     fn apply(&mut self, entry: Entry) {
-        let pending = self.pending_writes.remove(&entry.index);
+        let mut pending = self.pending_writes.remove(&entry.index);
+        let applying = pending
+            .as_mut()
+            .map_or_else(Span::none, |p| p.trace.committed());
+        let _applying = applying.enter();
         let result = match &entry.kind {
             EntryKind::NoOp => {
                 self.shared.machine().apply_noop(entry.index);

@@ -9,9 +9,10 @@ use hyperion_raft::{
 };
 use prost::Message as _;
 
-use hyperion_store::{ApplySettings, EvictionPolicy};
+use hyperion_store::{stagger_ttl_ms, ApplySettings, EvictionPolicy};
+use rand_chacha::ChaCha8Rng;
 
-use super::types::ClusterSettings;
+use super::types::{ClusterSettings, WriteRequest};
 use crate::db::{Mutation, StoredEntry};
 use crate::raft_proto as pb;
 use pb::message::Body;
@@ -329,6 +330,75 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command a write request proposes, stamped `stamp_ms` (cluster time), with the TTL
+    /// staggered by `stagger` when given (2024-10-15); also the TTL the writer is told.
+    pub(super) fn for_request(
+        request: WriteRequest,
+        stamp_ms: u64,
+        stagger: Option<&mut ChaCha8Rng>,
+    ) -> (Command, u64) {
+        match request {
+            WriteRequest::Set {
+                key,
+                value,
+                ttl_ms,
+                expected_version,
+            } => {
+                let ttl_ms = match stagger {
+                    Some(rng) => stagger_ttl_ms(ttl_ms, rng),
+                    None => ttl_ms,
+                };
+                let command = Command::Set {
+                    key,
+                    value,
+                    ttl_ms,
+                    expected_version,
+                    created_at_ms: stamp_ms,
+                };
+                (command, ttl_ms)
+            }
+            WriteRequest::Delete {
+                key,
+                expected_version,
+            } => (
+                Command::Delete {
+                    key,
+                    expected_version,
+                    created_at_ms: stamp_ms,
+                },
+                0,
+            ),
+            WriteRequest::Fill {
+                mut entry,
+                read_at_index,
+            } => {
+                // A refilled copy's TTL is staggered like a write's.
+                if let Some(rng) = stagger {
+                    entry.ttl_ms = stagger_ttl_ms(entry.ttl_ms, rng);
+                }
+                let command = Command::Fill {
+                    entry,
+                    read_at_index,
+                };
+                (command, 0)
+            }
+            WriteRequest::Flushed {
+                written,
+                fill_horizon,
+            } => (
+                Command::Flushed {
+                    written,
+                    fill_horizon,
+                },
+                0,
+            ),
+            WriteRequest::VersionFloor { version } => (Command::VersionFloor { version }, 0),
+            WriteRequest::DropCorrupt { key, version } => (Command::Remove { key, version }, 0),
+            WriteRequest::Settings(settings) => (Command::Settings(settings), 0),
+            WriteRequest::Evict { count } => (Command::Evict { count }, 0),
+        }
+    }
+
     /// The bytes stored in the log.
     pub fn encode(&self) -> Vec<u8> {
         let kind = match self {
