@@ -3,18 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::history::{History, Op, OpId, OpResult, Operation, Outcome};
+use crate::config::CheckerConfig;
+use crate::history::{History, Operation, Outcome};
+use crate::key_op::{Event, KeyOp, VersionSource, NEVER};
+use crate::matching::match_versions_to_writes;
 use crate::report::{
     render_bytes, render_operation, CheckReport, Verdict, Violation, ViolationKind,
 };
 use crate::search::{self, SearchOutcome};
-
-/// The default step budget of the bounded search, per key. One step tries to linearize one
-/// operation in one search state. Reads are placed greedily, so a correct history usually needs
-/// about one step per operation; the budget leaves room for backtracking over unknown outcomes.
-/// It also bounds memory: at most one memoized state per step, each `ops / 8` bytes (100,000
-/// steps over a 2,000-operation key: 25 MB).
-pub const SEARCH_STEPS_MAX: u64 = 100_000;
 
 /// At most this many violations are reported per key: one root cause (a lost write) can make
 /// every later read wrong, and the first few say everything.
@@ -22,38 +18,6 @@ pub const VIOLATIONS_PER_KEY_MAX: usize = 8;
 
 /// At most this many operations are shown in a violation's excerpt.
 pub const EXCERPT_OPS_MAX: usize = 16;
-
-/// Return time of an operation that may take effect at any time after its invocation.
-pub(crate) const NEVER: u64 = u64::MAX;
-
-/// Checker parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckerConfig {
-    /// A cache may evict: any absence (Miss, `Deleted{existed: false}`, `CasFailed{0}`) is
-    /// explained by eviction. Turn off for runs whose cache is big enough never to evict; then an
-    /// absence must be explained by a delete, an expiry or the key never having been written.
-    pub allow_eviction: bool,
-    /// ε: how far apart, in milliseconds, the clock that stamps `created_at` and the clock that
-    /// later judges expiry may be, relative to simulated time, together. If every node clock is
-    /// within δ of simulated time, use ε = 2δ.
-    pub clock_skew_ms: u64,
-    /// Step budget of the bounded search per key ([`SEARCH_STEPS_MAX`] by default).
-    pub search_steps_max: u64,
-    /// Keys that may lose their value at any time although `allow_eviction` is off, as by an
-    /// eviction (the simulator damaged a stored copy of them, and a damaged entry is removed).
-    pub evictable_keys: BTreeSet<Vec<u8>>,
-}
-
-impl Default for CheckerConfig {
-    fn default() -> Self {
-        CheckerConfig {
-            allow_eviction: true,
-            clock_skew_ms: 0,
-            search_steps_max: SEARCH_STEPS_MAX,
-            evictable_keys: BTreeSet::new(),
-        }
-    }
-}
 
 /// Checks a whole history, key by key (keys in byte order, so the report is deterministic).
 pub fn check(history: &History, config: &CheckerConfig) -> CheckReport {
@@ -101,212 +65,6 @@ pub fn check(history: &History, config: &CheckerConfig) -> CheckReport {
         verdict,
         keys_checked: by_key.len(),
         ops_checked,
-    }
-}
-
-/// One operation of a key, normalized for checking.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct KeyOp<'h> {
-    pub(crate) operation: &'h Operation,
-    pub(crate) invoke_ms: u64,
-    /// [`NEVER`] for operations whose outcome is unknown: they may take effect any time later.
-    pub(crate) return_ms: u64,
-    pub(crate) event: Event<'h>,
-}
-
-impl KeyOp<'_> {
-    pub(crate) fn id(&self) -> OpId {
-        self.operation.id
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Event<'h> {
-    Hit {
-        value: &'h [u8],
-        version: u64,
-        is_stale: bool,
-        allow_stale: bool,
-    },
-    Miss {
-        allow_stale: bool,
-    },
-    GetUnknown,
-    Written {
-        value: &'h [u8],
-        version: u64,
-        ttl_ms: u64,
-        expected_version: u64,
-    },
-    SetUnknown {
-        value: &'h [u8],
-        ttl_ms: u64,
-        expected_version: u64,
-    },
-    Deleted {
-        existed: bool,
-        version: u64,
-        expected_version: u64,
-    },
-    DeleteUnknown {
-        expected_version: u64,
-    },
-    CasFailed {
-        current_version: u64,
-        expected_version: u64,
-    },
-}
-
-impl<'h> KeyOp<'h> {
-    /// The version this operation saw live (a Hit, stale or not, a failed compare-and-set's
-    /// current version, the version a delete removed, a successful compare-and-set's expected
-    /// version), with the value when a Hit saw it.
-    fn observed(&self) -> Option<(u64, Option<&'h [u8]>)> {
-        let observed = match self.event {
-            Event::Hit { value, version, .. } => (version, Some(value)),
-            Event::CasFailed {
-                current_version, ..
-            } => (current_version, None),
-            Event::Deleted {
-                existed: true,
-                version,
-                ..
-            } => (version, None),
-            Event::Written {
-                expected_version, ..
-            } => (expected_version, None),
-            _ => return None,
-        };
-        (observed.0 != 0).then_some(observed)
-    }
-
-    fn new(operation: &'h Operation) -> Self {
-        let unknown = !matches!(operation.effective_outcome(), Outcome::Ok(_));
-        let event = match (&operation.op, operation.effective_outcome()) {
-            (
-                Op::Get { allow_stale, .. },
-                Outcome::Ok(OpResult::Hit {
-                    value,
-                    version,
-                    is_stale,
-                    ..
-                }),
-            ) => Event::Hit {
-                value,
-                version: *version,
-                is_stale: *is_stale,
-                allow_stale: *allow_stale,
-            },
-            (Op::Get { allow_stale, .. }, Outcome::Ok(OpResult::Miss)) => Event::Miss {
-                allow_stale: *allow_stale,
-            },
-            (
-                Op::Set {
-                    value,
-                    expected_version,
-                    ..
-                },
-                Outcome::Ok(OpResult::Written { version, ttl_ms }),
-            ) => Event::Written {
-                value,
-                version: *version,
-                ttl_ms: *ttl_ms,
-                expected_version: *expected_version,
-            },
-            (
-                Op::Set {
-                    value,
-                    ttl_ms,
-                    expected_version,
-                    ..
-                },
-                _,
-            ) if unknown => Event::SetUnknown {
-                value,
-                ttl_ms: *ttl_ms,
-                expected_version: *expected_version,
-            },
-            (
-                Op::Delete {
-                    expected_version, ..
-                },
-                Outcome::Ok(OpResult::Deleted { existed, version }),
-            ) => Event::Deleted {
-                existed: *existed,
-                version: *version,
-                expected_version: *expected_version,
-            },
-            (
-                Op::Delete {
-                    expected_version, ..
-                },
-                _,
-            ) if unknown => Event::DeleteUnknown {
-                expected_version: *expected_version,
-            },
-            (
-                Op::Set {
-                    expected_version, ..
-                }
-                | Op::Delete {
-                    expected_version, ..
-                },
-                Outcome::Ok(OpResult::CasFailed { current_version }),
-            ) => Event::CasFailed {
-                current_version: *current_version,
-                expected_version: *expected_version,
-            },
-            // An unknown Get, or a result that does not answer the request (the recorder refuses
-            // those, a hand-built history might not): neither constrains anything.
-            _ => Event::GetUnknown,
-        };
-        let return_ms = if unknown {
-            NEVER
-        } else {
-            operation.return_ms.unwrap_or(NEVER)
-        };
-        KeyOp {
-            operation,
-            invoke_ms: operation.invoke_ms,
-            return_ms,
-            event,
-        }
-    }
-}
-
-/// What the checker knows about the write that produced one version.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct VersionSource<'h> {
-    /// Index of the write in the key's operations.
-    pub(crate) op_index: usize,
-    pub(crate) value: &'h [u8],
-    pub(crate) invoke_ms: u64,
-    /// [`NEVER`] for an unknown-outcome write matched to this version.
-    pub(crate) return_ms: u64,
-    /// The TTL in effect if acknowledged; the requested one (a lower bound) if unknown.
-    pub(crate) ttl_ms: u64,
-    pub(crate) acknowledged: bool,
-    /// False for a version matched to an unknown write that only value-less operations (a
-    /// compare-and-set, a delete) observed: any unknown write of the key may have produced it.
-    pub(crate) value_observed: bool,
-}
-
-impl VersionSource<'_> {
-    /// The entry cannot be live at any time ≥ `at_ms` (rule TTL-1).
-    pub(crate) fn definitely_expired_at(&self, at_ms: u64, clock_skew_ms: u64) -> bool {
-        self.acknowledged
-            && self.ttl_ms > 0
-            && at_ms
-                > self
-                    .return_ms
-                    .saturating_add(self.ttl_ms)
-                    .saturating_add(clock_skew_ms)
-    }
-
-    /// The entry may be judged expired at some time ≤ `by_ms` (rule TTL-2).
-    pub(crate) fn possibly_expired_by(&self, by_ms: u64, clock_skew_ms: u64) -> bool {
-        self.ttl_ms > 0
-            && by_ms.saturating_add(clock_skew_ms) > self.invoke_ms.saturating_add(self.ttl_ms)
     }
 }
 
@@ -1005,44 +763,4 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
             })
             .collect()
     }
-}
-
-/// Assigns each version (slot) a distinct write from its eligible list where possible: maximum
-/// bipartite matching by augmenting paths (Kuhn). Deterministic: slots and candidates are tried
-/// in the given order. Returns, per slot, the write's op index.
-fn match_versions_to_writes(eligible: &[Vec<usize>], op_count: usize) -> Vec<Option<usize>> {
-    fn augment(
-        slot: usize,
-        eligible: &[Vec<usize>],
-        owner: &mut [Option<usize>],
-        visited: &mut [bool],
-    ) -> bool {
-        for &write in &eligible[slot] {
-            if visited[write] {
-                continue;
-            }
-            visited[write] = true;
-            let free = match owner[write] {
-                None => true,
-                Some(other) => augment(other, eligible, owner, visited),
-            };
-            if free {
-                owner[write] = Some(slot);
-                return true;
-            }
-        }
-        false
-    }
-    let mut owner: Vec<Option<usize>> = vec![None; op_count];
-    for slot in 0..eligible.len() {
-        let mut visited = vec![false; op_count];
-        augment(slot, eligible, &mut owner, &mut visited);
-    }
-    let mut matched = vec![None; eligible.len()];
-    for (write, slot) in owner.iter().enumerate() {
-        if let Some(slot) = slot {
-            matched[*slot] = Some(write);
-        }
-    }
-    matched
 }

@@ -92,11 +92,15 @@
 //! version nobody observed. All three only make the checker more permissive, never stricter.
 
 mod check;
+mod config;
 mod history;
+mod key_op;
+mod matching;
 mod report;
 mod search;
 
-pub use check::{check, CheckerConfig, EXCERPT_OPS_MAX, SEARCH_STEPS_MAX, VIOLATIONS_PER_KEY_MAX};
+pub use check::{check, EXCERPT_OPS_MAX, VIOLATIONS_PER_KEY_MAX};
+pub use config::{CheckerConfig, SEARCH_STEPS_MAX};
 pub use history::{
     ClientId, History, HistoryRecorder, Op, OpId, OpResult, Operation, Outcome, RecordError,
     HISTORY_OPS_MAX,

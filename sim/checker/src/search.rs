@@ -14,7 +14,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::check::{CheckerConfig, Event, KeyOp, VersionSource, NEVER};
+use crate::config::CheckerConfig;
+use crate::key_op::{Event, KeyOp, VersionSource, NEVER};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SearchOutcome {
