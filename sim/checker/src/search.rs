@@ -12,7 +12,8 @@
 //! be linearized at any point after their invocation, or never. Stale-allowed reads are not
 //! linearizable and are left to the fast path.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::config::CheckerConfig;
 use crate::key_op::{Event, KeyOp, VersionSource, NEVER};
@@ -46,17 +47,162 @@ struct State {
     last_version: u64,
 }
 
+impl State {
+    fn hash(&self) -> u64 {
+        let register = match self.register {
+            Register::Absent => mix(u64::MAX),
+            Register::Present { version, writer } => mix(version ^ mix(writer as u64)),
+        };
+        mix(self.last_version ^ register)
+    }
+}
+
+/// The SplitMix64 finalizer: a well-mixed 64-bit hash of `x`.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The linearized set's part of a search node's hash: the XOR of one key per linearized position
+/// (Zobrist hashing), so a successor's hash follows from its parent's in one step.
+fn position_key(position: usize) -> u64 {
+    mix(position as u64 ^ 0x5bd1_e995_0000_0000)
+}
+
+/// A hasher for keys that are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = mix(self.0 ^ u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
+/// No index: the end of a hash chain.
+const NONE: usize = usize::MAX;
+
+/// One (linearized set, state) pair the search reached. The set's bits live in
+/// [`Nodes::bits`], `words` per node.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    state: State,
+    /// [`position_key`] of every linearized position, XORed.
+    set_hash: u64,
+    /// The next node whose full hash is the same (a chain through [`Nodes::meta`]).
+    next: usize,
+    /// Acknowledged operations linearized.
+    required_done: usize,
+    /// The lowest position not linearized (every position below is).
+    low: usize,
+    /// The lowest acknowledged operation's position not linearized (`len` if none).
+    low_required: usize,
+    /// One past the highest linearized position (every position from here on is pending).
+    high: usize,
+}
+
+/// Every node reached, and the memo of Lowe's variant: a node is expanded once.
+struct Nodes {
+    words: usize,
+    /// `words` per node, in the order of `meta`.
+    bits: Vec<u64>,
+    meta: Vec<Node>,
+    /// Full hash (set and state) → the last node with it; earlier ones follow `Node::next`.
+    chains: HashMap<u64, usize, BuildHasherDefault<Prehashed>>,
+}
+
+impl Nodes {
+    fn bits(&self, node: usize) -> &[u64] {
+        let start = node * self.words;
+        &self.bits[start..start + self.words]
+    }
+
+    /// Whether `node`'s set is `parent`'s with `position` added.
+    fn extends(&self, node: usize, parent: usize, position: usize) -> bool {
+        let (word, bit) = (position / 64, 1u64 << (position % 64));
+        self.bits(node)
+            .iter()
+            .zip(self.bits(parent))
+            .enumerate()
+            .all(|(index, (&mine, &theirs))| {
+                mine == if index == word { theirs | bit } else { theirs }
+            })
+    }
+
+    /// Whether the search reached `state` with `parent`'s set plus `position` (whose
+    /// [`Node::set_hash`] is `set_hash`) already.
+    fn contains(&self, parent: usize, position: usize, set_hash: u64, state: State) -> bool {
+        let mut candidate = self
+            .chains
+            .get(&(set_hash ^ state.hash()))
+            .copied()
+            .unwrap_or(NONE);
+        while candidate != NONE {
+            let node = self.meta[candidate];
+            if node.set_hash == set_hash
+                && node.state == state
+                && self.extends(candidate, parent, position)
+            {
+                return true;
+            }
+            candidate = node.next;
+        }
+        false
+    }
+
+    /// Stores the set of the next node: `parent`'s plus `position`. Returns the node's index, for
+    /// [`Nodes::bits`] until [`Nodes::push`] adds the node itself.
+    fn push_bits(&mut self, parent: usize, position: usize) -> usize {
+        let index = self.meta.len();
+        let start = parent * self.words;
+        self.bits.extend_from_within(start..start + self.words);
+        self.bits[index * self.words + position / 64] |= 1 << (position % 64);
+        index
+    }
+
+    /// Adds `node`, whose set [`Nodes::push_bits`] stored, to the memo.
+    fn push(&mut self, mut node: Node) {
+        let index = self.meta.len();
+        let head = self.chains.insert(node.set_hash ^ node.state.hash(), index);
+        node.next = head.unwrap_or(NONE);
+        self.meta.push(node);
+    }
+}
+
 struct Search<'a, 'h> {
     ops: &'a [KeyOp<'h>],
     versions: &'a BTreeMap<u64, VersionSource<'h>>,
+    /// The versions matched to unknown-outcome writes, ascending: what an unknown Set may install.
+    unacknowledged: Vec<(u64, VersionSource<'h>)>,
     config: &'a CheckerConfig,
-    /// Indexes into `ops` of the operations the search places, by invocation time.
+    /// Indexes into `ops` of the operations the search places, by invocation time. A *position*
+    /// indexes this.
     order: Vec<usize>,
+    /// Per position: the operation's invocation and return ([`NEVER`] if unknown).
+    invoke_ms: Vec<u64>,
+    return_ms: Vec<u64>,
+    /// Bit set of the positions of acknowledged operations (the ones that must be linearized).
+    required: Vec<u64>,
+    required_count: usize,
+    /// `suffix[p]` for `p` in `0..=len`: the earliest return among positions `p..` ([`NEVER`] if
+    /// none), and the lowest acknowledged position that returns then (`None` if none).
+    suffix: Vec<(u64, Option<usize>)>,
 }
 
 struct Frame {
-    linearized: Vec<u64>,
-    state: State,
+    node: usize,
     successors: Vec<(usize, State)>,
 }
 
@@ -73,126 +219,277 @@ pub(crate) fn search(
         })
         .collect();
     order.sort_by_key(|&index| (ops[index].invoke_ms, index));
+    let invoke_ms: Vec<u64> = order.iter().map(|&index| ops[index].invoke_ms).collect();
+    let return_ms: Vec<u64> = order.iter().map(|&index| ops[index].return_ms).collect();
+    let mut required = vec![0u64; order.len().div_ceil(64)];
+    for (position, &returned) in return_ms.iter().enumerate() {
+        if returned != NEVER {
+            required[position / 64] |= 1 << (position % 64);
+        }
+    }
+    let required_count = return_ms
+        .iter()
+        .filter(|&&returned| returned != NEVER)
+        .count();
+    let mut suffix = vec![(NEVER, None); order.len() + 1];
+    for position in (0..order.len()).rev() {
+        let (earliest, first) = suffix[position + 1];
+        suffix[position] = if return_ms[position] != NEVER && return_ms[position] <= earliest {
+            (return_ms[position], Some(position))
+        } else {
+            (earliest, first)
+        };
+    }
+    let unacknowledged = versions
+        .iter()
+        .filter(|(_, source)| !source.acknowledged)
+        .map(|(&version, &source)| (version, source))
+        .collect();
     let search = Search {
         ops,
         versions,
+        unacknowledged,
         config,
         order,
+        invoke_ms,
+        return_ms,
+        required,
+        required_count,
+        suffix,
     };
     search.run()
 }
 
 impl Search<'_, '_> {
     fn run(&self) -> SearchOutcome {
-        let words = self.order.len().div_ceil(64);
-        let start = Frame {
-            linearized: vec![0; words],
-            state: State {
-                register: Register::Absent,
-                last_version: 0,
-            },
-            successors: Vec::new(),
-        };
-        let mut steps = 0u64;
-        let mut seen: BTreeSet<(Vec<u64>, State)> = BTreeSet::new();
-        let mut deepest = (0usize, None::<usize>);
-        if self.all_required_done(&start.linearized) {
+        let len = self.order.len();
+        let words = len.div_ceil(64);
+        if self.required_count == 0 {
             return SearchOutcome::Linearizable;
         }
-        let mut stack = vec![start];
-        let first = stack.last_mut().expect("just pushed");
-        first.successors = self.successors(&first.linearized, first.state, &mut steps);
+        let mut nodes = Nodes {
+            words,
+            bits: vec![0; words],
+            meta: vec![Node {
+                state: State {
+                    register: Register::Absent,
+                    last_version: 0,
+                },
+                set_hash: 0,
+                next: NONE,
+                required_done: 0,
+                low: 0,
+                low_required: self.next_pending_required(&vec![0; words], 0),
+                high: 0,
+            }],
+            chains: HashMap::default(),
+        };
+        let mut steps = 0u64;
+        let mut deepest = (0usize, None::<usize>);
+        let mut spare: Vec<Vec<(usize, State)>> = Vec::new();
+        let mut first = Vec::new();
+        self.successors(&nodes, 0, &mut steps, &mut first);
+        let mut stack = vec![Frame {
+            node: 0,
+            successors: first,
+        }];
         while let Some(frame) = stack.last_mut() {
             if steps > self.config.search_steps_max {
                 return SearchOutcome::Exhausted;
             }
             let Some((position, state)) = frame.successors.pop() else {
                 let frame = stack.pop().expect("non-empty: just looked at it");
-                let depth = self.linearized_required(&frame.linearized);
-                if depth >= deepest.0 {
-                    deepest = (depth, self.first_pending_required(&frame.linearized));
+                let node = nodes.meta[frame.node];
+                if node.required_done >= deepest.0 {
+                    deepest = (
+                        node.required_done,
+                        self.first_pending_required(nodes.bits(frame.node), node),
+                    );
                 }
+                spare.push(frame.successors);
                 continue;
             };
-            let mut linearized = frame.linearized.clone();
-            linearized[position / 64] |= 1 << (position % 64);
-            if self.all_required_done(&linearized) {
+            let parent_index = frame.node;
+            let parent = nodes.meta[parent_index];
+            let required_done = parent.required_done + usize::from(self.required(position));
+            if required_done == self.required_count {
                 return SearchOutcome::Linearizable;
             }
-            if !seen.insert((linearized.clone(), state)) {
+            let set_hash = parent.set_hash ^ position_key(position);
+            if nodes.contains(parent_index, position, set_hash, state) {
                 continue;
             }
-            let successors = self.successors(&linearized, state, &mut steps);
-            stack.push(Frame {
-                linearized,
+            let index = nodes.push_bits(parent_index, position);
+            let bits = nodes.bits(index);
+            let node = Node {
                 state,
+                set_hash,
+                next: NONE,
+                required_done,
+                low: if position == parent.low {
+                    Self::next_pending(bits, position + 1, len)
+                } else {
+                    parent.low
+                },
+                low_required: if position == parent.low_required {
+                    self.next_pending_required(bits, position + 1)
+                } else {
+                    parent.low_required
+                },
+                high: parent.high.max(position + 1),
+            };
+            nodes.push(node);
+            let mut successors = spare.pop().unwrap_or_default();
+            self.successors(&nodes, index, &mut steps, &mut successors);
+            stack.push(Frame {
+                node: index,
                 successors,
             });
         }
-        let stuck = deepest
-            .1
-            .or_else(|| self.first_pending_required(&vec![0; words]));
+        let stuck = deepest.1.or(self.suffix[0].1);
         SearchOutcome::NotLinearizable {
             stuck_op_index: stuck.map_or(0, |position| self.order[position]),
         }
     }
 
-    fn is_set(linearized: &[u64], position: usize) -> bool {
-        linearized[position / 64] & (1 << (position % 64)) != 0
-    }
-
     fn required(&self, position: usize) -> bool {
-        self.ops[self.order[position]].return_ms != NEVER
+        self.required[position / 64] & (1 << (position % 64)) != 0
     }
 
-    fn all_required_done(&self, linearized: &[u64]) -> bool {
-        (0..self.order.len())
-            .all(|position| !self.required(position) || Self::is_set(linearized, position))
-    }
-
-    fn linearized_required(&self, linearized: &[u64]) -> usize {
-        (0..self.order.len())
-            .filter(|&position| self.required(position) && Self::is_set(linearized, position))
-            .count()
-    }
-
-    /// The pending acknowledged operation that returned first (the one blocking progress).
-    fn first_pending_required(&self, linearized: &[u64]) -> Option<usize> {
-        (0..self.order.len())
-            .filter(|&position| self.required(position) && !Self::is_set(linearized, position))
-            .min_by_key(|&position| self.ops[self.order[position]].return_ms)
-    }
-
-    /// Every (operation, next state) that may be linearized next. A fitting state-preserving
-    /// operation, if any, is the only successor (see the module docs).
-    fn successors(&self, linearized: &[u64], state: State, steps: &mut u64) -> Vec<(usize, State)> {
-        let earliest_pending_return = (0..self.order.len())
-            .filter(|&position| !Self::is_set(linearized, position))
-            .map(|position| self.ops[self.order[position]].return_ms)
-            .min()
-            .unwrap_or(NEVER);
-        let mut successors = Vec::new();
-        for position in 0..self.order.len() {
-            let op = self.ops[self.order[position]];
-            if op.invoke_ms > earliest_pending_return {
-                break;
+    /// The lowest position from `from` on that `bits` does not hold (`len` if none).
+    fn next_pending(bits: &[u64], from: usize, len: usize) -> usize {
+        let mut word = from / 64;
+        let mut free = bits
+            .get(word)
+            .map_or(0, |&bits| !bits & (!0u64 << (from % 64)));
+        loop {
+            if free != 0 {
+                return (word * 64 + free.trailing_zeros() as usize).min(len);
             }
-            if Self::is_set(linearized, position) {
-                continue;
+            word += 1;
+            if word >= bits.len() {
+                return len;
             }
-            *steps += 1;
-            let next_states = self.apply(self.order[position], state);
-            if Self::preserves_state(op) {
-                if !next_states.is_empty() {
-                    return vec![(position, state)];
+            free = !bits[word];
+        }
+    }
+
+    /// The lowest acknowledged operation's position from `from` on that `bits` does not hold
+    /// (`len` if none).
+    fn next_pending_required(&self, bits: &[u64], from: usize) -> usize {
+        let len = self.order.len();
+        let mut word = from / 64;
+        let mut pending = bits.get(word).map_or(0, |&bits| {
+            self.required[word] & !bits & (!0u64 << (from % 64))
+        });
+        loop {
+            if pending != 0 {
+                return word * 64 + pending.trailing_zeros() as usize;
+            }
+            word += 1;
+            if word >= bits.len() {
+                return len;
+            }
+            pending = self.required[word] & !bits[word];
+        }
+    }
+
+    /// Calls `visit` with each pending acknowledged operation's position below `node.high`, in
+    /// ascending order.
+    fn for_each_pending_required_below_high(
+        &self,
+        bits: &[u64],
+        node: Node,
+        mut visit: impl FnMut(usize),
+    ) {
+        if node.low_required >= node.high {
+            return;
+        }
+        let (first, last) = (node.low_required / 64, (node.high - 1) / 64);
+        let words = self.required[first..=last].iter().zip(&bits[first..=last]);
+        for (word, (&required, &linearized)) in (first..=last).zip(words) {
+            let mut pending = required & !linearized;
+            while pending != 0 {
+                let position = word * 64 + pending.trailing_zeros() as usize;
+                if position >= node.high {
+                    return;
                 }
-                continue;
+                visit(position);
+                pending &= pending - 1;
             }
-            successors.extend(next_states.into_iter().map(|next| (position, next)));
+        }
+    }
+
+    /// The earliest return among the operations not linearized in `node` ([`NEVER`] if none
+    /// is acknowledged).
+    fn earliest_pending_return(&self, bits: &[u64], node: Node) -> u64 {
+        let mut earliest = self.suffix[node.high].0;
+        self.for_each_pending_required_below_high(bits, node, |position| {
+            earliest = earliest.min(self.return_ms[position]);
+        });
+        earliest
+    }
+
+    /// The pending acknowledged operation that returned first (the one blocking progress); the
+    /// lowest position among equals.
+    fn first_pending_required(&self, bits: &[u64], node: Node) -> Option<usize> {
+        let mut first: Option<usize> = None;
+        self.for_each_pending_required_below_high(bits, node, |position| {
+            if first.is_none_or(|best| self.return_ms[position] < self.return_ms[best]) {
+                first = Some(position);
+            }
+        });
+        match (first, self.suffix[node.high].1) {
+            (Some(below), Some(above)) if self.return_ms[above] < self.return_ms[below] => {
+                Some(above)
+            }
+            (Some(below), _) => Some(below),
+            (None, above) => above,
+        }
+    }
+
+    /// Every (operation, next state) that may be linearized next from `node`, into `out`, to be
+    /// popped from the end. A fitting state-preserving operation, if any, is the only successor
+    /// (see the module docs).
+    fn successors(
+        &self,
+        nodes: &Nodes,
+        node: usize,
+        steps: &mut u64,
+        out: &mut Vec<(usize, State)>,
+    ) {
+        out.clear();
+        let bits = nodes.bits(node);
+        let meta = nodes.meta[node];
+        let state = meta.state;
+        let earliest_pending_return = self.earliest_pending_return(bits, meta);
+        let len = self.order.len();
+        let mut word = meta.low / 64;
+        'words: while word < bits.len() {
+            let mut free = !bits[word];
+            while free != 0 {
+                let position = word * 64 + free.trailing_zeros() as usize;
+                free &= free - 1;
+                if position >= len || self.invoke_ms[position] > earliest_pending_return {
+                    break 'words;
+                }
+                *steps += 1;
+                let op_index = self.order[position];
+                let before = out.len();
+                self.apply(op_index, state, position, out);
+                if Self::preserves_state(self.ops[op_index]) {
+                    if out.len() > before {
+                        out.clear();
+                        out.push((position, state));
+                        return;
+                    }
+                    continue;
+                }
+            }
+            word += 1;
         }
         // Popped from the end: try earlier-invoked operations first.
-        successors.reverse();
-        successors
+        out.reverse();
     }
 
     fn preserves_state(op: KeyOp<'_>) -> bool {
@@ -235,44 +532,52 @@ impl Search<'_, '_> {
             || matches!(register, Register::Present { version: 0, .. })
     }
 
-    /// The states `op` may lead to from `state` (empty: it cannot be linearized here).
-    fn apply(&self, op_index: usize, state: State) -> Vec<State> {
+    /// Appends `(position, next)` for every state `next` that `op` may lead to from `state`
+    /// (none: it cannot be linearized here).
+    fn apply(&self, op_index: usize, state: State, position: usize, out: &mut Vec<(usize, State)>) {
         let op = self.ops[op_index];
         let register = state.register;
-        let fits = |condition: bool| if condition { vec![state] } else { Vec::new() };
+        let mut fits = |condition: bool, next: State| {
+            if condition {
+                out.push((position, next));
+            }
+        };
         let absent = State {
             register: Register::Absent,
             ..state
         };
         match op.event {
-            Event::Hit { version, .. } => fits(Self::holds(register, version)),
-            Event::Miss { .. } => {
-                fits(register == Register::Absent || self.may_be_gone(register, op))
-            }
+            Event::Hit { version, .. } => fits(Self::holds(register, version), state),
+            Event::Miss { .. } => fits(
+                register == Register::Absent || self.may_be_gone(register, op),
+                state,
+            ),
             Event::CasFailed {
                 current_version: 0, ..
-            } => fits(register == Register::Absent || self.may_be_gone(register, op)),
+            } => fits(
+                register == Register::Absent || self.may_be_gone(register, op),
+                state,
+            ),
             Event::CasFailed {
                 current_version, ..
-            } => fits(Self::holds(register, current_version)),
+            } => fits(Self::holds(register, current_version), state),
             Event::Written {
                 version,
                 expected_version,
                 ..
             } => {
                 let precondition = expected_version == 0 || Self::holds(register, expected_version);
-                if precondition && version > state.last_version {
-                    let writer = self
-                        .versions
-                        .get(&version)
-                        .map_or(0, |source| source.op_index);
-                    vec![State {
+                let writer = self
+                    .versions
+                    .get(&version)
+                    .map_or(0, |source| source.op_index);
+                fits(
+                    precondition && version > state.last_version,
+                    State {
                         register: Register::Present { version, writer },
                         last_version: version,
-                    }]
-                } else {
-                    Vec::new()
-                }
+                    },
+                );
             }
             Event::SetUnknown {
                 value,
@@ -280,52 +585,44 @@ impl Search<'_, '_> {
                 ..
             } => {
                 if !Self::may_hold(register, expected_version) {
-                    return Vec::new();
+                    return;
                 }
                 let writer = op_index;
-                let mut next: Vec<State> = self
-                    .versions
-                    .range(state.last_version + 1..)
-                    .filter(|(_, source)| {
-                        !source.acknowledged && (!source.value_observed || source.value == value)
-                    })
-                    .map(|(&version, _)| State {
-                        register: Register::Present { version, writer },
-                        last_version: version,
-                    })
-                    .collect();
-                next.push(State {
-                    register: Register::Present { version: 0, writer },
-                    ..state
-                });
-                next
+                let above = self
+                    .unacknowledged
+                    .partition_point(|&(version, _)| version <= state.last_version);
+                for &(version, source) in &self.unacknowledged[above..] {
+                    if !source.value_observed || source.value == value {
+                        out.push((
+                            position,
+                            State {
+                                register: Register::Present { version, writer },
+                                last_version: version,
+                            },
+                        ));
+                    }
+                }
+                out.push((
+                    position,
+                    State {
+                        register: Register::Present { version: 0, writer },
+                        ..state
+                    },
+                ));
             }
             Event::Deleted {
                 existed: true,
                 version,
                 ..
-            } => {
-                if Self::holds(register, version) {
-                    vec![absent]
-                } else {
-                    Vec::new()
-                }
-            }
-            Event::Deleted { existed: false, .. } => {
-                if register == Register::Absent || self.may_be_gone(register, op) {
-                    vec![absent]
-                } else {
-                    Vec::new()
-                }
-            }
+            } => fits(Self::holds(register, version), absent),
+            Event::Deleted { existed: false, .. } => fits(
+                register == Register::Absent || self.may_be_gone(register, op),
+                absent,
+            ),
             Event::DeleteUnknown { expected_version } => {
-                if Self::may_hold(register, expected_version) {
-                    vec![absent]
-                } else {
-                    Vec::new()
-                }
+                fits(Self::may_hold(register, expected_version), absent)
             }
-            Event::GetUnknown => Vec::new(),
+            Event::GetUnknown => {}
         }
     }
 }
