@@ -201,9 +201,11 @@ struct Search<'a, 'h> {
     suffix: Vec<(u64, Option<usize>)>,
 }
 
+/// A node being expanded. Its successors not tried yet are in the shared successor stack from
+/// `start` up to the next frame's `start` (to the top for the innermost frame).
 struct Frame {
     node: usize,
-    successors: Vec<(usize, State)>,
+    start: usize,
 }
 
 pub(crate) fn search(
@@ -286,18 +288,20 @@ impl Search<'_, '_> {
         };
         let mut steps = 0u64;
         let mut deepest = (0usize, None::<usize>);
-        let mut spare: Vec<Vec<(usize, State)>> = Vec::new();
-        let mut first = Vec::new();
-        self.successors(&nodes, 0, &mut steps, &mut first);
-        let mut stack = vec![Frame {
-            node: 0,
-            successors: first,
-        }];
-        while let Some(frame) = stack.last_mut() {
+        // The successors of every frame on the stack, the innermost frame's on top.
+        let mut pending: Vec<(usize, State)> = Vec::new();
+        self.successors(&nodes, 0, &mut steps, &mut pending);
+        let mut stack = vec![Frame { node: 0, start: 0 }];
+        while let Some(frame) = stack.last() {
             if steps > self.config.search_steps_max {
                 return SearchOutcome::Exhausted;
             }
-            let Some((position, state)) = frame.successors.pop() else {
+            let next = if pending.len() > frame.start {
+                pending.pop()
+            } else {
+                None
+            };
+            let Some((position, state)) = next else {
                 let frame = stack.pop().expect("non-empty: just looked at it");
                 let node = nodes.meta[frame.node];
                 if node.required_done >= deepest.0 {
@@ -306,7 +310,6 @@ impl Search<'_, '_> {
                         self.first_pending_required(nodes.bits(frame.node), node),
                     );
                 }
-                spare.push(frame.successors);
                 continue;
             };
             let parent_index = frame.node;
@@ -339,12 +342,9 @@ impl Search<'_, '_> {
                 high: parent.high.max(position + 1),
             };
             nodes.push(node);
-            let mut successors = spare.pop().unwrap_or_default();
-            self.successors(&nodes, index, &mut steps, &mut successors);
-            stack.push(Frame {
-                node: index,
-                successors,
-            });
+            let start = pending.len();
+            self.successors(&nodes, index, &mut steps, &mut pending);
+            stack.push(Frame { node: index, start });
         }
         let stuck = deepest.1.or(self.suffix[0].1);
         SearchOutcome::NotLinearizable {
@@ -448,8 +448,8 @@ impl Search<'_, '_> {
         }
     }
 
-    /// Every (operation, next state) that may be linearized next from `node`, into `out`, to be
-    /// popped from the end. A fitting state-preserving operation, if any, is the only successor
+    /// Appends every (operation, next state) that may be linearized next from `node` to `out`, to
+    /// be popped from the end. A fitting state-preserving operation, if any, is the only successor
     /// (see the module docs).
     fn successors(
         &self,
@@ -458,7 +458,7 @@ impl Search<'_, '_> {
         steps: &mut u64,
         out: &mut Vec<(usize, State)>,
     ) {
-        out.clear();
+        let start = out.len();
         let bits = nodes.bits(node);
         let meta = nodes.meta[node];
         let state = meta.state;
@@ -479,7 +479,7 @@ impl Search<'_, '_> {
                 self.apply(op_index, state, position, out);
                 if Self::preserves_state(self.ops[op_index]) {
                     if out.len() > before {
-                        out.clear();
+                        out.truncate(start);
                         out.push((position, state));
                         return;
                     }
@@ -489,7 +489,7 @@ impl Search<'_, '_> {
             word += 1;
         }
         // Popped from the end: try earlier-invoked operations first.
-        out.reverse();
+        out[start..].reverse();
     }
 
     fn preserves_state(op: KeyOp<'_>) -> bool {
