@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 /// The default step budget of the bounded search, per key. One step tries to linearize one
 /// operation in one search state. Reads are placed greedily, so a correct history usually needs
 /// about one step per operation; the budget leaves room for backtracking over unknown outcomes.
-/// It also bounds memory: at most one memoized state per step, each about `ops / 8 + 100` bytes
-/// (100,000 steps over a 2,000-operation key: 35 MB).
+/// It also bounds memory: at most one memoized state per step, each about 100 bytes plus 8 per
+/// operation left pending behind a later one it linearized (usually a few; 100,000 steps: some
+/// 10 MB).
 pub const SEARCH_STEPS_MAX: u64 = 100_000;
 
 /// Checker parameters.

@@ -94,8 +94,10 @@ impl Hasher for Prehashed {
 /// No index: the end of a hash chain.
 const NONE: usize = usize::MAX;
 
-/// One (linearized set, state) pair the search reached. The set's bits live in
-/// [`Nodes::bits`], `words` per node.
+/// One (linearized set, state) pair the search reached. The set is stored as what it lacks:
+/// every position below `high` is linearized except the node's *open* positions (ascending, in
+/// [`Nodes::open`]), and none from `high` on. That takes room for the operations still pending
+/// among the linearized ones, usually a few, where a bit set takes a bit per operation of the key.
 #[derive(Debug, Clone, Copy)]
 struct Node {
     state: State,
@@ -105,45 +107,45 @@ struct Node {
     next: usize,
     /// Acknowledged operations linearized.
     required_done: usize,
-    /// The lowest position not linearized (every position below is).
-    low: usize,
-    /// The lowest acknowledged operation's position not linearized (`len` if none).
-    low_required: usize,
-    /// One past the highest linearized position (every position from here on is pending).
+    /// One past the highest linearized position (0 if none).
     high: usize,
+    /// The node's open positions: `Nodes::open[open_start..open_start + open_len]`.
+    open_start: usize,
+    open_len: usize,
 }
 
 /// Every node reached, and the memo of Lowe's variant: a node is expanded once.
 struct Nodes {
-    words: usize,
-    /// `words` per node, in the order of `meta`.
-    bits: Vec<u64>,
     meta: Vec<Node>,
+    /// The open positions of every node, one node after the other.
+    open: Vec<usize>,
     /// Full hash (set and state) → the last node with it; earlier ones follow `Node::next`.
     chains: HashMap<u64, usize, BuildHasherDefault<Prehashed>>,
 }
 
 impl Nodes {
-    fn bits(&self, node: usize) -> &[u64] {
-        let start = node * self.words;
-        &self.bits[start..start + self.words]
+    fn open(&self, node: Node) -> &[usize] {
+        &self.open[node.open_start..node.open_start + node.open_len]
     }
 
-    /// Whether `node`'s set is `parent`'s with `position` added.
-    fn extends(&self, node: usize, parent: usize, position: usize) -> bool {
-        let (word, bit) = (position / 64, 1u64 << (position % 64));
-        self.bits(node)
-            .iter()
-            .zip(self.bits(parent))
-            .enumerate()
-            .all(|(index, (&mine, &theirs))| {
-                mine == if index == word { theirs | bit } else { theirs }
-            })
+    /// The open positions of `parent`'s set plus `position` (not in it) into `open`, and that
+    /// set's `high`.
+    fn open_after(&self, parent: Node, position: usize, open: &mut Vec<usize>) -> usize {
+        open.clear();
+        let parent_open = self.open(parent);
+        if position < parent.high {
+            open.extend(parent_open.iter().filter(|&&other| other != position));
+            parent.high
+        } else {
+            open.extend_from_slice(parent_open);
+            open.extend(parent.high..position);
+            position + 1
+        }
     }
 
-    /// Whether the search reached `state` with `parent`'s set plus `position` (whose
+    /// Whether the search reached `state` with the set `(high, open)` (whose
     /// [`Node::set_hash`] is `set_hash`) already.
-    fn contains(&self, parent: usize, position: usize, set_hash: u64, state: State) -> bool {
+    fn contains(&self, set_hash: u64, high: usize, open: &[usize], state: State) -> bool {
         let mut candidate = self
             .chains
             .get(&(set_hash ^ state.hash()))
@@ -153,7 +155,8 @@ impl Nodes {
             let node = self.meta[candidate];
             if node.set_hash == set_hash
                 && node.state == state
-                && self.extends(candidate, parent, position)
+                && node.high == high
+                && self.open(node) == open
             {
                 return true;
             }
@@ -162,22 +165,17 @@ impl Nodes {
         false
     }
 
-    /// Stores the set of the next node: `parent`'s plus `position`. Returns the node's index, for
-    /// [`Nodes::bits`] until [`Nodes::push`] adds the node itself.
-    fn push_bits(&mut self, parent: usize, position: usize) -> usize {
+    /// Adds a node with the open positions `open` (`node`'s own `open_*` and `next` are set
+    /// here) to the memo; returns its index.
+    fn push(&mut self, mut node: Node, open: &[usize]) -> usize {
         let index = self.meta.len();
-        let start = parent * self.words;
-        self.bits.extend_from_within(start..start + self.words);
-        self.bits[index * self.words + position / 64] |= 1 << (position % 64);
-        index
-    }
-
-    /// Adds `node`, whose set [`Nodes::push_bits`] stored, to the memo.
-    fn push(&mut self, mut node: Node) {
-        let index = self.meta.len();
+        node.open_start = self.open.len();
+        node.open_len = open.len();
+        self.open.extend_from_slice(open);
         let head = self.chains.insert(node.set_hash ^ node.state.hash(), index);
         node.next = head.unwrap_or(NONE);
         self.meta.push(node);
+        index
     }
 }
 
@@ -193,8 +191,8 @@ struct Search<'a, 'h> {
     /// Per position: the operation's invocation and return ([`NEVER`] if unknown).
     invoke_ms: Vec<u64>,
     return_ms: Vec<u64>,
-    /// Bit set of the positions of acknowledged operations (the ones that must be linearized).
-    required: Vec<u64>,
+    /// Per position: an acknowledged operation (one that must be linearized).
+    required: Vec<bool>,
     required_count: usize,
     /// `suffix[p]` for `p` in `0..=len`: the earliest return among positions `p..` ([`NEVER`] if
     /// none), and the lowest acknowledged position that returns then (`None` if none).
@@ -223,16 +221,11 @@ pub(crate) fn search(
     order.sort_by_key(|&index| (ops[index].invoke_ms, index));
     let invoke_ms: Vec<u64> = order.iter().map(|&index| ops[index].invoke_ms).collect();
     let return_ms: Vec<u64> = order.iter().map(|&index| ops[index].return_ms).collect();
-    let mut required = vec![0u64; order.len().div_ceil(64)];
-    for (position, &returned) in return_ms.iter().enumerate() {
-        if returned != NEVER {
-            required[position / 64] |= 1 << (position % 64);
-        }
-    }
-    let required_count = return_ms
+    let required: Vec<bool> = return_ms
         .iter()
-        .filter(|&&returned| returned != NEVER)
-        .count();
+        .map(|&returned| returned != NEVER)
+        .collect();
+    let required_count = required.iter().filter(|&&required| required).count();
     let mut suffix = vec![(NEVER, None); order.len() + 1];
     for position in (0..order.len()).rev() {
         let (earliest, first) = suffix[position + 1];
@@ -264,32 +257,32 @@ pub(crate) fn search(
 
 impl Search<'_, '_> {
     fn run(&self) -> SearchOutcome {
-        let len = self.order.len();
-        let words = len.div_ceil(64);
         if self.required_count == 0 {
             return SearchOutcome::Linearizable;
         }
         let mut nodes = Nodes {
-            words,
-            bits: vec![0; words],
-            meta: vec![Node {
-                state: State {
-                    register: Register::Absent,
-                    last_version: 0,
-                },
-                set_hash: 0,
-                next: NONE,
-                required_done: 0,
-                low: 0,
-                low_required: self.next_pending_required(&vec![0; words], 0),
-                high: 0,
-            }],
+            meta: Vec::new(),
+            open: Vec::new(),
             chains: HashMap::default(),
         };
+        // The start node is expanded but not memoized: no successor has an empty set.
+        nodes.meta.push(Node {
+            state: State {
+                register: Register::Absent,
+                last_version: 0,
+            },
+            set_hash: 0,
+            next: NONE,
+            required_done: 0,
+            high: 0,
+            open_start: 0,
+            open_len: 0,
+        });
         let mut steps = 0u64;
         let mut deepest = (0usize, None::<usize>);
         // The successors of every frame on the stack, the innermost frame's on top.
         let mut pending: Vec<(usize, State)> = Vec::new();
+        let mut open = Vec::new();
         self.successors(&nodes, 0, &mut steps, &mut pending);
         let mut stack = vec![Frame { node: 0, start: 0 }];
         while let Some(frame) = stack.last() {
@@ -307,41 +300,31 @@ impl Search<'_, '_> {
                 if node.required_done >= deepest.0 {
                     deepest = (
                         node.required_done,
-                        self.first_pending_required(nodes.bits(frame.node), node),
+                        self.first_pending_required(nodes.open(node), node.high),
                     );
                 }
                 continue;
             };
-            let parent_index = frame.node;
-            let parent = nodes.meta[parent_index];
-            let required_done = parent.required_done + usize::from(self.required(position));
+            let parent = nodes.meta[frame.node];
+            let required_done = parent.required_done + usize::from(self.required[position]);
             if required_done == self.required_count {
                 return SearchOutcome::Linearizable;
             }
             let set_hash = parent.set_hash ^ position_key(position);
-            if nodes.contains(parent_index, position, set_hash, state) {
+            let high = nodes.open_after(parent, position, &mut open);
+            if nodes.contains(set_hash, high, &open, state) {
                 continue;
             }
-            let index = nodes.push_bits(parent_index, position);
-            let bits = nodes.bits(index);
             let node = Node {
                 state,
                 set_hash,
                 next: NONE,
                 required_done,
-                low: if position == parent.low {
-                    Self::next_pending(bits, position + 1, len)
-                } else {
-                    parent.low
-                },
-                low_required: if position == parent.low_required {
-                    self.next_pending_required(bits, position + 1)
-                } else {
-                    parent.low_required
-                },
-                high: parent.high.max(position + 1),
+                high,
+                open_start: 0,
+                open_len: 0,
             };
-            nodes.push(node);
+            let index = nodes.push(node, &open);
             let start = pending.len();
             self.successors(&nodes, index, &mut steps, &mut pending);
             stack.push(Frame { node: index, start });
@@ -352,94 +335,26 @@ impl Search<'_, '_> {
         }
     }
 
-    fn required(&self, position: usize) -> bool {
-        self.required[position / 64] & (1 << (position % 64)) != 0
+    /// The earliest return among the operations not linearized in the set `(high, open)`
+    /// ([`NEVER`] if none is acknowledged).
+    fn earliest_pending_return(&self, open: &[usize], high: usize) -> u64 {
+        open.iter()
+            .map(|&position| self.return_ms[position])
+            .fold(self.suffix[high].0, u64::min)
     }
 
-    /// The lowest position from `from` on that `bits` does not hold (`len` if none).
-    fn next_pending(bits: &[u64], from: usize, len: usize) -> usize {
-        let mut word = from / 64;
-        let mut free = bits
-            .get(word)
-            .map_or(0, |&bits| !bits & (!0u64 << (from % 64)));
-        loop {
-            if free != 0 {
-                return (word * 64 + free.trailing_zeros() as usize).min(len);
-            }
-            word += 1;
-            if word >= bits.len() {
-                return len;
-            }
-            free = !bits[word];
-        }
-    }
-
-    /// The lowest acknowledged operation's position from `from` on that `bits` does not hold
-    /// (`len` if none).
-    fn next_pending_required(&self, bits: &[u64], from: usize) -> usize {
-        let len = self.order.len();
-        let mut word = from / 64;
-        let mut pending = bits.get(word).map_or(0, |&bits| {
-            self.required[word] & !bits & (!0u64 << (from % 64))
-        });
-        loop {
-            if pending != 0 {
-                return word * 64 + pending.trailing_zeros() as usize;
-            }
-            word += 1;
-            if word >= bits.len() {
-                return len;
-            }
-            pending = self.required[word] & !bits[word];
-        }
-    }
-
-    /// Calls `visit` with each pending acknowledged operation's position below `node.high`, in
-    /// ascending order.
-    fn for_each_pending_required_below_high(
-        &self,
-        bits: &[u64],
-        node: Node,
-        mut visit: impl FnMut(usize),
-    ) {
-        if node.low_required >= node.high {
-            return;
-        }
-        let (first, last) = (node.low_required / 64, (node.high - 1) / 64);
-        let words = self.required[first..=last].iter().zip(&bits[first..=last]);
-        for (word, (&required, &linearized)) in (first..=last).zip(words) {
-            let mut pending = required & !linearized;
-            while pending != 0 {
-                let position = word * 64 + pending.trailing_zeros() as usize;
-                if position >= node.high {
-                    return;
-                }
-                visit(position);
-                pending &= pending - 1;
-            }
-        }
-    }
-
-    /// The earliest return among the operations not linearized in `node` ([`NEVER`] if none
-    /// is acknowledged).
-    fn earliest_pending_return(&self, bits: &[u64], node: Node) -> u64 {
-        let mut earliest = self.suffix[node.high].0;
-        self.for_each_pending_required_below_high(bits, node, |position| {
-            earliest = earliest.min(self.return_ms[position]);
-        });
-        earliest
-    }
-
-    /// The pending acknowledged operation that returned first (the one blocking progress); the
-    /// lowest position among equals.
-    fn first_pending_required(&self, bits: &[u64], node: Node) -> Option<usize> {
+    /// The pending acknowledged operation that returned first (the one blocking progress), the
+    /// lowest position among equals, in the set `(high, open)`.
+    fn first_pending_required(&self, open: &[usize], high: usize) -> Option<usize> {
         let mut first: Option<usize> = None;
-        self.for_each_pending_required_below_high(bits, node, |position| {
-            if first.is_none_or(|best| self.return_ms[position] < self.return_ms[best]) {
+        for &position in open {
+            if self.required[position]
+                && first.is_none_or(|best| self.return_ms[position] < self.return_ms[best])
+            {
                 first = Some(position);
             }
-        });
-        match (first, self.suffix[node.high].1) {
+        }
+        match (first, self.suffix[high].1) {
             (Some(below), Some(above)) if self.return_ms[above] < self.return_ms[below] => {
                 Some(above)
             }
@@ -459,34 +374,24 @@ impl Search<'_, '_> {
         out: &mut Vec<(usize, State)>,
     ) {
         let start = out.len();
-        let bits = nodes.bits(node);
         let meta = nodes.meta[node];
         let state = meta.state;
-        let earliest_pending_return = self.earliest_pending_return(bits, meta);
-        let len = self.order.len();
-        let mut word = meta.low / 64;
-        'words: while word < bits.len() {
-            let mut free = !bits[word];
-            while free != 0 {
-                let position = word * 64 + free.trailing_zeros() as usize;
-                free &= free - 1;
-                if position >= len || self.invoke_ms[position] > earliest_pending_return {
-                    break 'words;
-                }
-                *steps += 1;
-                let op_index = self.order[position];
-                let before = out.len();
-                self.apply(op_index, state, position, out);
-                if Self::preserves_state(self.ops[op_index]) {
-                    if out.len() > before {
-                        out.truncate(start);
-                        out.push((position, state));
-                        return;
-                    }
-                    continue;
-                }
+        let open = nodes.open(meta);
+        let earliest_pending_return = self.earliest_pending_return(open, meta.high);
+        let pending = open.iter().copied().chain(meta.high..self.order.len());
+        for position in pending {
+            if self.invoke_ms[position] > earliest_pending_return {
+                break;
             }
-            word += 1;
+            *steps += 1;
+            let op_index = self.order[position];
+            let before = out.len();
+            self.apply(op_index, state, position, out);
+            if Self::preserves_state(self.ops[op_index]) && out.len() > before {
+                out.truncate(start);
+                out.push((position, state));
+                return;
+            }
         }
         // Popped from the end: try earlier-invoked operations first.
         out[start..].reverse();
