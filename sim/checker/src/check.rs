@@ -1,5 +1,6 @@
 //! The per-key checker: the version-based fast path, then the bounded search where it is needed.
-//! The rules are stated in the crate documentation; each `check_*` method implements one group.
+//! The rules are stated in the crate documentation; each `check_*` method implements one group,
+//! `order.rs` the rules of the version order.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,6 +8,7 @@ use crate::config::CheckerConfig;
 use crate::history::{History, Operation, Outcome};
 use crate::key_op::{Event, KeyOp, VersionSource, NEVER};
 use crate::matching::match_versions_to_writes;
+use crate::order::{self, Positioned, AT_DELETE, AT_OBSERVE, AT_WRITE};
 use crate::report::{
     render_bytes, render_operation, CheckReport, Verdict, Violation, ViolationKind,
 };
@@ -78,22 +80,6 @@ struct Unexplained<'h> {
     observers: Vec<usize>,
 }
 
-/// A position in the key's version order: (version, 0) the write installing it, (version, 1) an
-/// operation observing it live, (version, 2) the delete removing it.
-type Position = (u64, u8);
-
-const AT_WRITE: u8 = 0;
-const AT_OBSERVE: u8 = 1;
-const AT_DELETE: u8 = 2;
-
-#[derive(Debug, Clone, Copy)]
-struct Positioned {
-    op_index: usize,
-    position: Position,
-    invoke_ms: u64,
-    return_ms: u64,
-}
-
 struct KeyCheck<'h, 'c> {
     key: &'h [u8],
     ops: Vec<KeyOp<'h>>,
@@ -128,10 +114,24 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
         self.check_cas();
         self.check_ttl();
         self.check_future_reads();
-        let positioned = self.positioned();
-        self.check_real_time_order(&positioned);
+        let positioned = order::positioned(&self.ops, &self.versions);
+        order::order_violations(&positioned, |earlier, later| {
+            self.report_order_violation(earlier, later);
+        });
         if !self.config.allow_eviction {
-            self.check_absences(&positioned);
+            let skew = self.config.clock_skew_ms;
+            for (index, floor) in
+                order::unexplained_absences(&self.ops, &self.versions, &positioned, skew)
+            {
+                let (version, _) = floor.position;
+                self.report(
+                    ViolationKind::LostWrite,
+                    &[index, floor.op_index],
+                    format!(
+                        "the key was absent although version {version} was in place before the operation began and no delete, expiry or (disabled) eviction explains it"
+                    ),
+                );
+            }
         }
         if self.violations.is_empty() && self.needs_search() {
             match search::search(&self.ops, &self.versions, self.config) {
@@ -460,81 +460,6 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
         }
     }
 
-    /// The operations that have a place in the version order (the linearizable skeleton).
-    fn positioned(&self) -> Vec<Positioned> {
-        let mut positioned = Vec::new();
-        for (&version, source) in &self.versions {
-            positioned.push(Positioned {
-                op_index: source.op_index,
-                position: (version, AT_WRITE),
-                // For a version matched to an unknown Set, the earliest invocation of every Set
-                // that could have produced it: another eligible Set may be the real one.
-                invoke_ms: source.invoke_ms,
-                return_ms: source.return_ms,
-            });
-        }
-        for (index, op) in self.ops.iter().enumerate() {
-            let position = match op.event {
-                Event::Hit {
-                    version,
-                    is_stale: false,
-                    allow_stale: false,
-                    ..
-                } => (version, AT_OBSERVE),
-                Event::CasFailed {
-                    current_version, ..
-                } if current_version != 0 => (current_version, AT_OBSERVE),
-                Event::Deleted {
-                    existed: true,
-                    version,
-                    ..
-                } => (version, AT_DELETE),
-                _ => continue,
-            };
-            if position.0 != 0 && self.versions.contains_key(&position.0) {
-                positioned.push(Positioned {
-                    op_index: index,
-                    position,
-                    invoke_ms: op.invoke_ms,
-                    return_ms: op.return_ms,
-                });
-            }
-        }
-        positioned
-    }
-
-    /// Rules O-1, O-2 and W-1: the version order must be realizable in real time. For every pair
-    /// with position(a) < position(b), b must not have returned before a was invoked. Checked in
-    /// one sweep from the highest position down, keeping the earliest return seen above.
-    fn check_real_time_order(&mut self, positioned: &[Positioned]) {
-        let mut order: Vec<usize> = (0..positioned.len()).collect();
-        order.sort_by_key(|&index| std::cmp::Reverse(positioned[index].position));
-        let mut earliest_above: Option<Positioned> = None;
-        let mut group_start = 0;
-        while group_start < order.len() {
-            let position = positioned[order[group_start]].position;
-            let group_end = order[group_start..]
-                .iter()
-                .position(|&index| positioned[index].position != position)
-                .map_or(order.len(), |offset| group_start + offset);
-            for &index in &order[group_start..group_end] {
-                let earlier = positioned[index];
-                if let Some(later) = earliest_above {
-                    if later.return_ms < earlier.invoke_ms {
-                        self.report_order_violation(earlier, later);
-                    }
-                }
-            }
-            for &index in &order[group_start..group_end] {
-                let candidate = positioned[index];
-                if earliest_above.is_none_or(|best| candidate.return_ms < best.return_ms) {
-                    earliest_above = Some(candidate);
-                }
-            }
-            group_start = group_end;
-        }
-    }
-
     /// `earlier` sits lower in the version order than `later`, yet `later` returned before
     /// `earlier` was invoked. Names the rule from the two roles.
     fn report_order_violation(&mut self, earlier: Positioned, later: Positioned) {
@@ -584,98 +509,6 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
             ),
         };
         self.report(kind, &[earlier.op_index, later.op_index], message);
-    }
-
-    /// Rule A (only without eviction): every absence — a linearizable Miss, a delete that removed
-    /// nothing, a compare-and-set failing on version 0 — must fit somewhere the key can be absent:
-    /// before its first write, after a delete, or after an expiry, between the latest position
-    /// that completed before it (floor) and the earliest invoked after it (ceiling).
-    fn check_absences(&mut self, positioned: &[Positioned]) {
-        let skew = self.config.clock_skew_ms;
-        let mut by_return: Vec<Positioned> = positioned.to_vec();
-        by_return.sort_by_key(|entry| entry.return_ms);
-        let mut floor_prefix: Vec<Positioned> = Vec::with_capacity(by_return.len());
-        for entry in &by_return {
-            let best = match floor_prefix.last() {
-                Some(best) if best.position >= entry.position => *best,
-                _ => *entry,
-            };
-            floor_prefix.push(best);
-        }
-        let mut by_invoke: Vec<Positioned> = positioned.to_vec();
-        by_invoke.sort_by_key(|entry| entry.invoke_ms);
-        let mut ceiling_suffix: Vec<Positioned> = by_invoke.clone();
-        for index in (0..ceiling_suffix.len().saturating_sub(1)).rev() {
-            if ceiling_suffix[index + 1].position < ceiling_suffix[index].position {
-                ceiling_suffix[index] = ceiling_suffix[index + 1];
-            }
-        }
-        for index in 0..self.ops.len() {
-            let op = self.ops[index];
-            let is_absence = matches!(
-                op.event,
-                Event::Miss { allow_stale: false }
-                    | Event::Deleted { existed: false, .. }
-                    | Event::CasFailed {
-                        current_version: 0,
-                        ..
-                    }
-            );
-            if !is_absence {
-                continue;
-            }
-            let completed_before =
-                by_return.partition_point(|entry| entry.return_ms < op.invoke_ms);
-            let Some(floor) = completed_before.checked_sub(1).map(|at| floor_prefix[at]) else {
-                continue;
-            };
-            let invoked_after = by_invoke.partition_point(|entry| entry.invoke_ms <= op.return_ms);
-            let ceiling = ceiling_suffix
-                .get(invoked_after)
-                .map(|entry| entry.position);
-            let below_ceiling =
-                |position: Position| ceiling.is_none_or(|ceiling| position <= ceiling);
-            let explained_by_delete = self.ops.iter().any(|other| match other.event {
-                Event::DeleteUnknown { .. } => other.invoke_ms <= op.return_ms,
-                Event::Deleted {
-                    existed: true,
-                    version,
-                    ..
-                } => {
-                    let position = (version, AT_DELETE);
-                    other.invoke_ms <= op.return_ms
-                        && floor.position <= position
-                        && ceiling.is_none_or(|ceiling| position < ceiling)
-                }
-                _ => false,
-            });
-            let explained_by_expiry = self.versions.iter().any(|(&version, source)| {
-                let position = (version, AT_OBSERVE);
-                floor.position <= position
-                    && below_ceiling(position)
-                    && source.invoke_ms <= op.return_ms
-                    && source.possibly_expired_by(op.return_ms, skew)
-            }) || self.ops.iter().any(|other| match other.event {
-                // An unknown Set nobody observed may have installed an entry that then expired.
-                Event::SetUnknown { ttl_ms, .. } => {
-                    ttl_ms > 0
-                        && other.invoke_ms <= op.return_ms
-                        && op.return_ms.saturating_add(skew)
-                            > other.invoke_ms.saturating_add(ttl_ms)
-                }
-                _ => false,
-            });
-            if !explained_by_delete && !explained_by_expiry {
-                let (version, _) = floor.position;
-                self.report(
-                    ViolationKind::LostWrite,
-                    &[index, floor.op_index],
-                    format!(
-                        "the key was absent although version {version} was in place before the operation began and no delete, expiry or (disabled) eviction explains it"
-                    ),
-                );
-            }
-        }
     }
 
     /// The fast path decides keys made only of acknowledged writes and reads when eviction

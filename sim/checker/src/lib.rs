@@ -96,6 +96,7 @@ mod config;
 mod history;
 mod key_op;
 mod matching;
+mod order;
 mod report;
 mod search;
 
