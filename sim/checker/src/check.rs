@@ -2,10 +2,11 @@
 //! The rules are stated in the crate documentation; each `check_*` method implements one group,
 //! `order.rs` the rules of the version order.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, DefaultHasher};
 
 use crate::config::CheckerConfig;
-use crate::history::{History, Operation, Outcome};
+use crate::history::{History, Outcome};
 use crate::key_op::{Event, KeyOp, VersionSource, NEVER};
 use crate::matching::match_versions_to_writes;
 use crate::order::{self, Positioned, AT_DELETE, AT_OBSERVE, AT_WRITE};
@@ -23,27 +24,35 @@ pub const EXCERPT_OPS_MAX: usize = 16;
 
 /// Checks a whole history, key by key (keys in byte order, so the report is deterministic).
 pub fn check(history: &History, config: &CheckerConfig) -> CheckReport {
-    let mut by_key: BTreeMap<&[u8], Vec<&Operation>> = BTreeMap::new();
+    // One pass over the history, in order, normalizing each operation into its key's list (the
+    // hasher has fixed keys: nothing depends on the process).
+    let mut key_index: HashMap<&[u8], usize, BuildHasherDefault<DefaultHasher>> =
+        HashMap::default();
+    let mut by_key: Vec<(&[u8], Vec<KeyOp<'_>>)> = Vec::new();
     for operation in history.ops() {
         if *operation.effective_outcome() != Outcome::Fail {
-            by_key
-                .entry(operation.op.key())
-                .or_default()
-                .push(operation);
+            let key = operation.op.key();
+            let index = *key_index.entry(key).or_insert_with(|| {
+                by_key.push((key, Vec::new()));
+                by_key.len() - 1
+            });
+            by_key[index].1.push(KeyOp::new(operation));
         }
     }
+    by_key.sort_unstable_by_key(|(key, _)| *key);
+    let keys_checked = by_key.len();
     let mut violations = Vec::new();
     let mut undecided_keys = Vec::new();
     let mut ops_checked = 0;
-    for (key, operations) in &by_key {
-        ops_checked += operations.len();
+    for (key, ops) in by_key {
+        ops_checked += ops.len();
         let key_config = CheckerConfig {
-            allow_eviction: config.allow_eviction || config.evictable_keys.contains(*key),
+            allow_eviction: config.allow_eviction || config.evictable_keys.contains(key),
             clock_skew_ms: config.clock_skew_ms,
             search_steps_max: config.search_steps_max,
             evictable_keys: BTreeSet::new(),
         };
-        let mut key_check = KeyCheck::new(key, operations, &key_config);
+        let mut key_check = KeyCheck::new(key, ops, &key_config);
         key_check.run();
         if key_check.undecided {
             undecided_keys.push(render_bytes(key));
@@ -65,7 +74,7 @@ pub fn check(history: &History, config: &CheckerConfig) -> CheckReport {
     };
     CheckReport {
         verdict,
-        keys_checked: by_key.len(),
+        keys_checked,
         ops_checked,
     }
 }
@@ -92,11 +101,7 @@ struct KeyCheck<'h, 'c> {
 }
 
 impl<'h, 'c> KeyCheck<'h, 'c> {
-    fn new(key: &'h [u8], operations: &[&'h Operation], config: &'c CheckerConfig) -> Self {
-        let ops = operations
-            .iter()
-            .map(|operation| KeyOp::new(operation))
-            .collect();
+    fn new(key: &'h [u8], ops: Vec<KeyOp<'h>>, config: &'c CheckerConfig) -> Self {
         KeyCheck {
             key,
             ops,
@@ -267,20 +272,25 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
         let mut by_deadline: Vec<Unexplained<'h>> = unexplained.into_values().collect();
         by_deadline.sort_by_key(|unexplained| (unexplained.deadline_ms, unexplained.version));
         // Unknown Sets that may have produced each version, earliest invoked first.
+        let mut unknown_sets: Vec<usize> = (0..self.ops.len())
+            .filter(|&index| matches!(self.ops[index].event, Event::SetUnknown { .. }))
+            .collect();
+        unknown_sets.sort_by_key(|&index| (self.ops[index].invoke_ms, index));
         let eligible: Vec<Vec<usize>> = by_deadline
             .iter()
             .map(|unexplained| {
-                let mut eligible: Vec<usize> = (0..self.ops.len())
+                let invoked_in_time = unknown_sets
+                    .partition_point(|&index| self.ops[index].invoke_ms <= unexplained.deadline_ms);
+                unknown_sets[..invoked_in_time]
+                    .iter()
+                    .copied()
                     .filter(|&index| match self.ops[index].event {
                         Event::SetUnknown { value: written, .. } => {
-                            self.ops[index].invoke_ms <= unexplained.deadline_ms
-                                && unexplained.value.is_none_or(|value| value == written)
+                            unexplained.value.is_none_or(|value| value == written)
                         }
                         _ => false,
                     })
-                    .collect();
-                eligible.sort_by_key(|&index| (self.ops[index].invoke_ms, index));
-                eligible
+                    .collect()
             })
             .collect();
         let matched = match_versions_to_writes(&eligible, self.ops.len());
@@ -332,6 +342,18 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
     /// Rules C-1..C-4: compare-and-set.
     fn check_cas(&mut self) {
         let mut deletes_by_version: BTreeMap<u64, usize> = BTreeMap::new();
+        // The first delete that removed each version.
+        let mut first_delete: BTreeMap<u64, usize> = BTreeMap::new();
+        for (index, op) in self.ops.iter().enumerate() {
+            if let Event::Deleted {
+                existed: true,
+                version,
+                ..
+            } = op.event
+            {
+                first_delete.entry(version).or_insert(index);
+            }
+        }
         for index in 0..self.ops.len() {
             let op = self.ops[index];
             match op.event {
@@ -340,7 +362,9 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
                     expected_version,
                     ..
                 } if expected_version != 0 && version > expected_version => {
-                    if let Some((&between, source)) = self.versions.range(expected_version + 1..version).next() {
+                    if let Some((&between, source)) =
+                        self.versions.range(expected_version + 1..version).next()
+                    {
                         let between_index = source.op_index;
                         self.report(
                             ViolationKind::CasViolation,
@@ -349,9 +373,7 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
                                 "compare-and-set on version {expected_version} succeeded as version {version}, but version {between} was written in between"
                             ),
                         );
-                    } else if let Some(delete_index) = self.ops.iter().position(|other| {
-                        matches!(other.event, Event::Deleted { existed: true, version: removed, .. } if removed == expected_version)
-                    }) {
+                    } else if let Some(&delete_index) = first_delete.get(&expected_version) {
                         self.report(
                             ViolationKind::CasViolation,
                             &[index, delete_index],
@@ -463,6 +485,10 @@ impl<'h, 'c> KeyCheck<'h, 'c> {
     /// `earlier` sits lower in the version order than `later`, yet `later` returned before
     /// `earlier` was invoked. Names the rule from the two roles.
     fn report_order_violation(&mut self, earlier: Positioned, later: Positioned) {
+        if self.violations.len() >= VIOLATIONS_PER_KEY_MAX {
+            // Not reported anyway; and naming the rule may take a pass over the key.
+            return;
+        }
         let (low_version, low_role) = earlier.position;
         let (high_version, high_role) = later.position;
         let (kind, message) = match (low_role, high_role) {

@@ -8,20 +8,22 @@ pub(crate) fn match_versions_to_writes(
     eligible: &[Vec<usize>],
     op_count: usize,
 ) -> Vec<Option<usize>> {
+    /// `visited[write] == round`: `write` was tried in this slot's search for a path.
     fn augment(
         slot: usize,
         eligible: &[Vec<usize>],
         owner: &mut [Option<usize>],
-        visited: &mut [bool],
+        visited: &mut [usize],
+        round: usize,
     ) -> bool {
         for &write in &eligible[slot] {
-            if visited[write] {
+            if visited[write] == round {
                 continue;
             }
-            visited[write] = true;
+            visited[write] = round;
             let free = match owner[write] {
                 None => true,
-                Some(other) => augment(other, eligible, owner, visited),
+                Some(other) => augment(other, eligible, owner, visited, round),
             };
             if free {
                 owner[write] = Some(slot);
@@ -31,9 +33,9 @@ pub(crate) fn match_versions_to_writes(
         false
     }
     let mut owner: Vec<Option<usize>> = vec![None; op_count];
+    let mut visited = vec![usize::MAX; op_count];
     for slot in 0..eligible.len() {
-        let mut visited = vec![false; op_count];
-        augment(slot, eligible, &mut owner, &mut visited);
+        augment(slot, eligible, &mut owner, &mut visited, slot);
     }
     let mut matched = vec![None; eligible.len()];
     for (write, slot) in owner.iter().enumerate() {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::key_op::{Event, KeyOp, VersionSource};
+use crate::key_op::{Event, KeyOp, VersionSource, NEVER};
 
 /// A position in the key's version order: (version, 0) the write installing it, (version, 1) an
 /// operation observing it live, (version, 2) the delete removing it.
@@ -133,6 +133,7 @@ pub(crate) fn unexplained_absences(
             ceiling_suffix[index] = ceiling_suffix[index + 1];
         }
     }
+    let removals = Removals::new(ops);
     for (index, op) in ops.iter().enumerate() {
         let is_absence = matches!(
             op.event,
@@ -155,38 +156,90 @@ pub(crate) fn unexplained_absences(
             .get(invoked_after)
             .map(|entry| entry.position);
         let below_ceiling = |position: Position| ceiling.is_none_or(|ceiling| position <= ceiling);
-        let explained_by_delete = ops.iter().any(|other| match other.event {
-            Event::DeleteUnknown { .. } => other.invoke_ms <= op.return_ms,
-            Event::Deleted {
-                existed: true,
-                version,
-                ..
-            } => {
-                let position = (version, AT_DELETE);
-                other.invoke_ms <= op.return_ms
-                    && floor.position <= position
-                    && ceiling.is_none_or(|ceiling| position < ceiling)
-            }
-            _ => false,
-        });
-        let explained_by_expiry = versions.iter().any(|(&version, source)| {
-            let position = (version, AT_OBSERVE);
-            floor.position <= position
-                && below_ceiling(position)
-                && source.invoke_ms <= op.return_ms
-                && source.possibly_expired_by(op.return_ms, skew)
-        }) || ops.iter().any(|other| match other.event {
+        // Versions from the floor's up, while their positions are below the ceiling.
+        let (floor_version, _) = floor.position;
+        let explained_by_delete = removals
+            .unknown_delete_invoked_ms
+            .is_some_and(|invoked_ms| invoked_ms <= op.return_ms)
+            || removals
+                .delete_invoked_ms
+                .range(floor_version..)
+                .take_while(|(&version, _)| {
+                    ceiling.is_none_or(|ceiling| (version, AT_DELETE) < ceiling)
+                })
+                .any(|(&version, &invoked_ms)| {
+                    invoked_ms <= op.return_ms && floor.position <= (version, AT_DELETE)
+                });
+        let explained_by_expiry = versions
+            .range(floor_version..)
+            .take_while(|(&version, _)| below_ceiling((version, AT_OBSERVE)))
+            .any(|(&version, source)| {
+                floor.position <= (version, AT_OBSERVE)
+                    && source.invoke_ms <= op.return_ms
+                    && source.possibly_expired_by(op.return_ms, skew)
+            })
             // An unknown Set nobody observed may have installed an entry that then expired.
-            Event::SetUnknown { ttl_ms, .. } => {
-                ttl_ms > 0
-                    && other.invoke_ms <= op.return_ms
-                    && op.return_ms.saturating_add(skew) > other.invoke_ms.saturating_add(ttl_ms)
-            }
-            _ => false,
-        });
+            || removals.unknown_set_expired_by(op.return_ms, skew);
         if !explained_by_delete && !explained_by_expiry {
             unexplained.push((index, floor));
         }
     }
     unexplained
+}
+
+/// What may have removed a key's entry, indexed for rule A.
+struct Removals {
+    /// The earliest invocation of an unknown-outcome delete.
+    unknown_delete_invoked_ms: Option<u64>,
+    /// Per version, the earliest invocation of a delete that removed it.
+    delete_invoked_ms: BTreeMap<u64, u64>,
+    /// Unknown-outcome Sets with a TTL by invocation: (invocation, the earliest `invoke + ttl`
+    /// among them up to this one).
+    unknown_sets: Vec<(u64, u64)>,
+}
+
+impl Removals {
+    fn new(ops: &[KeyOp<'_>]) -> Self {
+        let mut removals = Removals {
+            unknown_delete_invoked_ms: None,
+            delete_invoked_ms: BTreeMap::new(),
+            unknown_sets: Vec::new(),
+        };
+        for op in ops {
+            match op.event {
+                Event::DeleteUnknown { .. } => {
+                    let earliest = removals.unknown_delete_invoked_ms.get_or_insert(NEVER);
+                    *earliest = (*earliest).min(op.invoke_ms);
+                }
+                Event::Deleted {
+                    existed: true,
+                    version,
+                    ..
+                } => {
+                    let earliest = removals.delete_invoked_ms.entry(version).or_insert(NEVER);
+                    *earliest = (*earliest).min(op.invoke_ms);
+                }
+                Event::SetUnknown { ttl_ms, .. } if ttl_ms > 0 => removals
+                    .unknown_sets
+                    .push((op.invoke_ms, op.invoke_ms.saturating_add(ttl_ms))),
+                _ => {}
+            }
+        }
+        removals.unknown_sets.sort_unstable();
+        let mut earliest = NEVER;
+        for (_, expiry_ms) in &mut removals.unknown_sets {
+            earliest = earliest.min(*expiry_ms);
+            *expiry_ms = earliest;
+        }
+        removals
+    }
+
+    /// TTL-2 for an unknown Set: one invoked by `by_ms` may have installed an entry that expired
+    /// by then.
+    fn unknown_set_expired_by(&self, by_ms: u64, clock_skew_ms: u64) -> bool {
+        self.unknown_sets
+            .partition_point(|&(invoked_ms, _)| invoked_ms <= by_ms)
+            .checked_sub(1)
+            .is_some_and(|last| by_ms.saturating_add(clock_skew_ms) > self.unknown_sets[last].1)
+    }
 }
