@@ -356,7 +356,12 @@ impl Admin {
             Ok(Ok(other)) => error(500, format!("an eviction applied as {other:?}")),
             Ok(Err(ReplicaError::NotLeader { leader })) => {
                 let mut body = self.leader_json(leader.map(|(id, _)| id));
-                body["error"] = json!("evictions go through the log: send this to the leader");
+                // Nodes know each other's gRPC addresses, not their admin ports: the answer names
+                // the leader, and its gRPC address as `leader_addr`.
+                body["error"] = json!(
+                    "evictions go through the log: send this to the admin port of the leader \
+                     named here (leader_addr is its gRPC address)"
+                );
                 json_response(421, body)
             }
             Ok(Err(other)) => error(503, other.to_string()),
