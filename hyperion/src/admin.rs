@@ -231,6 +231,7 @@ impl Admin {
             snapshots,
             backlog: self.replica.write_behind_backlog(),
             database: self.replica.record().map(|record| record.metrics()),
+            resident_bytes: runtime::resident_bytes(),
         }
     }
 

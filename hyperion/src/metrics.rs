@@ -114,6 +114,8 @@ pub struct NodeSample {
     /// Write-behind backlog: mutations and bytes.
     pub backlog: (usize, u64),
     pub database: Option<crate::db::DbMetrics>,
+    /// The process's resident set, where the runtime can tell it.
+    pub resident_bytes: Option<u64>,
 }
 
 /// The gauges and counters read from a [`NodeSample`] at scrape time. Counters only move forward:
@@ -132,6 +134,8 @@ struct Sampled {
     role: Family<RoleLabels, Gauge>,
     commit_index: Gauge,
     applied_index: Gauge,
+    log_bytes: Gauge,
+    resident_bytes: Gauge,
     lease_valid: Gauge,
     leader_changes: Counter,
     invalid_peer_messages: Counter,
@@ -235,6 +239,8 @@ impl Metrics {
             role: Family::default(),
             commit_index: Gauge::default(),
             applied_index: Gauge::default(),
+            log_bytes: Gauge::default(),
+            resident_bytes: Gauge::default(),
             lease_valid: Gauge::default(),
             leader_changes: Counter::default(),
             invalid_peer_messages: Counter::default(),
@@ -245,7 +251,7 @@ impl Metrics {
             queries: Family::default(),
         };
         let s = &sampled;
-        let gauges: [(&str, &str, &Gauge); 10] = [
+        let gauges: [(&str, &str, &Gauge); 12] = [
             (
                 "hyperion_cache_size_bytes",
                 "Bytes charged against the cache's capacity (keys, values, 256 per entry)",
@@ -260,6 +266,16 @@ impl Metrics {
                 "hyperion_cache_capacity_bytes",
                 "The cache's memory budget (HYPERION_CACHE_SIZE_MB)",
                 &s.capacity_bytes,
+            ),
+            (
+                "hyperion_process_resident_bytes",
+                "Resident set of the process (VmRSS), beside the cache's own accounting",
+                &s.resident_bytes,
+            ),
+            (
+                "hyperion_raft_log_bytes",
+                "Memory the Raft log after the last snapshot holds (bounded by HYPERION_RAFT_LOG_MEMORY_MB)",
+                &s.log_bytes,
             ),
             ("hyperion_raft_term", "Current Raft term", &s.term),
             (
@@ -443,6 +459,8 @@ impl Metrics {
         set(&s.term, sample.raft.term);
         set(&s.commit_index, sample.raft.commit_index);
         set(&s.applied_index, sample.raft.applied_index);
+        set(&s.log_bytes, sample.raft.log_bytes);
+        set(&s.resident_bytes, sample.resident_bytes.unwrap_or(0));
         set(&s.lease_valid, u64::from(sample.lease_valid));
         bump(&s.leader_changes, sample.leader_changes);
         bump(&s.invalid_peer_messages, sample.invalid_peer_messages);
@@ -533,8 +551,12 @@ mod tests {
         sample.store.hits = 7;
         sample.raft.role = Some(hyperion_raft::Role::Leader);
         sample.raft.term = 3;
+        sample.raft.log_bytes = 65536;
+        sample.resident_bytes = Some(1 << 30);
         let text = metrics.encode(&sample);
         for line in [
+            "hyperion_raft_log_bytes 65536",
+            "hyperion_process_resident_bytes 1073741824",
             "hyperion_cache_size_bytes 4242",
             "hyperion_cache_hits_total 7",
             "hyperion_raft_term 3",

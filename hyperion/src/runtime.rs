@@ -234,6 +234,23 @@ pub fn entropy_seed() -> u64 {
     }
 }
 
+/// The process's resident set size in bytes (`VmRSS` of `/proc/self/status`), reported beside the
+/// cache's own accounting. `None` in simulation (every node shares one process) and where `/proc`
+/// is missing.
+pub fn resident_bytes() -> Option<u64> {
+    #[cfg(madsim)]
+    {
+        None
+    }
+    #[cfg(not(madsim))]
+    {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
+
 /// A seeded RNG for one component. Every random choice in Hyperion comes from one of these.
 pub fn seeded_rng() -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(entropy_seed())

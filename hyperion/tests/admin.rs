@@ -86,14 +86,23 @@ async fn the_admin_port_serves_the_runbook() {
     client.get(b"k1", false).await.unwrap();
     let metrics = http(admin, "GET", "/metrics", None).await;
     assert_eq!(metrics.status, 200);
-    let size: u64 = metrics
-        .body
-        .lines()
-        .find_map(|line| line.strip_prefix("hyperion_cache_size_bytes "))
-        .expect("hyperion_cache_size_bytes is exported")
-        .parse()
-        .unwrap();
+    let gauge = |name: &str| -> u64 {
+        let prefix = format!("{name} ");
+        metrics
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("{name} is exported"))
+            .parse()
+            .unwrap()
+    };
+    let size = gauge("hyperion_cache_size_bytes");
     assert!(size > 20 * 100, "size {size}");
+    // The process's real footprint beside the cache's accounting, and the log between them.
+    let resident = gauge("hyperion_process_resident_bytes");
+    assert!(resident > size, "resident {resident}, accounted {size}");
+    let log = gauge("hyperion_raft_log_bytes");
+    assert!(log < resident, "log {log}, resident {resident}");
     assert!(
         metrics
             .body

@@ -31,6 +31,10 @@ pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = ELECTION_TIMEOUT_HEARTBEATS * DEFAU
 pub const DEFAULT_LEASE_MS: u64 = 1000;
 /// Applied entries kept in the log before a snapshot compacts them.
 pub const DEFAULT_COMPACTION_THRESHOLD_ENTRIES: u64 = 10_000;
+/// Memory the applied log beyond the last snapshot may hold before a snapshot compacts it.
+pub const DEFAULT_COMPACTION_THRESHOLD_BYTES: u64 = 64 << 20;
+/// Default [`Config::snapshot_resend_ms`].
+pub const DEFAULT_SNAPSHOT_RESEND_MS: u64 = 10_000;
 /// Default [`Config::term_jump_max`].
 pub const DEFAULT_TERM_JUMP_MAX: u64 = 1 << 24;
 /// The longest tick interval: the granularity of Raft's clock (bounded by the heartbeat too).
@@ -73,6 +77,13 @@ pub struct Config {
     /// When the applied log beyond the last snapshot holds this many entries the core asks the
     /// state machine for a snapshot (`Ready::snapshot_request`) and then compacts the log.
     pub compaction_threshold_entries: u64,
+    /// The same in bytes of memory ([`RaftNode::log_bytes`](crate::RaftNode::log_bytes)): with
+    /// large values an entry count alone lets the log hold gigabytes whatever the cache's cap.
+    pub compaction_threshold_bytes: u64,
+    /// How long a leader waits for a follower to acknowledge a snapshot before sending it again
+    /// (the message may have been lost). A follower's heartbeat responses do not resend it: a
+    /// large snapshot takes many heartbeats to arrive. At least `heartbeat_ms`.
+    pub snapshot_resend_ms: u64,
     /// Bound on read-index requests pending at this node (their own and forwarded ones).
     pub pending_reads_max: usize,
     /// Bound on entries a leader holds beyond its commit index: proposals beyond it are
@@ -115,6 +126,13 @@ pub struct Mutations {
     /// `step` acts on peer messages without validating them first (the pre-fix behaviour: a
     /// malformed or implausible message reaches the core's asserts, or corrupts its state).
     pub skip_message_validation: bool,
+    /// Compaction looks at the entry count only (the pre-fix behaviour: 10,000 entries of
+    /// 512 KB values are 5 GB of log in memory).
+    pub ignore_log_bytes: bool,
+    /// A leader sends a follower's snapshot again on every heartbeat response until the
+    /// follower installed it (the pre-fix behaviour: a snapshot slower than a heartbeat is sent
+    /// over and over, and the follower never catches up).
+    pub resend_snapshot_every_heartbeat: bool,
 }
 
 impl Default for Config {
@@ -128,6 +146,8 @@ impl Default for Config {
             inflight_appends_max: 32,
             append_bytes_max: 1 << 20,
             compaction_threshold_entries: DEFAULT_COMPACTION_THRESHOLD_ENTRIES,
+            compaction_threshold_bytes: DEFAULT_COMPACTION_THRESHOLD_BYTES,
+            snapshot_resend_ms: DEFAULT_SNAPSHOT_RESEND_MS,
             pending_reads_max: 4096,
             uncommitted_entries_max: 10_000,
             term_jump_max: DEFAULT_TERM_JUMP_MAX,
@@ -212,6 +232,18 @@ impl Config {
         }
         if self.compaction_threshold_entries == 0 {
             return invalid("compaction_threshold_entries", "must be ≥ 1".into());
+        }
+        if self.snapshot_resend_ms < self.heartbeat_ms {
+            return invalid(
+                "snapshot_resend_ms",
+                format!(
+                    "{} ms is below the heartbeat ({} ms)",
+                    self.snapshot_resend_ms, self.heartbeat_ms
+                ),
+            );
+        }
+        if self.compaction_threshold_bytes == 0 {
+            return invalid("compaction_threshold_bytes", "must be ≥ 1".into());
         }
         if self.uncommitted_entries_max == 0 {
             return invalid("uncommitted_entries_max", "must be ≥ 1".into());

@@ -44,14 +44,17 @@
 
 pub mod config;
 mod log;
+pub use log::ENTRY_OVERHEAD_BYTES;
 pub mod message;
 pub mod node;
 pub mod storage;
 
 pub use config::{
     default_election_timeout_ms, default_lease_ms, Config, ConfigError, Mutations,
-    DEFAULT_COMPACTION_THRESHOLD_ENTRIES, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS,
-    DEFAULT_LEASE_MS, DEFAULT_TERM_JUMP_MAX, ELECTION_TIMEOUT_HEARTBEATS, TICK_INTERVAL_MS_MAX,
+    DEFAULT_COMPACTION_THRESHOLD_BYTES, DEFAULT_COMPACTION_THRESHOLD_ENTRIES,
+    DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MS,
+    DEFAULT_SNAPSHOT_RESEND_MS, DEFAULT_TERM_JUMP_MAX, ELECTION_TIMEOUT_HEARTBEATS,
+    TICK_INTERVAL_MS_MAX,
 };
 pub use message::{
     AppendReject, Entry, EntryKind, HardState, Membership, Message, MessageBody, NodeId, Snapshot,
@@ -60,5 +63,5 @@ pub use message::{
 pub use node::{
     AfterPersist, Durable, InvalidMessage, LeadershipError, NewNodeError, ProposeError, RaftNode,
     ReadError, ReadState, Ready, Recovered, Role, SnapshotError, StepError, APPEND_ENTRIES_MAX,
-    INDEX_MAX,
+    INDEX_MAX, SNAPSHOT_BYTES_PER_MS_MIN,
 };

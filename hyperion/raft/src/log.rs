@@ -3,9 +3,17 @@
 //! Contract: indices are consecutive from `snapshot_index + 1`; `commit ≥ snapshot_index`;
 //! `stable_index` is the last index known durable (entries after it are handed out in the next
 //! `Ready`). Entries at or below `commit` are never truncated (asserted: Log Matching + Leader
-//! Completeness, §5.3–5.4).
+//! Completeness, §5.3–5.4). `held_bytes` is what the entries cost in memory (payload plus the
+//! fixed per-entry cost), kept as running sums so that the applied prefix's size is O(1).
 
 use crate::message::{Entry, EntryKind};
+
+/// Memory one entry costs beyond its payload: the entry itself and its running-sum slot.
+pub const ENTRY_OVERHEAD_BYTES: usize = std::mem::size_of::<Entry>() + std::mem::size_of::<u64>();
+
+fn entry_bytes(e: &Entry) -> u64 {
+    (e.payload_bytes() + ENTRY_OVERHEAD_BYTES) as u64
+}
 
 /// The log; owned by the core.
 #[derive(Debug, Clone)]
@@ -13,6 +21,11 @@ pub(crate) struct RaftLog {
     pub(crate) snapshot_index: u64,
     pub(crate) snapshot_term: u64,
     entries: Vec<Entry>,
+    /// `sums[i]` = `dropped` + bytes of `entries[..=i]` (see [`entry_bytes`]).
+    sums: Vec<u64>,
+    /// The running sum before `entries[0]`: the bytes of every entry ever compacted or truncated
+    /// from the front.
+    dropped: u64,
     /// Last index durable on this node's disk (as far as the core knows).
     pub(crate) stable_index: u64,
     pub(crate) commit: u64,
@@ -27,10 +40,20 @@ impl RaftLog {
                 "recovered log is not consecutive"
             );
         }
+        let mut total = 0u64;
+        let sums = entries
+            .iter()
+            .map(|e| {
+                total += entry_bytes(e);
+                total
+            })
+            .collect();
         let log = RaftLog {
             snapshot_index,
             snapshot_term,
             entries,
+            sums,
+            dropped: 0,
             stable_index: 0,
             commit: snapshot_index,
         };
@@ -42,6 +65,30 @@ impl RaftLog {
 
     pub(crate) fn last_index(&self) -> u64 {
         self.snapshot_index + self.entries.len() as u64
+    }
+
+    fn last_sum(&self) -> u64 {
+        self.sums.last().copied().unwrap_or(self.dropped)
+    }
+
+    /// Memory the entries after the snapshot hold.
+    pub(crate) fn held_bytes(&self) -> u64 {
+        self.last_sum() - self.dropped
+    }
+
+    /// Memory the entries in `(snapshot_index, index]` hold (what compacting to `index` frees).
+    pub(crate) fn held_bytes_through(&self, index: u64) -> u64 {
+        if index <= self.snapshot_index {
+            return 0;
+        }
+        let last = (index.min(self.last_index()) - self.snapshot_index - 1) as usize;
+        self.sums[last] - self.dropped
+    }
+
+    fn push(&mut self, e: Entry) {
+        let sum = self.last_sum() + entry_bytes(&e);
+        self.entries.push(e);
+        self.sums.push(sum);
     }
 
     pub(crate) fn last_term(&self) -> u64 {
@@ -110,7 +157,7 @@ impl RaftLog {
             "leader appends an entry older than its last term"
         );
         let index = self.last_index() + 1;
-        self.entries.push(Entry { term, index, kind });
+        self.push(Entry { term, index, kind });
         index
     }
 
@@ -131,14 +178,15 @@ impl RaftLog {
                         e.index,
                         self.commit
                     );
-                    self.entries
-                        .truncate((e.index - self.snapshot_index - 1) as usize);
+                    let keep = (e.index - self.snapshot_index - 1) as usize;
+                    self.entries.truncate(keep);
+                    self.sums.truncate(keep);
                     self.stable_index = self.stable_index.min(e.index - 1);
                 }
                 None => {}
             }
             assert_eq!(e.index, self.last_index() + 1, "gap in appended entries");
-            self.entries.push(e.clone());
+            self.push(e.clone());
             first_changed.get_or_insert(e.index);
         }
         first_changed
@@ -176,14 +224,18 @@ impl RaftLog {
         assert!(index > self.snapshot_index, "compacting backwards");
         if self.term(index) == Some(term) {
             let drop = (index - self.snapshot_index) as usize;
+            self.dropped = self.sums[drop - 1];
             self.entries.drain(..drop);
+            self.sums.drain(..drop);
         } else {
             // Installing a snapshot that conflicts with or lies beyond our log: discard it all.
             assert!(
                 index > self.commit,
                 "snapshot conflicts with committed entries"
             );
+            self.dropped = self.last_sum();
             self.entries.clear();
+            self.sums.clear();
             // Whatever was durable belonged to the discarded history.
             self.stable_index = index;
         }
@@ -244,5 +296,39 @@ mod tests {
         assert_eq!(log.term(2), Some(1));
         assert_eq!(log.term(1), None);
         assert_eq!(log.last_index(), 3);
+    }
+
+    fn command(index: u64, term: u64, len: usize) -> Entry {
+        Entry {
+            index,
+            term,
+            kind: EntryKind::Command(vec![0; len]),
+        }
+    }
+
+    #[test]
+    fn held_bytes_follow_appends_truncations_and_compactions() {
+        let cost = |len: usize| (len + ENTRY_OVERHEAD_BYTES) as u64;
+        let mut log = RaftLog::new(0, 0, vec![command(1, 1, 100), command(2, 1, 200)]);
+        assert_eq!(log.held_bytes(), cost(100) + cost(200));
+        log.append_new(1, EntryKind::Command(vec![0; 300]));
+        assert_eq!(log.held_bytes_through(2), cost(100) + cost(200));
+        assert_eq!(log.held_bytes(), cost(100) + cost(200) + cost(300));
+        // A conflict at 3 truncates the 300-byte entry and appends two others.
+        log.merge(&[command(3, 2, 10), command(4, 2, 20)]);
+        assert_eq!(
+            log.held_bytes(),
+            cost(100) + cost(200) + cost(10) + cost(20)
+        );
+        log.commit_to(3);
+        log.compact(2, 1);
+        assert_eq!(log.held_bytes(), cost(10) + cost(20));
+        assert_eq!(log.held_bytes_through(2), 0);
+        assert_eq!(log.held_bytes_through(3), cost(10));
+        // A snapshot beyond the log discards it all.
+        log.compact(9, 3);
+        assert_eq!(log.held_bytes(), 0);
+        log.merge(&[command(10, 3, 5)]);
+        assert_eq!(log.held_bytes(), cost(5));
     }
 }

@@ -53,6 +53,11 @@ use crate::message::{
 mod validate;
 pub use validate::{InvalidMessage, APPEND_ENTRIES_MAX, INDEX_MAX};
 
+/// The slowest link a snapshot is expected to cross, in bytes per millisecond (10 MB/s): a
+/// leader waits this long per byte, beyond [`Config::snapshot_resend_ms`], before it presumes a
+/// snapshot lost; the product's transport gives a message the same time to arrive.
+pub const SNAPSHOT_BYTES_PER_MS_MIN: u64 = 10_000;
+
 /// How many heartbeat rounds a leader remembers the start time of. A round older than this is
 /// more than `ROUNDS_TRACKED_MAX × heartbeat_ms` old, far beyond the election timeout after which
 /// CheckQuorum would have deposed the leader anyway; forgetting it only forgoes a lease extension.
@@ -295,7 +300,7 @@ enum ProgressState {
     Probe,
     /// Pipelining: up to `inflight_appends_max` appends in flight.
     Replicate,
-    /// A snapshot at this index is in flight.
+    /// A snapshot at this index is in flight (until `Progress::snapshot_resend_at_ms`).
     Snapshot(u64),
 }
 
@@ -310,6 +315,10 @@ struct Progress {
     probe_sent: bool,
     acked_round: u64,
     last_heard_ms: u64,
+    /// When the snapshot of `ProgressState::Snapshot` is presumed lost and sent again (node
+    /// clock): `snapshot_resend_ms` after it was sent, plus its transfer time at
+    /// [`SNAPSHOT_BYTES_PER_MS_MIN`].
+    snapshot_resend_at_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -532,6 +541,12 @@ impl RaftNode {
     pub fn snapshot_index(&self) -> u64 {
         self.log.snapshot_index
     }
+
+    /// Memory the log after the snapshot holds: payloads plus
+    /// [`ENTRY_OVERHEAD_BYTES`](crate::ENTRY_OVERHEAD_BYTES) per entry.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.held_bytes()
+    }
     /// Term of the entry at `index`, if held (the snapshot's last entry counts).
     pub fn term_at(&self, index: u64) -> Option<u64> {
         self.log.term(index)
@@ -593,10 +608,17 @@ impl RaftNode {
         self.voters.len() / 2 + 1
     }
 
+    /// A snapshot is due when the applied log beyond the last one holds too many entries or
+    /// too many bytes (only the applied prefix counts: it is all a snapshot can compact).
     fn wants_snapshot(&self) -> bool {
-        !self.snapshot_requested
-            && self.applied.saturating_sub(self.log.snapshot_index)
-                >= self.config.compaction_threshold_entries
+        if self.snapshot_requested || self.applied <= self.log.snapshot_index {
+            return false;
+        }
+        let entries = self.applied - self.log.snapshot_index;
+        entries >= self.config.compaction_threshold_entries
+            || (!self.config.mutations.ignore_log_bytes
+                && self.log.held_bytes_through(self.applied)
+                    >= self.config.compaction_threshold_bytes)
     }
 
     // ----------------------------------------------------------------------------------------
@@ -845,6 +867,14 @@ impl RaftNode {
                     p.probe_sent = false;
                     let (behind, state, match_index) =
                         (p.match_index < last_index, p.state, p.match_index);
+                    // A snapshot can take many heartbeats to arrive: resending it on each one
+                    // would queue copy after copy of it, and the follower would never catch up.
+                    let snapshot_in_flight = matches!(state, ProgressState::Snapshot(_))
+                        && self.now_ms < p.snapshot_resend_at_ms
+                        && !self.config.mutations.resend_snapshot_every_heartbeat;
+                    if snapshot_in_flight {
+                        return Ok(());
+                    }
                     // The follower is alive but behind: an append or snapshot may have been
                     // lost, so resend from its match point (duplicates are harmless).
                     if behind && state != ProgressState::Probe {
@@ -1343,6 +1373,7 @@ impl RaftNode {
                     probe_sent: false,
                     acked_round: 0,
                     last_heard_ms: self.now_ms,
+                    snapshot_resend_at_ms: 0,
                 };
                 (peer, p)
             })
@@ -1440,6 +1471,11 @@ impl RaftNode {
             };
             if let Some(p) = self.progress.get_mut(&peer) {
                 p.state = ProgressState::Snapshot(snapshot.meta.index);
+                let transfer_ms = snapshot.data.len() as u64 / SNAPSHOT_BYTES_PER_MS_MIN;
+                p.snapshot_resend_at_ms = self
+                    .now_ms
+                    .saturating_add(self.config.snapshot_resend_ms)
+                    .saturating_add(transfer_ms);
                 p.inflight.clear();
             }
             self.send(peer, MessageBody::InstallSnapshot { snapshot, round });

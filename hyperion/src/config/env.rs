@@ -165,11 +165,19 @@ impl Config {
                 SNAPSHOT_ENTRIES_MAX,
             )?
             .unwrap_or(DEFAULT_SNAPSHOT_ENTRIES);
+        let log_memory_mb = vars
+            .positive(
+                "HYPERION_RAFT_LOG_MEMORY_MB",
+                LOG_MEMORY_MB_MIN,
+                LOG_MEMORY_MB_MAX,
+            )?
+            .unwrap_or(DEFAULT_LOG_MEMORY_MB);
         let raft = RaftTiming {
             heartbeat_ms,
             election_timeout_ms,
             lease_duration_ms,
             snapshot_entries,
+            log_memory_mb,
         };
         if let Err(error) = raft.core_config().validate() {
             let variable = match error.field {

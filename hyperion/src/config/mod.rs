@@ -84,7 +84,16 @@ pub struct RaftTiming {
     /// Applied entries kept in the log before a snapshot compacts them
     /// (`HYPERION_RAFT_SNAPSHOT_ENTRIES`).
     pub snapshot_entries: u64,
+    /// Memory the applied log may hold before a snapshot compacts it, MiB
+    /// (`HYPERION_RAFT_LOG_MEMORY_MB`): with large values the entry count alone does not bound it.
+    pub log_memory_mb: u64,
 }
+
+/// Default log memory between snapshots, from the Raft crate (64 MiB).
+pub const DEFAULT_LOG_MEMORY_MB: u64 = hyperion_raft::DEFAULT_COMPACTION_THRESHOLD_BYTES >> 20;
+/// Bounds of `HYPERION_RAFT_LOG_MEMORY_MB` (1 MiB to 64 GiB).
+pub const LOG_MEMORY_MB_MIN: u64 = 1;
+pub const LOG_MEMORY_MB_MAX: u64 = 1 << 16;
 
 /// Default log length between snapshots, from the Raft crate.
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = hyperion_raft::DEFAULT_COMPACTION_THRESHOLD_ENTRIES;
@@ -105,6 +114,9 @@ impl RaftTiming {
             election_timeout_ms: self.election_timeout_ms,
             lease_duration_ms: self.lease_duration_ms,
             compaction_threshold_entries: self.snapshot_entries,
+            compaction_threshold_bytes: self.log_memory_mb << 20,
+            snapshot_resend_ms: hyperion_raft::DEFAULT_SNAPSHOT_RESEND_MS
+                .max(self.election_timeout_ms),
             ..hyperion_raft::Config::default()
         }
     }
@@ -117,6 +129,7 @@ impl Default for RaftTiming {
             election_timeout_ms: hyperion_raft::DEFAULT_ELECTION_TIMEOUT_MS,
             lease_duration_ms: DEFAULT_LEASE_MS,
             snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
+            log_memory_mb: DEFAULT_LOG_MEMORY_MB,
         }
     }
 }
@@ -397,6 +410,12 @@ impl Config {
             raft.snapshot_entries,
             SNAPSHOT_ENTRIES_MIN,
             SNAPSHOT_ENTRIES_MAX,
+        )?;
+        within(
+            "HYPERION_RAFT_LOG_MEMORY_MB",
+            raft.log_memory_mb,
+            LOG_MEMORY_MB_MIN,
+            LOG_MEMORY_MB_MAX,
         )?;
         if raft.election_timeout_ms < 2 * raft.heartbeat_ms {
             return Err(ConfigError::new(

@@ -48,6 +48,20 @@ mod env_tests {
     }
 
     #[test]
+    fn the_log_memory_bound_reaches_the_raft_core() {
+        let default = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(
+            default.raft.core_config().compaction_threshold_bytes,
+            hyperion_raft::DEFAULT_COMPACTION_THRESHOLD_BYTES
+        );
+        let config = Config::from_env(&env(&[("HYPERION_RAFT_LOG_MEMORY_MB", "8")])).unwrap();
+        assert_eq!(
+            config.raft.core_config().compaction_threshold_bytes,
+            8 << 20
+        );
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
         let cases: &[Case] = &[
@@ -60,6 +74,11 @@ mod env_tests {
                 &[("HYPERION_CONNECTION_IDLE_TIMEOUT_MS", "86400001")],
                 "HYPERION_CONNECTION_IDLE_TIMEOUT_MS",
                 "got 86400001",
+            ),
+            (
+                &[("HYPERION_RAFT_LOG_MEMORY_MB", "0")],
+                "HYPERION_RAFT_LOG_MEMORY_MB",
+                "got 0",
             ),
             (
                 &[("HYPERION_CACHE_SIZE_MB", "lots")],

@@ -705,6 +705,7 @@ impl NodeLoop {
             commit_index: self.raft.commit_index(),
             applied_index: self.raft.applied_index(),
             last_index: self.raft.last_index(),
+            log_bytes: self.raft.log_bytes(),
             lease_expires_at,
             abstaining: self.raft.abstaining(),
         };

@@ -33,6 +33,16 @@ pub const PEER_QUEUE_MAX: usize = 1024;
 /// Deadline of one `Send` call: longer than a heartbeat so a slow link still delivers, short
 /// enough that a dead peer does not hold its queue for long.
 pub const PEER_SEND_TIMEOUT: Duration = Duration::from_millis(500);
+/// A batch's deadline grows by a millisecond per this many bytes beyond [`PEER_SEND_TIMEOUT`]:
+/// a snapshot of a large cache is one message and needs seconds on the wire. The Raft core waits
+/// at the same rate before it presumes a snapshot lost.
+pub const PEER_BYTES_PER_MS_MIN: u64 = hyperion_raft::SNAPSHOT_BYTES_PER_MS_MIN;
+
+/// The deadline of a `Send` carrying `bytes` of messages.
+pub fn send_deadline(bytes: usize) -> Duration {
+    PEER_SEND_TIMEOUT + Duration::from_millis(bytes as u64 / PEER_BYTES_PER_MS_MIN)
+}
+
 /// Pause after a failed `Send`, so a dead peer is not hammered.
 pub const PEER_RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Largest peer message (a snapshot of a full cache travels whole).
@@ -162,15 +172,14 @@ async fn send_loop(
             }
         }
         let count = batch.len() as u64;
-        let request = link.request(
-            pb::MessageBatch {
-                cluster: cluster.clone(),
-                messages: batch,
-            },
-            PEER_SEND_TIMEOUT,
-        );
+        let batch = pb::MessageBatch {
+            cluster: cluster.clone(),
+            messages: batch,
+        };
+        let deadline = send_deadline(prost::Message::encoded_len(&batch));
+        let request = link.request(batch, deadline);
         let mut client = client.clone();
-        let sent = runtime::timeout(PEER_SEND_TIMEOUT, client.send(request)).await;
+        let sent = runtime::timeout(deadline, client.send(request)).await;
         let (reached, accepted) = match sent {
             Ok(Ok(ack)) => (true, u64::from(ack.into_inner().accepted)),
             Ok(Err(status)) if is_refusal(&status) => {

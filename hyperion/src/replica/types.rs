@@ -174,6 +174,8 @@ pub struct RaftStatus {
     pub commit_index: u64,
     pub applied_index: u64,
     pub last_index: u64,
+    /// Memory the Raft log after the last snapshot holds (payloads and per-entry cost).
+    pub log_bytes: u64,
     /// While this node holds a leader lease: when it ends, in runtime time (the node's own lease
     /// deadline converted at its clock rate). For the simulator's lease-safety check.
     pub lease_expires_at: Option<runtime::Instant>,

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hyperion_raft::storage::{SimDisk, Storage, StorageError, SyncPolicy};
-use hyperion_raft::{Config, Entry, EntryKind, Message, NodeId, RaftNode, Role};
+use hyperion_raft::{Config, Entry, EntryKind, Message, MessageBody, NodeId, RaftNode, Role};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -32,6 +32,9 @@ pub struct Opts {
     /// explicit `deliver` (transcripts).
     pub auto_deliver: bool,
     pub latency_ms: (u64, u64),
+    /// Extra latency of every InstallSnapshot message: the time a large snapshot takes on the
+    /// wire (the harness's snapshots are a few bytes; production ones can be gigabytes).
+    pub snapshot_transfer_ms: u64,
     pub loss: f64,
     pub duplicate: f64,
     /// Global interval between ticks of every node.
@@ -60,6 +63,7 @@ impl Opts {
             rates_ppm: vec![1_000_000; n],
             auto_deliver: true,
             latency_ms: (1, 20),
+            snapshot_transfer_ms: 0,
             loss: 0.0,
             duplicate: 0.0,
             tick_ms: 25,
@@ -422,7 +426,11 @@ impl Cluster {
         if self.link_blocked(msg.from, msg.to) || self.rng.random_bool(self.opts.loss) {
             return;
         }
-        let (lo, hi) = self.opts.latency_ms;
+        let (mut lo, mut hi) = self.opts.latency_ms;
+        if matches!(msg.body, MessageBody::InstallSnapshot { .. }) {
+            lo += self.opts.snapshot_transfer_ms;
+            hi += self.opts.snapshot_transfer_ms;
+        }
         let copies = if self.rng.random_bool(self.opts.duplicate) {
             2
         } else {
