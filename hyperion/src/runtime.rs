@@ -26,6 +26,7 @@ use rand_chacha::ChaCha8Rng;
 
 pub use tokio::time::{timeout, Instant};
 
+pub mod coverage;
 #[cfg(not(madsim))]
 mod http_server;
 #[cfg(not(madsim))]
@@ -44,9 +45,12 @@ pub use transport::{
     HttpRequest, HttpResponse, HttpsAnswer, HttpsGet, ListenerSecurity, PeerClassifier,
 };
 
+/// Whether this is the simulation build.
+const SIMULATION: bool = cfg!(madsim);
+
 /// Whether the network is madsim's simulated one (the simulator's nodes use addresses that no
 /// real network routes, so the rules for real listeners do not apply to them).
-pub const NETWORK_IS_SIMULATED: bool = cfg!(madsim);
+pub const NETWORK_IS_SIMULATED: bool = SIMULATION;
 
 /// Sleeps for `duration` of runtime time (virtual time in simulation).
 pub async fn sleep(duration: Duration) {
@@ -238,17 +242,10 @@ pub fn entropy_seed() -> u64 {
 /// cache's own accounting. `None` in simulation (every node shares one process) and where `/proc`
 /// is missing.
 pub fn resident_bytes() -> Option<u64> {
-    #[cfg(madsim)]
-    {
-        None
-    }
-    #[cfg(not(madsim))]
-    {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    }
+    let status = (!SIMULATION).then(|| std::fs::read_to_string("/proc/self/status").ok())??;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A seeded RNG for one component. Every random choice in Hyperion comes from one of these.

@@ -103,6 +103,12 @@ pub struct RunSummary {
     pub real_ms: u64,
     pub ops: usize,
     pub trace_hash: String,
+    /// Hits of the product's coverage points (per point and `point@condition`).
+    #[serde(default)]
+    pub coverage: BTreeMap<String, u64>,
+    /// The points the plan's `expect.sometimes` requires of the seeds together.
+    #[serde(default)]
+    pub expect_sometimes: Vec<String>,
 }
 
 /// The commit the simulator was built from (for banners), or `unknown`.
@@ -237,6 +243,8 @@ fn cmd_run(
                     real_ms: executed.real_ms,
                     ops: executed.result.as_ref().map_or(0, |r| r.findings.ops),
                     trace_hash: hash(&jsonl),
+                    coverage: executed.coverage.clone(),
+                    expect_sometimes: executed.plan.expect.sometimes.clone(),
                 };
                 println!(
                     "{}",
@@ -397,6 +405,8 @@ fn print_summary(results: &[(Item, Result<RunSummary, String>)], wall_s: f64) ->
                     summary.violation_found,
                     summary.violation_in_any_seed,
                 );
+                row.tally
+                    .add_coverage(&summary.coverage, &summary.expect_sometimes);
                 if !summary.met {
                     failures.push((item, summary.verdict.clone()));
                 }
@@ -447,6 +457,16 @@ fn print_summary(results: &[(Item, Result<RunSummary, String>)], wall_s: f64) ->
     );
     for note in &notes {
         println!("{note}");
+    }
+    for ((file, variant), row) in &rows {
+        let lines = row.tally.coverage_lines();
+        if !lines.is_empty() {
+            let shown = variant.as_deref().unwrap_or("-");
+            println!("coverage of {file} {shown} (the product's sometimes!/reachable! points):");
+            for line in lines {
+                println!("{line}");
+            }
+        }
     }
     for failure in &group_failures {
         println!("{failure}");

@@ -456,6 +456,22 @@ impl Firing<'_> {
     }
 }
 
+/// The coverage condition (`point@condition`, see `hyperion::runtime::coverage`) a fault of this
+/// kind makes active: from its start until it is undone, or until the heal for a fault with no
+/// duration. `restart` and `heal` end faults rather than start one.
+pub fn coverage_condition(kind: &str) -> Option<&'static str> {
+    match kind {
+        "isolate" | "partition" | "one_way" => Some("partition"),
+        "clock" => Some("clock_skew"),
+        "pause" | "pause_in_turn" => Some("pause"),
+        "kill" | "power_loss" => Some("crash"),
+        "disk_eio" | "bit_rot" => Some("disk_fault"),
+        "overload" => Some("overload"),
+        "net" => Some("network"),
+        _ => None,
+    }
+}
+
 /// What applying a fault did.
 pub struct Applied {
     /// The timeline's `FAULT` line.

@@ -102,6 +102,7 @@ fn expectations_are_judged() {
         clock_skew_ms: 5,
         memory_max_bytes: None,
         metrics: Default::default(),
+        sometimes: Vec::new(),
     };
     let clean = report(Findings::default());
     assert!(clean.judge(&must_pass).is_ok());
@@ -166,4 +167,39 @@ fn the_format_reference_lists_every_fault_kind_with_its_fields() {
             );
         }
     }
+}
+
+/// `expect.sometimes` is judged over the seeds together: a point that fired in one seed is
+/// covered; one that fired in none fails the sweep, naming it.
+#[test]
+fn expected_coverage_is_judged_over_the_seeds() {
+    use crate::runner::SeedTally;
+    let expected = vec![
+        "lease_read@partition".to_string(),
+        "snapshot_installed".to_string(),
+    ];
+    let hits = |points: &[&str]| -> std::collections::BTreeMap<String, u64> {
+        points.iter().map(|p| (p.to_string(), 1)).collect()
+    };
+    let mut tally = SeedTally::default();
+    tally.add(1, true, false, false);
+    tally.add_coverage(&hits(&["lease_read", "lease_read@partition"]), &expected);
+    tally.add(2, true, false, false);
+    tally.add_coverage(&hits(&["lease_read"]), &expected);
+    let failure = tally
+        .group_failure()
+        .expect("snapshot_installed never fired");
+    assert!(
+        failure.contains("snapshot_installed never fired in 2 seeds"),
+        "{failure}"
+    );
+    assert!(!failure.contains("lease_read@partition"), "{failure}");
+    let lines = tally.coverage_lines().join("\n");
+    assert!(lines.contains("lease_read@partition"), "{lines}");
+    assert!(lines.contains("fired in    1/2 seeds  expected"), "{lines}");
+    assert!(lines.contains("NEVER FIRED"), "{lines}");
+
+    tally.add(3, true, false, false);
+    tally.add_coverage(&hits(&["snapshot_installed"]), &expected);
+    assert_eq!(tally.group_failure(), None);
 }

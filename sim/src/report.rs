@@ -159,6 +159,29 @@ pub fn render(file: &ScenarioFile, executed: &Executed, commit: &str, jsonl: &[S
             );
         }
     }
+    say!(
+        out,
+        "== coverage (the product's sometimes!/reachable! points this seed reached)"
+    );
+    let fired: Vec<String> = executed
+        .coverage
+        .iter()
+        .map(|(point, hits)| format!("{point}×{hits}"))
+        .collect();
+    say!(out, "   {}", fired.join("  "));
+    let missed: Vec<&String> = plan
+        .expect
+        .sometimes
+        .iter()
+        .filter(|p| !executed.coverage.contains_key(*p))
+        .collect();
+    if !missed.is_empty() {
+        say!(
+            out,
+            "   expected by expect.sometimes, not reached in this seed (a sweep needs one seed to): {}",
+            missed.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
     let (met, verdict) = executed.verdict();
     say!(
         out,

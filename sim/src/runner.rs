@@ -9,12 +9,14 @@
 //! a storage failure while its disk was failing), `memory` and `metrics` (when the plan sets
 //! their bounds).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyperion::db::{SimDatabase, SimDbConfig};
+use hyperion::runtime::coverage;
 use hyperion_checker::{check, CheckerConfig, History, Verdict};
 
 use crate::cluster::{client_node, DatabaseSetup, SimCluster, EXIT_RESTART_MAX};
@@ -166,7 +168,12 @@ async fn run_fault(
             continue;
         };
         let mut undos = Vec::new();
+        let mut conditions = Vec::new();
         for (action, targets) in step.actions.iter().zip(&targets) {
+            if let Some(condition) = faults::coverage_condition(action.kind.name) {
+                coverage::begin(condition);
+                conditions.push(condition);
+            }
             let Applied { text, undo } = (action.kind.apply)(&Firing {
                 cluster: &cluster,
                 state: &state,
@@ -182,6 +189,9 @@ async fn run_fault(
             for undo in undos {
                 (undo.run)();
                 trace.record(Event::FaultEnd { text: undo.text });
+            }
+            for condition in conditions {
+                coverage::end(condition);
             }
         }
     }
@@ -380,6 +390,7 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
     // Heal: resume paused nodes, network back to defaults, links and killed nodes in liveness.
     state.resume_all(&cluster);
     faults::reset_network();
+    coverage::end_all();
     trace.record(Event::Note {
         text: "heal everything; liveness check".to_string(),
     });
@@ -410,6 +421,11 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
     findings.metrics = metrics.violations(&plan.expect.metrics);
     for op in history.ops() {
         trace.record_at(op.invoke_ms, Event::Op { op: op.clone() });
+    }
+    for (point, detail) in coverage::snapshot().broken {
+        findings
+            .raft
+            .push(format!("always!({point}) was false: {detail}"));
     }
     finish(findings, &trace, started, peak)
 }
@@ -593,6 +609,8 @@ pub struct Executed {
     pub seed: u64,
     pub plan: Plan,
     pub result: Result<RunReport, String>,
+    /// Hits of the product's coverage points, per point and per `point@condition`.
+    pub coverage: BTreeMap<String, u64>,
     /// Wall-clock time the run took (for throughput only; nothing decides on it).
     pub real_ms: u64,
 }
@@ -641,6 +659,7 @@ pub fn run_seed(file: &ScenarioFile, variant: Option<&str>, seed: u64) -> Result
         madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     runtime.set_time_limit(SEED_TIME_LIMIT);
     let started = wall_clock();
+    coverage::reset();
     let result = catch_unwind(AssertUnwindSafe(|| runtime.block_on(run_plan(&plan, seed))))
         .map_err(|panic| panic_text(panic.as_ref()));
     let real_ms = started.elapsed().as_millis() as u64;
@@ -648,6 +667,7 @@ pub fn run_seed(file: &ScenarioFile, variant: Option<&str>, seed: u64) -> Result
         seed,
         plan,
         result,
+        coverage: coverage::snapshot().hits,
         real_ms,
     })
 }
@@ -662,8 +682,8 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The verdict over the seeds of one file (variant): every run must meet its own expectations,
-/// and a violation required of the seeds together (`violation_in = "any_seed"`) must be found
-/// by at least one of them.
+/// a violation required of the seeds together (`violation_in = "any_seed"`) must be found by at
+/// least one of them, and every coverage point of `expect.sometimes` must fire in at least one.
 #[derive(Debug, Clone, Default)]
 pub struct SeedTally {
     pub seeds: Vec<u64>,
@@ -673,6 +693,10 @@ pub struct SeedTally {
     pub any_seed: bool,
     /// Seeds whose run found it.
     pub found: Vec<u64>,
+    /// Per coverage point (and `point@condition`): the seeds in which it fired.
+    pub fired: BTreeMap<String, usize>,
+    /// The points `expect.sometimes` requires.
+    pub expected: BTreeSet<String>,
 }
 
 impl SeedTally {
@@ -688,10 +712,39 @@ impl SeedTally {
         self.any_seed |= any_seed;
     }
 
-    /// What fails only for the seeds together: a required violation that none found.
+    /// Counts one run's coverage: the points that fired, and those its plan expects.
+    pub fn add_coverage(&mut self, hits: &BTreeMap<String, u64>, expected: &[String]) {
+        for (point, _) in hits.iter().filter(|(_, n)| **n > 0) {
+            *self.fired.entry(point.clone()).or_default() += 1;
+        }
+        self.expected.extend(expected.iter().cloned());
+    }
+
+    /// The expected coverage points that fired in no seed.
+    pub fn never_fired(&self) -> Vec<&str> {
+        self.expected
+            .iter()
+            .filter(|point| !self.fired.contains_key(*point))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// What fails only for the seeds together: a required violation that none found, or an
+    /// expected coverage point that never fired.
     pub fn group_failure(&self) -> Option<String> {
-        (self.any_seed && self.found.is_empty())
-            .then(|| "no seed found the expected violation".to_string())
+        let mut failures = Vec::new();
+        if self.any_seed && self.found.is_empty() {
+            failures.push("no seed found the expected violation".to_string());
+        }
+        let never = self.never_fired();
+        if !never.is_empty() {
+            failures.push(format!(
+                "expect.sometimes: {} never fired in {} seeds (the fault model no longer reaches it)",
+                never.join(", "),
+                self.seeds.len()
+            ));
+        }
+        (!failures.is_empty()).then(|| failures.join("; "))
     }
 
     /// The note a sweep prints about a violation required of the seeds together.
@@ -703,5 +756,27 @@ impl SeedTally {
                 self.seeds.len()
             )
         })
+    }
+
+    /// One line per coverage point that fired, or that is expected: `point  fired in N/M
+    /// seeds`, expected ones marked.
+    pub fn coverage_lines(&self) -> Vec<String> {
+        let mut points: BTreeSet<&String> = self.fired.keys().collect();
+        points.extend(self.expected.iter());
+        points
+            .into_iter()
+            .map(|point| {
+                let fired = self.fired.get(point).copied().unwrap_or(0);
+                let mark = match (self.expected.contains(point), fired) {
+                    (true, 0) => "  expected: NEVER FIRED",
+                    (true, _) => "  expected",
+                    _ => "",
+                };
+                format!(
+                    "  {point:<44} fired in {fired:>4}/{} seeds{mark}",
+                    self.seeds.len()
+                )
+            })
+            .collect()
     }
 }

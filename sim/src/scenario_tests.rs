@@ -38,6 +38,7 @@ fn sweep(name: &str) {
             executed.violation_found(),
             executed.plan.expect.violation_in_any_seed,
         );
+        tally.add_coverage(&executed.coverage, &executed.plan.expect.sometimes);
         eprintln!("{path} seed {seed}: {verdict}");
         if !met {
             let jsonl = executed.trace_jsonl();
@@ -113,4 +114,66 @@ fn negative_control_drift_beyond_the_bound_is_detected() {
 #[test]
 fn negative_control_unsafe_leader_reads_are_caught_by_the_checker() {
     sweep("negative-control-unsafe-leader-reads");
+}
+
+/// The coverage expectations can fail: the leader-partitioned scenario with its partition taken
+/// out (a fault model that silently stopped reaching the state it was built for) must fail its
+/// `expect.sometimes`, naming the point no seed reached. Every run still meets its own
+/// expectations: only the sweep's coverage judges it.
+#[test]
+fn a_fault_model_that_stopped_partitioning_fails_its_coverage() {
+    let path = "scenarios/leader-partitioned-in-the-minority.toml";
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
+            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let start = source.find("[[faults]]").expect("the scenario has a fault");
+    let end = source[start..]
+        .find("\n\n")
+        .map_or(source.len(), |at| start + at);
+    let weakened = format!("{}{}", &source[..start], &source[end..]);
+    let file = ScenarioFile::parse(path, &weakened).unwrap_or_else(|e| panic!("{e}"));
+    assert!(file.plan(1, None).unwrap().faults.is_empty());
+    let mut tally = SeedTally::default();
+    for seed in 1..=3 {
+        let executed = run_seed(&file, None, seed).unwrap_or_else(|e| panic!("{e}"));
+        let (met, verdict) = executed.verdict();
+        assert!(met, "seed {seed}: {verdict}");
+        tally.add(seed, met, false, false);
+        tally.add_coverage(&executed.coverage, &executed.plan.expect.sometimes);
+    }
+    assert!(tally.fired.contains_key("lease_read"), "{:?}", tally.fired);
+    let failure = tally
+        .group_failure()
+        .expect("no partition, so no lease read during one");
+    assert!(
+        failure.contains("lease_read@partition") && failure.contains("never fired in 3 seeds"),
+        "{failure}"
+    );
+}
+
+/// `always!` invariants are checked in simulation: the stale-lease regression's pre-fix clock
+/// (a lease checked against the turn's old tick after a pause) breaks
+/// `lease_checked_at_read_time`, and the `raft` checker reports it; the fixed product does not.
+#[test]
+fn an_always_invariant_catches_a_lease_checked_against_a_stale_clock() {
+    let path = "regressions/2026-12-01-stale-lease-after-pause.toml";
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
+            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let file = ScenarioFile::parse(path, &source).unwrap_or_else(|e| panic!("{e}"));
+    let broken = |variant: &str| -> Vec<String> {
+        let executed = run_seed(&file, Some(variant), 1).unwrap_or_else(|e| panic!("{e}"));
+        let report = executed.result.unwrap_or_else(|panic| panic!("{panic}"));
+        report
+            .findings
+            .raft
+            .into_iter()
+            .filter(|f| f.contains("always!(lease_checked_at_read_time)"))
+            .collect()
+    };
+    assert!(
+        !broken("before-fix").is_empty(),
+        "the stale lease clock went unnoticed"
+    );
+    assert_eq!(broken("after-fix"), Vec::<String>::new());
 }

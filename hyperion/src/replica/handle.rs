@@ -84,6 +84,10 @@ impl Shared {
 
     pub(super) fn publish(&self, status: RaftStatus) {
         let mut published = lock(&self.status);
+        crate::sometimes!(
+            "leader_elected",
+            status.role == Some(Role::Leader) && published.role != Some(Role::Leader)
+        );
         if status.leader_id.is_some() && status.leader_id != published.leader_id {
             self.leader_changes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

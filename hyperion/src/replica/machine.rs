@@ -152,7 +152,12 @@ impl Machine {
             self.applied_index
         );
         self.applied_index = index;
-        self.apply_command(index, command)
+        let outcome = self.apply_command(index, command);
+        crate::sometimes!(
+            "cas_conflict",
+            matches!(outcome, Err(StoreError::VersionMismatch { .. }))
+        );
+        outcome
     }
 
     /// Marks `index` applied without a command (a Raft no-op).

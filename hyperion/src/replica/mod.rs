@@ -102,6 +102,7 @@ pub fn start(
         now_ms,
         &config.raft.mutations,
     )?;
+    crate::sometimes!("wal_torn_tail", storage.torn_tail_bytes() > 0);
     let config_record = config.record.clone();
     let mut store_config = config.store.clone();
     store_config.reads_update_recency = false;

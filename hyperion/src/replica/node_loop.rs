@@ -369,6 +369,16 @@ impl NodeLoop {
                     return;
                 }
                 self.refresh_clock();
+                let lease =
+                    self.raft.role() == Role::Leader && self.raft.has_valid_lease(self.raft_now_ms);
+                crate::sometimes!("lease_read", lease);
+                crate::always!(
+                    "lease_checked_at_read_time",
+                    !lease || self.raft.has_valid_lease(self.shared.clock.monotonic_ms()),
+                    "a read was served under a lease valid at {} ms but not now ({} ms)",
+                    self.raft_now_ms,
+                    self.shared.clock.monotonic_ms()
+                );
                 let request_id = self.next_read_id;
                 self.next_read_id += 1;
                 match self.raft.read_index(request_id) {
@@ -566,6 +576,7 @@ impl NodeLoop {
 
     fn handle_ready(&mut self, mut ready: Ready) {
         // 1. Messages that need no persistence leave at once.
+        crate::sometimes!("snapshot_sent", ready.messages.iter().any(is_snapshot));
         self.peers.send_all(std::mem::take(&mut ready.messages));
         // 2. Persist.
         let durable = match self.storage.persist(&ready, self.raft_now_ms) {
@@ -573,10 +584,15 @@ impl NodeLoop {
             Err(error) => storage_failed(&self.shared, &self.fatal, &error),
         };
         // 3. Votes and acknowledgements, now that what they promise is durable.
-        let persisted = std::mem::take(&mut ready.persisted_messages);
-        self.peers.send_all(persisted.release(durable));
+        let persisted = std::mem::take(&mut ready.persisted_messages).release(durable);
+        crate::sometimes!(
+            "append_rejected_log_lost",
+            persisted.iter().any(rejects_for_lost_log)
+        );
+        self.peers.send_all(persisted);
         // 4. Install a snapshot from the leader, then apply committed entries.
         if ready.snapshot_install {
+            crate::reachable!("snapshot_installed");
             if let Some(snapshot) = &ready.snapshot {
                 self.install_snapshot(&snapshot.data, snapshot.meta.index);
             }
@@ -585,6 +601,12 @@ impl NodeLoop {
             self.apply(entry);
         }
         // 5. Reads: linearizable once the entries above are applied.
+        crate::sometimes!(
+            "read_index_round_10",
+            ready.reads.len() >= 10
+                && !(self.raft.role() == Role::Leader
+                    && self.raft.has_valid_lease(self.raft_now_ms))
+        );
         for read in std::mem::take(&mut ready.reads) {
             if let Some(reply) = self.pending_reads.remove(&read.request_id) {
                 self.reads_awaiting_apply.push_back((read.index, reply));
@@ -728,4 +750,16 @@ fn storage_failed(shared: &Shared, fatal: &FatalHandler, error: &dyn std::fmt::D
              than acknowledge what it may not have stored"
         ),
     })
+}
+
+fn is_snapshot(message: &Message) -> bool {
+    matches!(message.body, MessageBody::InstallSnapshot { .. })
+}
+
+fn rejects_for_lost_log(message: &Message) -> bool {
+    matches!(
+        &message.body,
+        MessageBody::AppendResponse { result: Err(reject), .. }
+            if reject.rejected_prev_index == hyperion_raft::message::LOG_LOST
+    )
 }

@@ -55,7 +55,7 @@ impl Replica {
                 .write_behind
                 .fill_allowed(key, flight_read_point)
         };
-        let (flight, _) = self.shared.read_throughs.run_if(
+        let (flight, joined) = self.shared.read_throughs.run_if(
             &owned_key.clone(),
             read_at_index,
             unchanged_since,
@@ -76,6 +76,10 @@ impl Replica {
                 let load = runtime::spawn(load);
                 async move { load.await.unwrap_or(None) }.boxed()
             },
+        );
+        crate::sometimes!(
+            "read_through_joined",
+            joined == crate::single_flight::Joined::Joined
         );
         flight.await
     }

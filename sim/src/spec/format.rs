@@ -499,6 +499,9 @@ pub struct ExpectSpec {
     pub leader_changes_max: Option<Param<u64>>,
     /// and whether the first Get of the run must succeed (the 2025-01-08 cold start).
     pub first_get_ok: Option<bool>,
+    /// Coverage points of the product (`point`, or `point@condition` for a fault condition
+    /// active at the time) that must fire in at least one seed of a sweep or replay.
+    pub sometimes: Option<Spanned<Vec<String>>>,
 }
 
 /// `[regression]`: provenance of an incident regression.

@@ -65,6 +65,8 @@ pub struct Expect {
     pub clock_skew_ms: u64,
     pub memory_max_bytes: Option<u64>,
     pub metrics: MetricLimits,
+    /// Coverage points that must fire in some seed (`expect.sometimes`).
+    pub sometimes: Vec<String>,
 }
 
 /// Thresholds of the metrics checker (`None`: not checked).
@@ -339,6 +341,11 @@ impl ScenarioFile {
             clock_skew_ms: d.u64("expect.clock_skew_ms", &expect.clock_skew_ms, 5),
             memory_max_bytes,
             metrics,
+            sometimes: expect
+                .sometimes
+                .as_ref()
+                .map(|list| list.get_ref().clone())
+                .unwrap_or_default(),
         };
         let mut plan = Plan {
             name: self.name(),

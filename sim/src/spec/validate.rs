@@ -541,6 +541,25 @@ impl Validator<'_> {
                 "the `memory` checker needs `memory_max_bytes`",
             ));
         }
+        if let Some(list) = &expect.sometimes {
+            use hyperion::runtime::coverage::{is_known, CONDITIONS, POINTS};
+            if let Some(unknown) = list.get_ref().iter().find(|name| !is_known(name)) {
+                return Err(self.error(
+                    &list.span(),
+                    format!("{prefix}expect.sometimes"),
+                    format!(
+                        "unknown coverage point `{unknown}` (points: {}; a point may name a \
+                         fault condition active at the time as point@condition, one of: {})",
+                        POINTS
+                            .iter()
+                            .map(|(p, _)| *p)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        CONDITIONS.join(", ")
+                    ),
+                ));
+            }
+        }
         self.within(
             &expect.clock_skew_ms,
             &format!("{prefix}expect.clock_skew_ms"),

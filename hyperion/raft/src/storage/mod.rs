@@ -459,6 +459,8 @@ pub struct Storage<D: Disk> {
     commit_before_entries: bool,
     /// The node owes a catch-up (see [`Storage::begin_catch_up`]).
     catching_up: bool,
+    /// Bytes of a torn WAL tail dropped when the storage was opened.
+    torn_tail_bytes: usize,
 }
 
 impl<D: Disk> Storage<D> {
@@ -487,7 +489,10 @@ impl<D: Disk> Storage<D> {
         let same_boot =
             boot.is_some() && disk.read(BOOT)?.as_deref() == boot.as_deref().map(str::as_bytes);
         let torn_tail_possible = !clean && !same_boot;
-        let mut recovered = recover_with(&mut disk, mutations, torn_tail_possible)?.recovered;
+        let report = recover_with(&mut disk, mutations, torn_tail_possible)?;
+        let torn_tail_bytes =
+            report.wal_total_bytes - report.wal_valid_bytes.min(report.wal_total_bytes);
+        let mut recovered = report.recovered;
         let had_state = recovered.hard_state.term > 0
             || recovered.snapshot.is_some()
             || !recovered.entries.is_empty();
@@ -510,6 +515,7 @@ impl<D: Disk> Storage<D> {
             last_sync_ms: now_ms,
             commit_before_entries: mutations.unverified_commit,
             catching_up,
+            torn_tail_bytes,
         };
         // Always rewrite: it drops a torn tail, drops entries that do not continue the
         // snapshot, and makes the WAL's *name* durable (an fsync of a new file does not).
@@ -535,6 +541,11 @@ impl<D: Disk> Storage<D> {
         self.disk.sync_dir()?;
         self.catching_up = true;
         Ok(())
+    }
+
+    /// Bytes of a torn WAL tail that [`Storage::open`] dropped and repaired (0 if none).
+    pub fn torn_tail_bytes(&self) -> usize {
+        self.torn_tail_bytes
     }
 
     /// Whether a catch-up is owed (the driver calls [`Storage::mark_caught_up`] once the core no
