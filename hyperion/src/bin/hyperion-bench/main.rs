@@ -1,0 +1,450 @@
+//! `hyperion-bench`: load generator for a running Hyperion node or cluster, on the Rust client
+//! library.
+//!
+//! ```sh
+//! hyperion-bench --addr 127.0.0.1:50051 --mix ycsb-b --keys 100000 --concurrency 50 --duration-s 10
+//! hyperion-bench --addr 127.0.0.1:50051 --mix get --rate 20000 --duration-s 10   # open loop
+//! ```
+//!
+//! - **Closed loop** (default): `--concurrency` workers, each sending its next request when the
+//!   last one answered.
+//! - **Open loop** (`--rate R`): requests are due at a fixed rate; `--concurrency` workers take
+//!   the due times in turn, and each latency is measured from the request's *intended* start, so
+//!   a server that stalls is charged for the requests it delayed (no coordinated omission).
+//! - Latencies go into HDR histograms (p50, p99, p999, max), measured apart for Get hits, Get
+//!   misses (`--miss-percent` of Gets ask for keys never written), Sets and BatchGets; errors are
+//!   counted by gRPC code, `RESOURCE_EXHAUSTED` apart.
+//! - A node's per-client rate limits (10,000 Get/s by default) cap a benchmark from one host:
+//!   start the node with them lifted (`HYPERION_RATE_LIMIT_GET=1000000`, `_SET`, `_BATCH_GET`);
+//!   refusals show up as `RESOURCE_EXHAUSTED`.
+//! - The key space is written first for read mixes (`--no-preload` skips it). Warm-up
+//!   (`--warmup-s`) runs the workload unmeasured. A progress bar goes to stderr when it is a
+//!   terminal; the table, then one JSON object, go to stdout (`--json-only` prints the JSON alone).
+//!
+//! Every loop is bounded in time (`--duration-s` ≤ 1 hour) and in count (`--ops-max`).
+
+mod stats;
+mod workload;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use hyperion::client::{Client, ClientSecurity};
+use hyperion::proto::CacheStatus;
+use hyperion::resilience::RetryPolicy;
+use hyperion::runtime;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use stats::{Class, Stats};
+use workload::{Distribution, Generator, Mix, Op, Zipfian};
+
+/// Bounds: a benchmark must end, and fit in memory.
+const DURATION_S_MAX: u64 = 3_600;
+const CONCURRENCY_MAX: usize = 4_096;
+const KEYS_MAX: u64 = 100_000_000;
+const VALUE_BYTES_MAX: usize = 4 << 20;
+const CONNECTIONS_MAX: usize = 256;
+const PRELOAD_CONCURRENCY: usize = 64;
+const READY_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Parser, Debug)]
+#[command(about = "Load generator for Hyperion: closed or open loop, HDR latencies, YCSB mixes")]
+struct Args {
+    /// Node addresses, comma-separated (the client follows the leader).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Operation mix.
+    #[arg(long, value_enum, default_value_t = Mix::Get)]
+    mix: Mix,
+    /// Keys in the key space.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// How keys are chosen.
+    #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
+    distribution: Distribution,
+    /// Skew of the zipfian distribution (0 < theta < 1).
+    #[arg(long, default_value_t = 0.99)]
+    zipf_theta: f64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Percentage of Gets that ask for keys never written (measured as misses).
+    #[arg(long, default_value_t = 0)]
+    miss_percent: u32,
+    /// Keys per BatchGet (`--mix batch-get`).
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Concurrent requests (closed loop), or workers taking the due times (open loop).
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// Open loop: requests per second, due at fixed intervals. Without it, a closed loop.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Client connections the workers are spread over.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Unmeasured seconds before.
+    #[arg(long, default_value_t = 2)]
+    warmup_s: u64,
+    /// Most operations measured (a bound beside the duration).
+    #[arg(long, default_value_t = 100_000_000)]
+    ops_max: u64,
+    /// Do not write the key space first.
+    #[arg(long)]
+    no_preload: bool,
+    /// Seed of the workload's random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the JSON result only.
+    #[arg(long)]
+    json_only: bool,
+    /// CA certificate (PEM) for a node with TLS; with --cert and --key for mTLS.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    #[arg(long)]
+    cert: Option<std::path::PathBuf>,
+    #[arg(long)]
+    key: Option<std::path::PathBuf>,
+    /// A file holding a bearer token (JWT) for a node that requires one.
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
+}
+
+impl Args {
+    fn check(&self) -> Result<(), String> {
+        let within = |name: &str, value: u64, low: u64, high: u64| {
+            if (low..=high).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("--{name} must be in {low}..={high}, got {value}"))
+            }
+        };
+        within("duration-s", self.duration_s, 1, DURATION_S_MAX)?;
+        within("warmup-s", self.warmup_s, 0, DURATION_S_MAX)?;
+        within(
+            "concurrency",
+            self.concurrency as u64,
+            1,
+            CONCURRENCY_MAX as u64,
+        )?;
+        within(
+            "connections",
+            self.connections as u64,
+            1,
+            CONNECTIONS_MAX as u64,
+        )?;
+        within("keys", self.keys, 1, KEYS_MAX)?;
+        within(
+            "value-bytes",
+            self.value_bytes as u64,
+            0,
+            VALUE_BYTES_MAX as u64,
+        )?;
+        within("miss-percent", u64::from(self.miss_percent), 0, 100)?;
+        within(
+            "batch-size",
+            self.batch_size as u64,
+            1,
+            hyperion::limits::BATCH_KEYS_MAX as u64,
+        )?;
+        within("ops-max", self.ops_max, 1, u64::MAX)?;
+        if let Some(rate) = self.rate {
+            within("rate", rate, 1, 10_000_000)?;
+        }
+        if self.distribution == Distribution::Zipfian
+            && !(self.zipf_theta > 0.0 && self.zipf_theta < 1.0)
+        {
+            return Err(format!(
+                "--zipf-theta must be between 0 and 1 (exclusive), got {}",
+                self.zipf_theta
+            ));
+        }
+        Ok(())
+    }
+
+    fn settings(&self) -> serde_json::Value {
+        json!({
+            "addr": self.addr,
+            "mix": self.mix,
+            "keys": self.keys,
+            "distribution": self.distribution,
+            "zipf_theta": self.zipf_theta,
+            "value_bytes": self.value_bytes,
+            "miss_percent": self.miss_percent,
+            "batch_size": self.batch_size,
+            "concurrency": self.concurrency,
+            "loop": if self.rate.is_some() { "open" } else { "closed" },
+            "rate": self.rate,
+            "connections": self.connections,
+            "duration_s": self.duration_s,
+            "warmup_s": self.warmup_s,
+            "seed": self.seed,
+        })
+    }
+}
+
+/// What the workers share.
+struct Run {
+    clients: Vec<Client>,
+    value: Vec<u8>,
+    /// Open loop: the next due slot, and the time between slots.
+    next_slot: AtomicU64,
+    interval_ns: Option<u64>,
+    started: runtime::Instant,
+    /// Measuring (after warm-up) until `stop`.
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    measured_ops: AtomicU64,
+    ops_max: u64,
+}
+
+fn client(args: &Args) -> Result<Client, String> {
+    let addrs: Vec<String> = args.addr.split(',').map(|a| a.trim().to_string()).collect();
+    let security = ClientSecurity::from_files(
+        args.ca.as_deref(),
+        args.cert.as_deref(),
+        args.key.as_deref(),
+        args.token_file.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    let client = Client::cluster_secured(&addrs, security).map_err(|e| e.to_string())?;
+    // Every attempt is measured: no retries, no breaker.
+    Ok(client
+        .with_retry(RetryPolicy {
+            max_attempts: 1,
+            ..hyperion::client::default_retry_policy()
+        })
+        .with_breaker(None))
+}
+
+/// Sends one operation; records it when measuring.
+async fn send(run: &Run, client: &Client, op: Op, intended: runtime::Instant, stats: &mut Stats) {
+    let (class, outcome) = match op {
+        Op::Get { id, absent } => match client.get(&workload::key(id, absent), false).await {
+            Ok(answer) if answer.status == CacheStatus::Hit as i32 => (Class::GetHit, Ok(0)),
+            Ok(_) => (Class::GetMiss, Ok(0)),
+            Err(status) => (Class::GetHit, Err(status)),
+        },
+        Op::Set { id } => (
+            Class::Set,
+            client
+                .set(&workload::key(id, false), &run.value, 0, 0)
+                .await
+                .map(|_| 0),
+        ),
+        Op::BatchGet { ids } => {
+            let keys: Vec<Vec<u8>> = ids.iter().map(|id| workload::key(*id, false)).collect();
+            (
+                Class::BatchGet,
+                client.batch_get(&keys, false).await.map(|r| r.len() as u64),
+            )
+        }
+    };
+    if !run.measuring.load(Ordering::Relaxed) {
+        return;
+    }
+    run.measured_ops.fetch_add(1, Ordering::Relaxed);
+    match outcome {
+        Ok(keys) => {
+            stats.record(class, runtime::now().saturating_duration_since(intended));
+            stats.batch_keys += keys;
+        }
+        Err(status) => stats.record_error(status.code()),
+    }
+}
+
+async fn worker(run: Arc<Run>, index: usize, mut generator: Generator) -> Stats {
+    let client = &run.clients[index % run.clients.len()];
+    let mut stats = Stats::default();
+    while !run.stop.load(Ordering::Relaxed)
+        && run.measured_ops.load(Ordering::Relaxed) < run.ops_max
+    {
+        let intended = match run.interval_ns {
+            Some(interval_ns) => {
+                let slot = run.next_slot.fetch_add(1, Ordering::Relaxed);
+                let due = run.started + Duration::from_nanos(interval_ns.saturating_mul(slot));
+                let now = runtime::now();
+                if due > now {
+                    runtime::sleep(due - now).await;
+                }
+                due
+            }
+            None => runtime::now(),
+        };
+        if run.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        send(&run, client, generator.next_op(), intended, &mut stats).await;
+    }
+    stats
+}
+
+/// Waits until the cluster answers (a leader is known), at most `READY_WAIT`.
+async fn wait_ready(client: &Client) -> Result<(), String> {
+    let started = runtime::now();
+    loop {
+        match client.get(b"bench:ready-probe", false).await {
+            Ok(_) => return Ok(()),
+            Err(status) if started.elapsed() >= READY_WAIT => {
+                return Err(format!(
+                    "the cluster did not answer within {READY_WAIT:?}: {} {}",
+                    status.code(),
+                    status.message()
+                ))
+            }
+            Err(_) => runtime::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Writes every key once, `PRELOAD_CONCURRENCY` at a time (with the client's retries: the
+/// preload is not measured).
+async fn preload(args: &Args, client: &Client, value: &[u8]) -> Result<(), String> {
+    let client = &client
+        .clone()
+        .with_retry(hyperion::client::default_retry_policy());
+    let next = Arc::new(AtomicU64::new(0));
+    let progress = progress_bar(args, args.keys, "preload");
+    let mut tasks = Vec::new();
+    for _ in 0..PRELOAD_CONCURRENCY {
+        let (client, value, next, keys) = (client.clone(), value.to_vec(), next.clone(), args.keys);
+        let progress = progress.clone();
+        tasks.push(runtime::spawn(async move {
+            loop {
+                let id = next.fetch_add(1, Ordering::Relaxed);
+                if id >= keys {
+                    return Ok::<(), String>(());
+                }
+                client
+                    .set(&workload::key(id, false), &value, 0, 0)
+                    .await
+                    .map_err(|s| {
+                        format!("preload of key {id} failed: {} {}", s.code(), s.message())
+                    })?;
+                if let Some(bar) = &progress {
+                    bar.inc(1);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    Ok(())
+}
+
+fn progress_bar(args: &Args, length: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if args.json_only || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(length);
+    let template = format!("{what} {{bar:40}} {{pos}}/{{len}} ({{eta}} left)");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match bench(&args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hyperion-bench: {error}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn bench(args: &Args) -> Result<(), String> {
+    args.check()?;
+    let clients = (0..args.connections)
+        .map(|_| client(args))
+        .collect::<Result<Vec<_>, _>>()?;
+    let value: Vec<u8> = (0..args.value_bytes).map(|i| (i % 251) as u8).collect();
+    wait_ready(&clients[0]).await?;
+    if args.mix.reads() && !args.no_preload {
+        preload(args, &clients[0], &value).await?;
+    }
+    let zipfian = (args.distribution == Distribution::Zipfian)
+        .then(|| Zipfian::new(args.keys, args.zipf_theta));
+    let run = Arc::new(Run {
+        clients,
+        value,
+        next_slot: AtomicU64::new(0),
+        interval_ns: args.rate.map(|rate| 1_000_000_000 / rate.max(1)),
+        started: runtime::now(),
+        measuring: AtomicBool::new(args.warmup_s == 0),
+        stop: AtomicBool::new(false),
+        measured_ops: AtomicU64::new(0),
+        ops_max: args.ops_max,
+    });
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|index| {
+            let generator = Generator::new(
+                args.mix,
+                args.keys,
+                zipfian.clone(),
+                args.miss_percent,
+                args.batch_size,
+                ChaCha8Rng::seed_from_u64(
+                    args.seed
+                        .wrapping_mul(0x9e37_79b9)
+                        .wrapping_add(index as u64),
+                ),
+            );
+            runtime::spawn(worker(Arc::clone(&run), index, generator))
+        })
+        .collect();
+    runtime::sleep(Duration::from_secs(args.warmup_s)).await;
+    run.measuring.store(true, Ordering::Relaxed);
+    let measured_from = runtime::now();
+    let progress = progress_bar(args, args.duration_s, "measuring (s)");
+    for _ in 0..args.duration_s {
+        runtime::sleep(Duration::from_secs(1)).await;
+        if let Some(bar) = &progress {
+            bar.inc(1);
+        }
+        if run.measured_ops.load(Ordering::Relaxed) >= run.ops_max {
+            break;
+        }
+    }
+    run.stop.store(true, Ordering::Relaxed);
+    let elapsed = measured_from.elapsed();
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let mut total = Stats::default();
+    for worker in workers {
+        total.merge(&worker.await.map_err(|e| e.to_string())?);
+    }
+    let report = total.json(elapsed, args.settings());
+    if !args.json_only {
+        println!(
+            "hyperion-bench: {} loop, mix {}, {} keys ({}), {} B values, concurrency {}, {:.1} s measured",
+            if args.rate.is_some() { "open" } else { "closed" },
+            report["settings"]["mix"].as_str().unwrap_or("?"),
+            args.keys,
+            report["settings"]["distribution"].as_str().unwrap_or("?"),
+            args.value_bytes,
+            args.concurrency,
+            elapsed.as_secs_f64()
+        );
+        print!("{}", total.table(elapsed));
+    }
+    println!("{report}");
+    Ok(())
+}
