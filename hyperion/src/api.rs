@@ -467,7 +467,7 @@ impl CacheService for CacheApi {
             let timeout = check_batch_get(&request, self.replica.faults())?;
             // One leadership confirmation serves the whole batch.
             self.read_barrier(request.allow_stale, timeout).await?;
-            let responses: Vec<Result<GetResponse, Status>> = request
+            let mut responses: Vec<Result<GetResponse, Status>> = request
                 .keys
                 .iter()
                 .map(|key| {
@@ -475,6 +475,12 @@ impl CacheService for CacheApi {
                     Ok(get_response(key.clone(), answer))
                 })
                 .collect();
+            if crate::buggify!("cut_batch_get_stream") {
+                responses.truncate(responses.len() / 2);
+                responses.push(Err(Status::unavailable(
+                    "the connection closed mid-stream (simulated fault)",
+                )));
+            }
             let stream: GetStream = Box::pin(futures::stream::iter(responses));
             Ok(Response::new(stream))
         }

@@ -26,6 +26,7 @@ use rand_chacha::ChaCha8Rng;
 
 pub use tokio::time::{timeout, Instant};
 
+pub mod buggify;
 pub mod coverage;
 #[cfg(not(madsim))]
 mod http_server;

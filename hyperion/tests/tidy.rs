@@ -33,7 +33,8 @@ fn repository_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Every `.rs` file under the source roots (build output excluded), as (relative path, text).
+/// Every `.rs` file under the source roots (build output and vendored crates excluded), as
+/// (relative path, text).
 fn sources() -> Vec<(String, String)> {
     let root = repository_root();
     let mut files = Vec::new();
@@ -43,7 +44,10 @@ fn sources() -> Vec<(String, String)> {
         for entry in entries {
             let path = entry.expect("directory entry").path();
             if path.is_dir() {
-                if path.file_name().is_some_and(|name| name == "target") {
+                // Build output, and third-party code vendored with a patch (sim/vendor).
+                if path.file_name().is_some_and(|name| name == "target")
+                    || path.ends_with("sim/vendor")
+                {
                     continue;
                 }
                 pending.push(path);

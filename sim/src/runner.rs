@@ -306,6 +306,8 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
             .await
             .expect("the simulated database migrates");
     }
+    // Code-level fault points from here on (the set-up above is the deploy, not the run).
+    hyperion::runtime::buggify::configure(&plan.buggify, seed);
     let cluster = Arc::new(SimCluster::start_with(
         plan.nodes,
         |config| plan.configure(config),
@@ -663,6 +665,7 @@ pub fn run_seed(file: &ScenarioFile, variant: Option<&str>, seed: u64) -> Result
     let result = catch_unwind(AssertUnwindSafe(|| runtime.block_on(run_plan(&plan, seed))))
         .map_err(|panic| panic_text(panic.as_ref()));
     let real_ms = started.elapsed().as_millis() as u64;
+    hyperion::runtime::buggify::configure(&[], 0);
     Ok(Executed {
         seed,
         plan,

@@ -177,3 +177,55 @@ fn an_always_invariant_catches_a_lease_checked_against_a_stale_clock() {
     );
     assert_eq!(broken("after-fix"), Vec::<String>::new());
 }
+
+/// BUGGIFY: a scenario with `buggify = true` has each seed enable a seeded subset of the
+/// product's fault points (the same subset every time the seed is drawn, listed in the banner),
+/// only enabled points fire, and a scenario without it enables none.
+#[test]
+fn buggify_enables_a_seeded_subset_of_fault_points_and_only_those_fire() {
+    let load = |path: &str| {
+        let source =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
+                .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+        ScenarioFile::parse(path, &source).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let file = load("scenarios/buggify.toml");
+    let plans: Vec<Vec<&str>> = (1..=6)
+        .map(|seed| file.plan(seed, None).unwrap().buggify)
+        .collect();
+    assert!(plans.iter().all(|points| !points.is_empty()));
+    assert!(
+        plans.windows(2).any(|w| w[0] != w[1]),
+        "seeds draw different subsets"
+    );
+    assert_eq!(
+        plans[0],
+        file.plan(1, None).unwrap().buggify,
+        "a seed replays its subset"
+    );
+
+    let executed = run_seed(&file, None, 1).unwrap_or_else(|e| panic!("{e}"));
+    let (met, verdict) = executed.verdict();
+    assert!(met, "{verdict}");
+    let enabled = &executed.plan.buggify;
+    let fired: Vec<&str> = executed
+        .coverage
+        .keys()
+        .filter_map(|k| k.strip_prefix("buggify."))
+        .filter(|k| !k.contains('@'))
+        .collect();
+    assert!(!fired.is_empty(), "no enabled point fired: {enabled:?}");
+    assert!(
+        fired.iter().all(|point| enabled.contains(point)),
+        "fired {fired:?}, enabled {enabled:?}"
+    );
+    let jsonl = executed.trace_jsonl();
+    let report = crate::report::render(&file, &executed, "test", &jsonl);
+    assert!(
+        report.contains(&format!("drawn: buggify = {}", enabled.join(", "))),
+        "the banner names the enabled points"
+    );
+
+    let plain = load("scenarios/leader-partitioned-in-the-minority.toml");
+    assert!(plain.plan(1, None).unwrap().buggify.is_empty());
+}

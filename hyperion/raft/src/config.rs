@@ -133,6 +133,11 @@ pub struct Mutations {
     /// follower installed it (the pre-fix behaviour: a snapshot slower than a heartbeat is sent
     /// over and over, and the follower never catches up).
     pub resend_snapshot_every_heartbeat: bool,
+    /// A follower keeps a read forwarded to the leader, and an abstaining node its catch-up
+    /// request, until the leader changes, however long the answer takes (the pre-fix
+    /// behaviour: a lost answer holds a pending-read slot, or keeps the node from voting, for as
+    /// long as the leader lives).
+    pub keep_unanswered_reads: bool,
 }
 
 impl Default for Config {

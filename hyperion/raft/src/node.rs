@@ -36,7 +36,7 @@
 //! lease is valid. The lease is suspended for the rest of the term once a transfer starts, and on
 //! step-down (any loss of leadership).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
 use rand::Rng;
@@ -73,9 +73,10 @@ enum Abstention {
     None,
     /// Until the commit index reaches this.
     UntilCommit(u64),
-    /// Until a leader told it how far to catch up (`asked`: a request is out).
+    /// Until a leader told it how far to catch up (`asked`: when a request went out; it is
+    /// asked again after an election timeout without an answer).
     UntilCaughtUp {
-        asked: bool,
+        asked: Option<u64>,
     },
 }
 
@@ -117,6 +118,10 @@ pub enum ReadError {
     /// Leadership changed before the read was confirmed; retry.
     #[error("leadership changed before the read was confirmed")]
     LeadershipLost,
+    /// The leader did not answer this follower's read-index request within an election
+    /// timeout (the request or its answer was lost); retry.
+    #[error("the leader did not answer the read-index request in time")]
+    Unanswered,
 }
 
 /// Errors of [`RaftNode::propose`].
@@ -375,7 +380,8 @@ pub struct RaftNode {
     lease_suspended: bool,
     transfer: Option<(NodeId, u64)>,
     pending_reads: Vec<PendingRead>,
-    forwarded_reads: BTreeSet<u64>,
+    /// Reads forwarded to the leader, by request id: when they fail if still unanswered.
+    forwarded_reads: BTreeMap<u64, u64>,
     reads_awaiting_apply: Vec<ReadState>,
 
     messages: Vec<Message>,
@@ -384,6 +390,8 @@ pub struct RaftNode {
     emitted_hard_state: HardState,
     pending_snapshot: Option<(Snapshot, bool)>,
     snapshot_requested: bool,
+    /// The driver asked for a snapshot before the thresholds ([`RaftNode::request_snapshot`]).
+    snapshot_asked: bool,
     ready_number: u64,
     outstanding: Option<Outstanding>,
 }
@@ -472,7 +480,7 @@ impl RaftNode {
             lease_suspended: false,
             transfer: None,
             pending_reads: Vec::new(),
-            forwarded_reads: BTreeSet::new(),
+            forwarded_reads: BTreeMap::new(),
             reads_awaiting_apply: Vec::new(),
             messages: Vec::new(),
             persisted_messages: Vec::new(),
@@ -484,6 +492,7 @@ impl RaftNode {
             },
             pending_snapshot: None,
             snapshot_requested: false,
+            snapshot_asked: false,
             ready_number: 0,
             outstanding: None,
         };
@@ -540,6 +549,12 @@ impl RaftNode {
     /// Index covered by the latest snapshot.
     pub fn snapshot_index(&self) -> u64 {
         self.log.snapshot_index
+    }
+
+    /// Asks for a snapshot (and the compaction after it) at the next `Ready`, whatever the
+    /// thresholds say, once anything beyond the last snapshot is applied.
+    pub fn request_snapshot(&mut self) {
+        self.snapshot_asked = true;
     }
 
     /// Memory the log after the snapshot holds: payloads plus
@@ -615,7 +630,8 @@ impl RaftNode {
             return false;
         }
         let entries = self.applied - self.log.snapshot_index;
-        entries >= self.config.compaction_threshold_entries
+        self.snapshot_asked
+            || entries >= self.config.compaction_threshold_entries
             || (!self.config.mutations.ignore_log_bytes
                 && self.log.held_bytes_through(self.applied)
                     >= self.config.compaction_threshold_bytes)
@@ -633,6 +649,7 @@ impl RaftNode {
             self.now_ms
         );
         self.now_ms = now_ms;
+        self.expire_forwarded_reads();
         if self.role == Role::Leader {
             if let Some((_, deadline)) = self.transfer {
                 if now_ms >= deadline {
@@ -682,7 +699,7 @@ impl RaftNode {
     /// reaches it. A single-voter cluster has nobody to catch up from and does not abstain.
     pub fn abstain_until_caught_up(&mut self) {
         if self.voters.len() > 1 {
-            self.abstention = Abstention::UntilCaughtUp { asked: false };
+            self.abstention = Abstention::UntilCaughtUp { asked: None };
         }
     }
 
@@ -923,10 +940,10 @@ impl RaftNode {
                         self.abstention = match read_index {
                             Some(index) => Abstention::UntilCommit(index),
                             // Leadership changed: ask the next leader we hear from.
-                            None => Abstention::UntilCaughtUp { asked: false },
+                            None => Abstention::UntilCaughtUp { asked: None },
                         };
                     }
-                } else if self.forwarded_reads.remove(&request_id) {
+                } else if self.forwarded_reads.remove(&request_id).is_some() {
                     match read_index {
                         Some(index) => self
                             .reads_awaiting_apply
@@ -981,7 +998,8 @@ impl RaftNode {
         }
         match self.leader_id {
             Some(leader) if self.role == Role::Follower => {
-                self.forwarded_reads.insert(request_id);
+                let deadline = self.now_ms + self.config.election_timeout_ms;
+                self.forwarded_reads.insert(request_id, deadline);
                 self.send(leader, MessageBody::ReadIndexRequest { request_id });
                 Ok(())
             }
@@ -1132,6 +1150,7 @@ impl RaftNode {
 
         let snapshot_request = if self.wants_snapshot() {
             self.snapshot_requested = true;
+            self.snapshot_asked = false;
             Some(self.applied)
         } else {
             None
@@ -1317,7 +1336,7 @@ impl RaftNode {
         if self.leader_id != leader {
             self.fail_forwarded_reads();
             if let Abstention::UntilCaughtUp { .. } = self.abstention {
-                self.abstention = Abstention::UntilCaughtUp { asked: false };
+                self.abstention = Abstention::UntilCaughtUp { asked: None };
             }
         }
         self.role = Role::Follower;
@@ -1339,8 +1358,10 @@ impl RaftNode {
         }
         self.last_heard_leader_ms = Some(self.now_ms);
         self.reset_election_deadline();
-        if let Abstention::UntilCaughtUp { asked: false } = self.abstention {
-            self.abstention = Abstention::UntilCaughtUp { asked: true };
+        if let Abstention::UntilCaughtUp { asked: None } = self.abstention {
+            self.abstention = Abstention::UntilCaughtUp {
+                asked: Some(self.now_ms),
+            };
             self.send(
                 leader,
                 MessageBody::ReadIndexRequest {
@@ -1805,8 +1826,34 @@ impl RaftNode {
         }
     }
 
+    /// Fails the forwarded reads the leader left unanswered for an election timeout (a lost
+    /// answer must not hold a pending-read slot for as long as the leader lives), and forgets an
+    /// unanswered catch-up request so that it is asked again.
+    fn expire_forwarded_reads(&mut self) {
+        if self.config.mutations.keep_unanswered_reads {
+            return;
+        }
+        let now = self.now_ms;
+        // The catch-up request too: the next message from the leader asks again.
+        if let Abstention::UntilCaughtUp { asked: Some(at) } = self.abstention {
+            if now >= at + self.config.election_timeout_ms {
+                self.abstention = Abstention::UntilCaughtUp { asked: None };
+            }
+        }
+        let expired: Vec<u64> = self
+            .forwarded_reads
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for request_id in expired {
+            self.forwarded_reads.remove(&request_id);
+            self.failed_reads.push((request_id, ReadError::Unanswered));
+        }
+    }
+
     fn fail_forwarded_reads(&mut self) {
-        for request_id in std::mem::take(&mut self.forwarded_reads) {
+        for request_id in std::mem::take(&mut self.forwarded_reads).into_keys() {
             self.failed_reads
                 .push((request_id, ReadError::LeadershipLost));
         }

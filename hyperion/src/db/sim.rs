@@ -281,6 +281,17 @@ impl SimDatabase {
             let executes_after = latency.mul_f64(state.rng.random::<f64>());
             let fail = state.rng.random::<f64>() < config.error_rate;
             let lost_ack = state.rng.random_bool(0.5);
+            let mut latency = latency;
+            if crate::buggify!("slow_database") {
+                latency += Duration::from_millis(runtime::buggify::draw(50, 500));
+            }
+            // The commit went through and the reply was lost: the caller sees an error.
+            let (fail, lost_ack) = if applies_on_lost_ack && crate::buggify!("lost_database_reply")
+            {
+                (true, true)
+            } else {
+                (fail, lost_ack)
+            };
             (latency, executes_after, fail, lost_ack)
         };
         let in_flight = InFlight { db: self.clone() };

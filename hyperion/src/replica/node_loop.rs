@@ -177,6 +177,10 @@ impl NodeLoop {
                 self.propose_settings();
             }
             self.propose_batch();
+            if crate::buggify!("delay_before_persist") {
+                let delay = runtime::buggify::draw(1, 20);
+                runtime::sleep(Duration::from_millis(delay)).await;
+            }
             self.process_ready();
             self.publish_status();
             if let Some(done) = self.stop_requested.take() {
@@ -291,6 +295,10 @@ impl NodeLoop {
     fn tick(&mut self) {
         self.raft_now_ms = self.raft_now_ms.max(self.shared.clock.monotonic_ms());
         self.raft.tick(self.raft_now_ms);
+        // Ticks come every few milliseconds: one in fifty of those the point fires on.
+        if crate::buggify!("early_snapshot") && runtime::buggify::draw(0, 49) == 0 {
+            self.raft.request_snapshot();
+        }
         if let Err(error) = self.storage.tick(self.raft_now_ms) {
             storage_failed(&self.shared, &self.fatal, &error);
         }
@@ -397,6 +405,11 @@ impl NodeLoop {
     /// load is refused before the core could persist it (and the loaded state is kept for the
     /// install). A message the core finds invalid is dropped and counted.
     fn step(&mut self, message: Message) {
+        if matches!(message.body, MessageBody::ReadIndexResponse { .. })
+            && crate::buggify!("drop_read_index_response")
+        {
+            return;
+        }
         let validate = !self.shared.faults.unvalidated_peer_input;
         if let (MessageBody::InstallSnapshot { snapshot, .. }, true) = (&message.body, validate) {
             match self.shared.machine().load(&snapshot.data) {
@@ -426,7 +439,7 @@ impl NodeLoop {
                 leader: self.shared.leader(),
             },
             ReadError::TooManyPendingReads => ReplicaError::Overloaded,
-            ReadError::LeadershipLost => ReplicaError::ReadAborted,
+            ReadError::LeadershipLost | ReadError::Unanswered => ReplicaError::ReadAborted,
         }
     }
 

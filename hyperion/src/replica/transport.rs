@@ -171,6 +171,17 @@ async fn send_loop(
                 Err(_) => break,
             }
         }
+        if crate::buggify!("reorder_peer_batch") {
+            batch.reverse();
+        }
+        if crate::buggify!("duplicate_peer_batch") {
+            let copy = pb::MessageBatch {
+                cluster: cluster.clone(),
+                messages: batch.clone(),
+            };
+            let request = link.request(copy, send_deadline(0));
+            let _ = runtime::timeout(send_deadline(0), client.clone().send(request)).await;
+        }
         let count = batch.len() as u64;
         let batch = pb::MessageBatch {
             cluster: cluster.clone(),

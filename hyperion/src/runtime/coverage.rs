@@ -89,27 +89,45 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Whether `name` is a point, or a point and a condition (`lease_read@partition`).
+/// Prefix of the coverage name of a code-level fault point that fired
+/// (`buggify.early_snapshot`; see [`super::buggify`]).
+pub const FAULT_POINT_PREFIX: &str = "buggify.";
+
+/// Whether `name` is a point, or a point and a condition (`lease_read@partition`). A fault
+/// point that fired is a point too (`buggify.early_snapshot`).
 pub fn is_known(name: &str) -> bool {
     let (point, condition) = match name.split_once('@') {
         Some((point, condition)) => (point, Some(condition)),
         None => (name, None),
     };
-    POINTS.iter().any(|(p, _)| *p == point) && condition.is_none_or(|c| CONDITIONS.contains(&c))
+    let known = POINTS.iter().any(|(p, _)| *p == point)
+        || point
+            .strip_prefix(FAULT_POINT_PREFIX)
+            .is_some_and(super::buggify::is_known);
+    known && condition.is_none_or(|c| CONDITIONS.contains(&c))
 }
 
 /// Records one hit of `point` (called by the macros).
 pub fn hit(point: &'static str) {
     debug_assert!(is_known(point), "coverage point {point} is not in POINTS");
+    record(point.to_string());
+}
+
+/// Records that the code-level fault point `point` fired.
+pub fn fault_point_fired(point: &'static str) {
+    record(format!("{FAULT_POINT_PREFIX}{point}"));
+}
+
+fn record(point: String) {
     let mut registry = registry();
     let Registry { coverage, active } = &mut *registry;
-    *coverage.hits.entry(point.to_string()).or_default() += 1;
     for (condition, _) in active.iter().filter(|(_, n)| **n > 0) {
         *coverage
             .hits
             .entry(format!("{point}@{condition}"))
             .or_default() += 1;
     }
+    *coverage.hits.entry(point).or_default() += 1;
 }
 
 /// Records that the invariant `point` was false (called by [`always!`](crate::always)).
@@ -200,6 +218,8 @@ mod tests {
         assert!(!is_known("lease_reads"));
         assert!(!is_known("lease_read@eclipse"));
         assert!(!is_known("@partition"));
+        assert!(is_known("buggify.early_snapshot@crash"));
+        assert!(!is_known("buggify.lease_read"));
     }
 
     #[test]

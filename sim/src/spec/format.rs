@@ -555,6 +555,9 @@ pub struct FileSpec {
     pub expect: ExpectSpec,
     /// The simulated system of record.
     pub database: Option<DatabaseSpec>,
+    /// Code-level fault points (`hyperion::runtime::buggify`): each seed enables a seeded half
+    /// of them, and the banner lists which.
+    pub buggify: Option<bool>,
     pub regression: Option<RegressionSpec>,
     #[serde(default)]
     pub variant: Vec<VariantSpec>,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hyperion::faults::FaultInjection;
 use hyperion::resilience::{Jitter, RetryPolicy};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::format::{FaultFields, FaultSpec, NodeSpec, Number, PairSpec, Param, RetrySpec};
@@ -147,6 +147,8 @@ pub struct Plan {
     pub faults: Vec<FaultPlan>,
     pub expect: Expect,
     pub database: Option<DatabasePlan>,
+    /// The code-level fault points this seed enables (`buggify = true`; empty otherwise).
+    pub buggify: Vec<&'static str>,
     pub draws: Vec<Draw>,
 }
 
@@ -292,6 +294,11 @@ impl ScenarioFile {
             pool_size: d.u64("database.pool_size", &db.pool_size, 16) as usize,
         });
         let injection = super::node::fault_injection(&config_spec, database_spec.as_ref());
+        let buggify = if spec.buggify == Some(true) {
+            d.buggify_points()
+        } else {
+            Vec::new()
+        };
 
         let fault_plans = faults
             .iter()
@@ -359,6 +366,7 @@ impl ScenarioFile {
             faults: fault_plans,
             expect,
             database,
+            buggify,
             draws: d.draws,
         };
         plan.election_timeout_ms = plan
@@ -394,6 +402,26 @@ impl Drawer {
             range: Some(format!("[{}, {}]", param.min, param.max)),
         });
         value
+    }
+
+    /// A seeded half of the product's fault points (at least one), recorded as a draw.
+    fn buggify_points(&mut self) -> Vec<&'static str> {
+        use hyperion::runtime::buggify::POINTS;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ path_hash("buggify"));
+        let mut points: Vec<&'static str> = POINTS
+            .iter()
+            .map(|(point, _)| *point)
+            .filter(|_| rng.random_bool(0.5))
+            .collect();
+        if points.is_empty() {
+            points.push(POINTS[rng.random_range(0..POINTS.len())].0);
+        }
+        self.draws.push(Draw {
+            field: "buggify".to_string(),
+            value: points.join(", "),
+            range: Some(format!("a seeded half of {} fault points", POINTS.len())),
+        });
+        points
     }
 
     fn u64(&mut self, field: &str, param: &Option<Param<u64>>, default: u64) -> u64 {

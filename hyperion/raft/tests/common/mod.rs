@@ -35,6 +35,8 @@ pub struct Opts {
     /// Extra latency of every InstallSnapshot message: the time a large snapshot takes on the
     /// wire (the harness's snapshots are a few bytes; production ones can be gigabytes).
     pub snapshot_transfer_ms: u64,
+    /// Lose every read-index answer (a peer queue that overflowed, a batch lost to a timeout).
+    pub drop_read_index_responses: bool,
     pub loss: f64,
     pub duplicate: f64,
     /// Global interval between ticks of every node.
@@ -64,6 +66,7 @@ impl Opts {
             auto_deliver: true,
             latency_ms: (1, 20),
             snapshot_transfer_ms: 0,
+            drop_read_index_responses: false,
             loss: 0.0,
             duplicate: 0.0,
             tick_ms: 25,
@@ -424,6 +427,11 @@ impl Cluster {
             return;
         }
         if self.link_blocked(msg.from, msg.to) || self.rng.random_bool(self.opts.loss) {
+            return;
+        }
+        if self.opts.drop_read_index_responses
+            && matches!(msg.body, MessageBody::ReadIndexResponse { .. })
+        {
             return;
         }
         let (mut lo, mut hi) = self.opts.latency_ms;
