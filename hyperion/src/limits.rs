@@ -48,6 +48,36 @@ impl Endpoint {
     }
 }
 
+/// The RPCs of `CacheService`, as metrics and traces name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rpc {
+    Get,
+    Set,
+    Delete,
+    BatchGet,
+}
+
+impl Rpc {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rpc::Get => "Get",
+            Rpc::Set => "Set",
+            Rpc::Delete => "Delete",
+            Rpc::BatchGet => "BatchGet",
+        }
+    }
+
+    /// The gRPC method path, as traces name it (`hyperion.v1.CacheService/Get`).
+    pub fn full_name(self) -> &'static str {
+        match self {
+            Rpc::Get => "hyperion.v1.CacheService/Get",
+            Rpc::Set => "hyperion.v1.CacheService/Set",
+            Rpc::Delete => "hyperion.v1.CacheService/Delete",
+            Rpc::BatchGet => "hyperion.v1.CacheService/BatchGet",
+        }
+    }
+}
+
 /// Requests per second per client IP (per API key for the admin port), the product's table by
 /// default (`HYPERION_RATE_LIMIT_GET`, `_SET`, `_BATCH_GET`, `_ADMIN`). `Delete` shares the `Set`
 /// budget: both are writes through the log. 0 means unlimited.

@@ -30,35 +30,7 @@ use crate::limits::Endpoint;
 use crate::replica::types::RaftTimers;
 use crate::timing::Timer;
 
-/// The RPCs that are counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rpc {
-    Get,
-    Set,
-    Delete,
-    BatchGet,
-}
-
-impl Rpc {
-    pub fn name(self) -> &'static str {
-        match self {
-            Rpc::Get => "Get",
-            Rpc::Set => "Set",
-            Rpc::Delete => "Delete",
-            Rpc::BatchGet => "BatchGet",
-        }
-    }
-
-    /// The gRPC method path, as traces name it (`hyperion.v1.CacheService/Get`).
-    pub fn full_name(self) -> &'static str {
-        match self {
-            Rpc::Get => "hyperion.v1.CacheService/Get",
-            Rpc::Set => "hyperion.v1.CacheService/Set",
-            Rpc::Delete => "hyperion.v1.CacheService/Delete",
-            Rpc::BatchGet => "hyperion.v1.CacheService/BatchGet",
-        }
-    }
-}
+pub use crate::limits::Rpc;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {

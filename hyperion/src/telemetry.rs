@@ -20,7 +20,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::config::{Config, LogFormat};
-use crate::metrics::Rpc;
+use crate::limits::Rpc;
 use crate::runtime;
 
 /// The `tracing` target of every exported span.

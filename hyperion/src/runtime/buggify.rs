@@ -106,9 +106,25 @@ pub fn fires(point: &'static str) -> bool {
         .is_some_and(|rng| rng.random_bool(FIRE_PROBABILITY));
     drop(state);
     if fired {
-        super::coverage::fault_point_fired(point);
+        super::coverage::hit_named(format!("{COVERAGE_PREFIX}{point}"));
     }
     fired
+}
+
+/// Prefix of the coverage point a fault point counts as when it fires (`buggify.early_snapshot`).
+pub const COVERAGE_PREFIX: &str = "buggify.";
+
+/// Whether `name` is a coverage name: a coverage point, or a fault point that fired
+/// (`buggify.early_snapshot`), either with an optional `@condition`.
+pub fn is_coverage_name(name: &str) -> bool {
+    let (point, condition) = super::coverage::split(name);
+    match point.strip_prefix(COVERAGE_PREFIX) {
+        Some(fault_point) => {
+            is_known(fault_point)
+                && condition.is_none_or(|c| super::coverage::CONDITIONS.contains(&c))
+        }
+        None => super::coverage::is_known(name),
+    }
 }
 
 /// A seeded draw in `low..=high` for a firing point's size (a delay, say); `low` when no run
@@ -131,6 +147,14 @@ macro_rules! buggify {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coverage_names_include_fault_points_that_fired() {
+        assert!(is_coverage_name("lease_read@partition"));
+        assert!(is_coverage_name("buggify.early_snapshot@crash"));
+        assert!(!is_coverage_name("buggify.lease_read"));
+        assert!(!is_coverage_name("buggify.early_snapshot@eclipse"));
+    }
 
     #[test]
     fn production_builds_never_fire() {

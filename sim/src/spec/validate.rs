@@ -542,8 +542,9 @@ impl Validator<'_> {
             ));
         }
         if let Some(list) = &expect.sometimes {
-            use hyperion::runtime::coverage::{is_known, CONDITIONS, POINTS};
-            if let Some(unknown) = list.get_ref().iter().find(|name| !is_known(name)) {
+            use hyperion::runtime::buggify::is_coverage_name;
+            use hyperion::runtime::coverage::{CONDITIONS, POINTS};
+            if let Some(unknown) = list.get_ref().iter().find(|name| !is_coverage_name(name)) {
                 return Err(self.error(
                     &list.span(),
                     format!("{prefix}expect.sometimes"),
