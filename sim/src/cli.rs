@@ -50,6 +50,10 @@ enum Cmd {
         /// Writes the full event trace (JSON lines) to this file.
         #[arg(long)]
         trace: Option<PathBuf>,
+        /// Writes the clients' history to this file as Porcupine operations (JSON; see
+        /// scenarios/README.md).
+        #[arg(long)]
+        history: Option<PathBuf>,
         /// Prints one JSON summary line instead of the report (used by sweep and replay).
         #[arg(long, hide = true)]
         json: bool,
@@ -141,8 +145,16 @@ pub fn main() -> ExitCode {
             seed,
             variant,
             trace,
+            history,
             json,
-        } => cmd_run(&file, seed, variant.as_deref(), trace.as_deref(), json),
+        } => cmd_run(
+            &file,
+            seed,
+            variant.as_deref(),
+            trace.as_deref(),
+            history.as_deref(),
+            json,
+        ),
         Cmd::Sweep {
             file,
             seeds,
@@ -209,6 +221,7 @@ fn cmd_run(
     seed: Option<u64>,
     variant: Option<&str>,
     trace_path: Option<&Path>,
+    history_path: Option<&Path>,
     json: bool,
 ) -> Result<ExitCode, ExitCode> {
     let file = load(path)?;
@@ -229,6 +242,19 @@ fn cmd_run(
                 std::fs::write(trace_path, text).map_err(|e| {
                     usage_error(format!("cannot write {}: {e}", trace_path.display()))
                 })?;
+            }
+            if let (Some(path), Ok(report)) = (history_path, &executed.result) {
+                let history = hyperion_checker::porcupine_history(&report.history);
+                let text = serde_json::to_string(&history).expect("JSON values serialize");
+                std::fs::write(path, text)
+                    .map_err(|e| usage_error(format!("cannot write {}: {e}", path.display())))?;
+                if !json {
+                    println!(
+                        "history ({} operations, Porcupine format) written to {}",
+                        report.history.len(),
+                        path.display()
+                    );
+                }
             }
             if json {
                 let summary = RunSummary {

@@ -90,6 +90,7 @@ fn report(findings: Findings) -> RunReport {
         trace: Vec::new(),
         sim_ms: 0,
         memory_peak_bytes: 0,
+        history: Vec::new(),
     }
 }
 

@@ -60,6 +60,8 @@ pub struct RunReport {
     pub sim_ms: u64,
     /// Largest memory sample of any node (store-accounted + retained bytes).
     pub memory_peak_bytes: u64,
+    /// The clients' recorded history (what the linearizability checker judged).
+    pub history: Vec<hyperion_checker::Operation>,
 }
 
 impl RunReport {
@@ -424,12 +426,15 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
     for op in history.ops() {
         trace.record_at(op.invoke_ms, Event::Op { op: op.clone() });
     }
+    let operations = history.ops().to_vec();
     for (point, detail) in coverage::snapshot().broken {
         findings
             .raft
             .push(format!("always!({point}) was false: {detail}"));
     }
-    finish(findings, &trace, started, peak)
+    let mut report = finish(findings, &trace, started, peak);
+    report.history = operations;
+    report
 }
 
 /// Heals every link and restarts every stopped node, then checks liveness: a leader and a
@@ -593,6 +598,7 @@ fn finish(
             .saturating_duration_since(started)
             .as_millis() as u64,
         memory_peak_bytes,
+        history: Vec::new(),
     };
     for checker in Checker::ALL {
         for text in report.of(checker) {

@@ -229,3 +229,29 @@ fn buggify_enables_a_seeded_subset_of_fault_points_and_only_those_fire() {
     let plain = load("scenarios/leader-partitioned-in-the-minority.toml");
     assert!(plain.plan(1, None).unwrap().buggify.is_empty());
 }
+
+/// A run's history exports as Porcupine operations: one per recorded operation, in invocation
+/// order, with the fields Porcupine's `Operation` has.
+#[test]
+fn a_runs_history_exports_as_porcupine_operations() {
+    let path = "scenarios/leader-partitioned-in-the-minority.toml";
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
+            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let file = ScenarioFile::parse(path, &source).unwrap_or_else(|e| panic!("{e}"));
+    let executed = run_seed(&file, None, 1).unwrap_or_else(|e| panic!("{e}"));
+    let report = executed.result.unwrap_or_else(|panic| panic!("{panic}"));
+    let exported = hyperion_checker::porcupine_history(&report.history);
+    let ops = exported.as_array().expect("an array of operations");
+    assert_eq!(ops.len(), report.findings.ops);
+    assert!(ops.len() > 100, "{} operations", ops.len());
+    for op in ops {
+        for field in ["ClientId", "Input", "Call", "Output", "Return"] {
+            assert!(!op[field].is_null(), "{field} missing in {op}");
+        }
+        assert!(op["Call"].as_u64() <= op["Return"].as_u64(), "{op}");
+    }
+    assert!(ops
+        .windows(2)
+        .all(|w| w[0]["Call"].as_u64() <= w[1]["Call"].as_u64()));
+}

@@ -97,6 +97,7 @@ mod history;
 mod key_op;
 mod matching;
 mod order;
+mod porcupine;
 mod report;
 mod search;
 
@@ -106,6 +107,7 @@ pub use history::{
     ClientId, History, HistoryRecorder, Op, OpId, OpResult, Operation, Outcome, RecordError,
     HISTORY_OPS_MAX,
 };
+pub use porcupine::porcupine_history;
 pub use report::{render_bytes, render_operation, CheckReport, Verdict, Violation, ViolationKind};
 
 #[cfg(test)]
