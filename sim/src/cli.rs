@@ -54,6 +54,10 @@ enum Cmd {
         /// scenarios/README.md).
         #[arg(long)]
         history: Option<PathBuf>,
+        /// Writes the run as one self-contained HTML page (timeline, operations per key, the
+        /// violation highlighted, the reproduce command).
+        #[arg(long)]
+        report: Option<PathBuf>,
         /// Prints one JSON summary line instead of the report (used by sweep and replay).
         #[arg(long, hide = true)]
         json: bool,
@@ -146,13 +150,17 @@ pub fn main() -> ExitCode {
             variant,
             trace,
             history,
+            report,
             json,
         } => cmd_run(
             &file,
             seed,
             variant.as_deref(),
-            trace.as_deref(),
-            history.as_deref(),
+            Outputs {
+                trace: trace.as_deref(),
+                history: history.as_deref(),
+                report: report.as_deref(),
+            },
             json,
         ),
         Cmd::Sweep {
@@ -220,10 +228,14 @@ fn cmd_run(
     path: &Path,
     seed: Option<u64>,
     variant: Option<&str>,
-    trace_path: Option<&Path>,
-    history_path: Option<&Path>,
+    outputs: Outputs<'_>,
     json: bool,
 ) -> Result<ExitCode, ExitCode> {
+    let Outputs {
+        trace: trace_path,
+        history: history_path,
+        report: report_path,
+    } = outputs;
     let file = load(path)?;
     let variants = variants_of(&file, variant)?;
     let commit = if json { String::new() } else { git_commit() };
@@ -242,6 +254,15 @@ fn cmd_run(
                 std::fs::write(trace_path, text).map_err(|e| {
                     usage_error(format!("cannot write {}: {e}", trace_path.display()))
                 })?;
+            }
+            if let Some(path) = report_path {
+                let replay = reproduce(&file.path, variant.as_deref(), Replay::Run(&[seed]));
+                let page = crate::report_html::render(&file, &executed, &replay.to_string());
+                std::fs::write(path, page)
+                    .map_err(|e| usage_error(format!("cannot write {}: {e}", path.display())))?;
+                if !json {
+                    println!("report written to {}", path.display());
+                }
             }
             if let (Some(path), Ok(report)) = (history_path, &executed.result) {
                 let history = hyperion_checker::porcupine_history(&report.history);
@@ -289,6 +310,13 @@ fn cmd_run(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Files a run writes besides its report on stdout.
+struct Outputs<'a> {
+    trace: Option<&'a Path>,
+    history: Option<&'a Path>,
+    report: Option<&'a Path>,
 }
 
 /// Writes a report to stdout; a closed pipe (`| head`) is not an error worth a panic.

@@ -22,6 +22,7 @@ pub mod faults;
 pub mod metrics;
 pub mod monitor;
 pub mod report;
+pub mod report_html;
 pub mod runner;
 pub mod seeds;
 pub mod spec;

@@ -255,3 +255,41 @@ fn a_runs_history_exports_as_porcupine_operations() {
         .windows(2)
         .all(|w| w[0]["Call"].as_u64() <= w[1]["Call"].as_u64()));
 }
+
+/// The HTML report of a failing seed holds the reproduce command, the timeline, and the
+/// violation's operations marked (`ci/browser-report` renders it in Chromium).
+#[test]
+fn the_html_report_of_a_failing_seed_marks_the_violations_operations() {
+    let path = "regressions/2024-12-03-split-brain.toml";
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
+            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let file = ScenarioFile::parse(path, &source).unwrap_or_else(|e| panic!("{e}"));
+    let executed = run_seed(&file, Some("before-fix"), 2).unwrap_or_else(|e| panic!("{e}"));
+    let replay = reproduce(path, Some("before-fix"), Replay::Run(&[2])).to_string();
+    let page = crate::report_html::render(&file, &executed, &replay);
+    let report = executed.result.as_ref().unwrap();
+    let finding = report
+        .findings
+        .linearizability
+        .first()
+        .expect("seed 2 finds a stale read");
+    let starred: Vec<&str> = finding
+        .lines()
+        .filter(|l| l.trim_start().starts_with("* "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert!(!starred.is_empty(), "{finding}");
+    for op in &starred {
+        assert!(
+            page.contains(&format!("data-violation-op=\"{op}\"")),
+            "{op} not marked"
+        );
+    }
+    assert!(page.contains(&crate::report_html::escape(&replay)));
+    assert!(page.contains("node1") && page.contains("<svg"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no network resources"
+    );
+}
