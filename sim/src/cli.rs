@@ -62,6 +62,19 @@ enum Cmd {
         #[arg(long, hide = true)]
         json: bool,
     },
+    /// Shrinks a failing seed to a small regression file with concrete values (delta debugging
+    /// over the faults, their durations, the workload and the topology).
+    Shrink {
+        file: PathBuf,
+        #[arg(long)]
+        seed: u64,
+        /// A regression's variant (required for a regression).
+        #[arg(long)]
+        variant: Option<String>,
+        /// Where to write the shrunk file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Runs many seeds in parallel child processes and prints a summary table.
     Sweep {
         file: PathBuf,
@@ -163,6 +176,12 @@ pub fn main() -> ExitCode {
             },
             json,
         ),
+        Cmd::Shrink {
+            file,
+            seed,
+            variant,
+            out,
+        } => cmd_shrink(&file, seed, variant.as_deref(), out.as_deref()),
         Cmd::Sweep {
             file,
             seeds,
@@ -310,6 +329,42 @@ fn cmd_run(
     } else {
         ExitCode::from(1)
     })
+}
+
+fn cmd_shrink(
+    path: &Path,
+    seed: u64,
+    variant: Option<&str>,
+    out: Option<&Path>,
+) -> Result<ExitCode, ExitCode> {
+    let file = load(path)?;
+    eprintln!(
+        "shrinking {} seed {seed}: each candidate is one deterministic run",
+        file.path
+    );
+    let shrunk = crate::shrink::shrink(&file, variant, seed, crate::shrink::RUNS_MAX, |line| {
+        eprintln!("  {line}")
+    })
+    .map_err(usage_error)?;
+    eprintln!(
+        "target: {:?}; {} runs
+before: {}
+after:  {}",
+        shrunk.target, shrunk.runs, shrunk.before, shrunk.after
+    );
+    match out {
+        Some(out) => {
+            std::fs::write(out, &shrunk.toml)
+                .map_err(|e| usage_error(format!("cannot write {}: {e}", out.display())))?;
+            eprintln!(
+                "written to {}; replay: ci/sim run {} --variant found",
+                out.display(),
+                out.display()
+            );
+        }
+        None => emit(&shrunk.toml),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Files a run writes besides its report on stdout.

@@ -25,6 +25,7 @@ pub mod report;
 pub mod report_html;
 pub mod runner;
 pub mod seeds;
+pub mod shrink;
 pub mod spec;
 pub mod trace;
 pub mod workload;

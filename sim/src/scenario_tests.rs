@@ -293,3 +293,40 @@ fn the_html_report_of_a_failing_seed_marks_the_violations_operations() {
         "no network resources"
     );
 }
+
+/// Shrinking: a seed of the split-brain regression's pre-fix variant that finds the stale read
+/// shrinks (here within a few candidate runs, to keep the test short) to a smaller concrete
+/// regression file, and that file, run at its committed seed, still finds the stale read.
+#[test]
+fn a_split_brain_seed_shrinks_to_a_smaller_file_that_still_finds_the_stale_read() {
+    let path = "regressions/2024-12-03-split-brain.toml";
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
+            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let file = ScenarioFile::parse(path, &source).unwrap_or_else(|e| panic!("{e}"));
+    let shrunk = crate::shrink::shrink(&file, Some("before-fix"), 2, 8, |line| eprintln!("{line}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        shrunk.target.kinds.contains("StaleRead"),
+        "{:?}",
+        shrunk.target
+    );
+    assert!(
+        shrunk.after.fault_ms < shrunk.before.fault_ms,
+        "before {}, after {}",
+        shrunk.before,
+        shrunk.after
+    );
+    assert!(shrunk.toml.contains("postmortem") && shrunk.toml.contains("seeds = [2]"));
+    let out = ScenarioFile::parse("regressions/shrunk.toml", &shrunk.toml)
+        .unwrap_or_else(|e| panic!("the shrunk file parses: {e}\n{}", shrunk.toml));
+    let executed = run_seed(&out, Some("found"), 2).unwrap_or_else(|e| panic!("{e}"));
+    let (met, verdict) = executed.verdict();
+    assert!(met, "the shrunk file still finds the violation: {verdict}");
+    let report = executed.result.unwrap();
+    assert!(report
+        .findings
+        .linearizability
+        .iter()
+        .any(|f| f.starts_with("StaleRead")));
+}
