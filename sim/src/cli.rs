@@ -87,6 +87,10 @@ enum Cmd {
         /// A regression's variant (default: every variant).
         #[arg(long)]
         variant: Option<String>,
+        /// On the first seed that misses its expectations with a violation, shrinks it and
+        /// writes the regression file here (see `shrink`).
+        #[arg(long)]
+        shrink_first_failure: Option<PathBuf>,
     },
     /// Replays every regression in a directory: every variant at every committed seed.
     Replay {
@@ -187,7 +191,14 @@ pub fn main() -> ExitCode {
             seeds,
             jobs,
             variant,
-        } => cmd_sweep(&file, seeds.as_deref(), jobs, variant.as_deref()),
+            shrink_first_failure,
+        } => cmd_sweep(
+            &file,
+            seeds.as_deref(),
+            jobs,
+            variant.as_deref(),
+            shrink_first_failure.as_deref(),
+        ),
         Cmd::Replay { dir, jobs } => cmd_replay(&dir, jobs),
         Cmd::CheckDeterminism {
             files,
@@ -599,6 +610,7 @@ fn cmd_sweep(
     seeds: Option<&str>,
     jobs: usize,
     variant: Option<&str>,
+    shrink_to: Option<&Path>,
 ) -> Result<ExitCode, ExitCode> {
     let file = load(path)?;
     let seeds = match command_line_seeds(seeds)? {
@@ -631,7 +643,24 @@ fn cmd_sweep(
         jobs,
         git_commit()
     );
-    Ok(run_and_summarize(&items, jobs))
+    let started = wall_clock();
+    let results = run_items(&items, jobs, false);
+    if print_summary(&results, started.elapsed().as_secs_f64()) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(out) = shrink_to {
+        let failed = results
+            .iter()
+            .find(|(_, result)| result.as_ref().is_ok_and(|s| !s.met));
+        match failed {
+            Some((item, _)) => {
+                println!("shrinking the first failing seed, {}", item.seed);
+                cmd_shrink(path, item.seed, item.variant.as_deref(), Some(out))?;
+            }
+            None => println!("no failing seed ran to its end: nothing to shrink"),
+        }
+    }
+    Ok(ExitCode::from(1))
 }
 
 /// Runs `items` in child processes and prints the summary; exit 1 if any expectation failed.
