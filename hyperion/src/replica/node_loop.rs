@@ -376,16 +376,18 @@ impl NodeLoop {
                     let _ = reply.send(Err(ReplicaError::Overloaded));
                     return;
                 }
+                // The clock as the read is handled, read once: the lease must hold then (the
+                // core is told a time at least this late), whatever time passes after.
+                let handled_ms = self.shared.clock.monotonic_ms();
                 self.refresh_clock();
                 let lease =
                     self.raft.role() == Role::Leader && self.raft.has_valid_lease(self.raft_now_ms);
                 crate::sometimes!("lease_read", lease);
                 crate::always!(
                     "lease_checked_at_read_time",
-                    !lease || self.raft.has_valid_lease(self.shared.clock.monotonic_ms()),
-                    "a read was served under a lease valid at {} ms but not now ({} ms)",
-                    self.raft_now_ms,
-                    self.shared.clock.monotonic_ms()
+                    !lease || self.raft.has_valid_lease(handled_ms),
+                    "a read was served under a lease valid at {} ms but not when it was handled ({handled_ms} ms)",
+                    self.raft_now_ms
                 );
                 let request_id = self.next_read_id;
                 self.next_read_id += 1;
