@@ -92,6 +92,31 @@ fn label(svg: &mut String, y: f64, text: &str) {
     );
 }
 
+/// The row of `node` (under the faults row).
+fn node_row(node: usize) -> f64 {
+    4.0 + ROW * node as f64
+}
+
+/// `node` led `term` over `span`.
+fn led(svg: &mut String, scale: &Scale, node: usize, (from, to): (u64, u64), term: u64) {
+    let title = format!("node{node} leads term {term}");
+    band(
+        svg,
+        scale,
+        node_row(node),
+        from,
+        to,
+        &format!("term{}", term % 6),
+        &title,
+    );
+}
+
+/// `node` was down over `span`.
+fn was_down(svg: &mut String, scale: &Scale, node: usize, (from, to): (u64, u64)) {
+    let title = format!("node{node} down");
+    band(svg, scale, node_row(node), from, to, "down", &title);
+}
+
 /// `for N ms` in a fault's text: how long it lasts.
 fn fault_duration(text: &str) -> Option<u64> {
     let at = text.find(" for ")?;
@@ -179,17 +204,7 @@ pub fn render(file: &ScenarioFile, executed: &Executed, reproduce: &str) -> Stri
             }
             Event::StepDown { node, .. } => {
                 if let Some((from, term)) = leading.remove(node) {
-                    let row = 4.0 + ROW * *node as f64;
-                    let title = format!("node{node} leads term {term}");
-                    band(
-                        &mut rows,
-                        &scale,
-                        row,
-                        from,
-                        line.at_ms,
-                        &format!("term{}", term % 6),
-                        &title,
-                    );
+                    led(&mut rows, &scale, *node, (from, line.at_ms), term);
                 }
             }
             Event::NodeDown { node } => {
@@ -197,44 +212,18 @@ pub fn render(file: &ScenarioFile, executed: &Executed, reproduce: &str) -> Stri
             }
             Event::NodeUp { node } => {
                 if let Some(from) = down.remove(node) {
-                    let row = 4.0 + ROW * *node as f64;
-                    band(
-                        &mut rows,
-                        &scale,
-                        row,
-                        from,
-                        line.at_ms,
-                        "down",
-                        &format!("node{node} down"),
-                    );
+                    was_down(&mut rows, &scale, *node, (from, line.at_ms));
                 }
             }
             _ => {}
         }
     }
+    // Still leading, or still down, when the run ended.
     for (node, (from, term)) in leading {
-        let row = 4.0 + ROW * node as f64;
-        band(
-            &mut rows,
-            &scale,
-            row,
-            from,
-            end_ms,
-            &format!("term{}", term % 6),
-            &format!("node{node} leads term {term}"),
-        );
+        led(&mut rows, &scale, node, (from, end_ms), term);
     }
     for (node, from) in down {
-        let row = 4.0 + ROW * node as f64;
-        band(
-            &mut rows,
-            &scale,
-            row,
-            from,
-            end_ms,
-            "down",
-            &format!("node{node} down"),
-        );
+        was_down(&mut rows, &scale, node, (from, end_ms));
     }
     for node in 1..=nodes {
         label(&mut svg, y, &format!("node{node}"));

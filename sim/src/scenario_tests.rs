@@ -18,14 +18,19 @@ use crate::spec::ScenarioFile;
 /// Seeds per scenario in a default run (CI); `HYPERION_SIM_SEEDS` raises it.
 const SEEDS: u64 = 20;
 
+/// Reads and parses a committed scenario or regression file (`path` from the repository root).
+fn load(path: &str) -> ScenarioFile {
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
+            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    ScenarioFile::parse(path, &source).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Runs `scenarios/<name>.toml` over the chosen seeds; fails the test if a seed misses its
 /// expectations, or if no seed found a violation the file requires of the seeds together.
 fn sweep(name: &str) {
     let path = format!("scenarios/{name}.toml");
-    let source =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&path))
-            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    let file = ScenarioFile::parse(&path, &source).unwrap_or_else(|e| panic!("{e}"));
+    let file = load(&path);
     let default: Vec<u64> = (1..=SEEDS).collect();
     let chosen = seeds::select(None, &default).unwrap_or_else(|e| panic!("{e}"));
     let mut tally = SeedTally::default();
@@ -123,9 +128,7 @@ fn negative_control_unsafe_leader_reads_are_caught_by_the_checker() {
 #[test]
 fn a_fault_model_that_stopped_partitioning_fails_its_coverage() {
     let path = "scenarios/leader-partitioned-in-the-minority.toml";
-    let source =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
-            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    let source = load(path).source;
     let start = source.find("[[faults]]").expect("the scenario has a fault");
     let end = source[start..]
         .find("\n\n")
@@ -157,10 +160,7 @@ fn a_fault_model_that_stopped_partitioning_fails_its_coverage() {
 #[test]
 fn an_always_invariant_catches_a_lease_checked_against_a_stale_clock() {
     let path = "regressions/2026-12-01-stale-lease-after-pause.toml";
-    let source =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
-            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    let file = ScenarioFile::parse(path, &source).unwrap_or_else(|e| panic!("{e}"));
+    let file = load(path);
     let broken = |variant: &str| -> Vec<String> {
         let executed = run_seed(&file, Some(variant), 1).unwrap_or_else(|e| panic!("{e}"));
         let report = executed.result.unwrap_or_else(|panic| panic!("{panic}"));
@@ -183,12 +183,6 @@ fn an_always_invariant_catches_a_lease_checked_against_a_stale_clock() {
 /// only enabled points fire, and a scenario without it enables none.
 #[test]
 fn buggify_enables_a_seeded_subset_of_fault_points_and_only_those_fire() {
-    let load = |path: &str| {
-        let source =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
-                .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-        ScenarioFile::parse(path, &source).unwrap_or_else(|e| panic!("{e}"))
-    };
     let file = load("scenarios/buggify.toml");
     let plans: Vec<Vec<&str>> = (1..=6)
         .map(|seed| file.plan(seed, None).unwrap().buggify)
@@ -235,10 +229,7 @@ fn buggify_enables_a_seeded_subset_of_fault_points_and_only_those_fire() {
 #[test]
 fn a_runs_history_exports_as_porcupine_operations() {
     let path = "scenarios/leader-partitioned-in-the-minority.toml";
-    let source =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
-            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    let file = ScenarioFile::parse(path, &source).unwrap_or_else(|e| panic!("{e}"));
+    let file = load(path);
     let executed = run_seed(&file, None, 1).unwrap_or_else(|e| panic!("{e}"));
     let report = executed.result.unwrap_or_else(|panic| panic!("{panic}"));
     let exported = hyperion_checker::porcupine_history(&report.history);
@@ -261,10 +252,7 @@ fn a_runs_history_exports_as_porcupine_operations() {
 #[test]
 fn the_html_report_of_a_failing_seed_marks_the_violations_operations() {
     let path = "regressions/2024-12-03-split-brain.toml";
-    let source =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
-            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    let file = ScenarioFile::parse(path, &source).unwrap_or_else(|e| panic!("{e}"));
+    let file = load(path);
     let executed = run_seed(&file, Some("before-fix"), 2).unwrap_or_else(|e| panic!("{e}"));
     let replay = reproduce(path, Some("before-fix"), Replay::Run(&[2])).to_string();
     let page = crate::report_html::render(&file, &executed, &replay);
@@ -300,10 +288,7 @@ fn the_html_report_of_a_failing_seed_marks_the_violations_operations() {
 #[test]
 fn a_split_brain_seed_shrinks_to_a_smaller_file_that_still_finds_the_stale_read() {
     let path = "regressions/2024-12-03-split-brain.toml";
-    let source =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path))
-            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    let file = ScenarioFile::parse(path, &source).unwrap_or_else(|e| panic!("{e}"));
+    let file = load(path);
     let shrunk = crate::shrink::shrink(&file, Some("before-fix"), 2, 8, |line| eprintln!("{line}"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
