@@ -48,6 +48,7 @@ pub mod single_flight;
 pub mod telemetry;
 pub mod timing;
 pub mod tls;
+pub mod watch;
 
 /// Generated protobuf and gRPC types (`proto/cache.proto`, package `hyperion.v1`).
 #[allow(clippy::all, missing_docs)]

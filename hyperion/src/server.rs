@@ -224,6 +224,10 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
         stagger_ttl: config.stagger_ttl,
         client_caching: config.flags.enable_client_caching,
         stale_grace_ms: config.stale_grace_ms,
+        watch: crate::watch::WatchLimits {
+            tracking_max_keys: usize::try_from(config.tracking_max_keys).unwrap_or(usize::MAX),
+            ..crate::watch::WatchLimits::default()
+        },
         record: None,
         negative_cache_ms: config.database.negative_cache_ms,
         backlog_bytes_max: config.database.backlog_mb * 1024 * 1024,

@@ -394,3 +394,53 @@ async fn an_unreachable_database_at_start_is_a_clear_error_within_the_warmup_bud
     );
     let _ = std::fs::remove_dir_all(&config.data_dir);
 }
+
+/// The served node's invalidation hub sees the writes it applies, in log order, with the new
+/// version (0 once deleted); a tracked key is reported with a broadcast prefix's keys.
+#[tokio::test]
+async fn applied_writes_reach_the_invalidation_hub_in_log_order() {
+    use hyperion::watch::{Event, Reason};
+    let server = start(loopback_config(), generous_limits()).await;
+    let client = Client::new(&server.addr.to_string()).unwrap();
+    let hub = server.replica.watch();
+    let broadcast = hub.subscribe(vec![b"user:".to_vec()], None).unwrap();
+    let tracking = hub.subscribe(vec![], None).unwrap();
+    let first = client.set(b"user:1", b"a", 0, 0).await.unwrap();
+    tracking.track(b"order:9", 0, || None);
+    let second = client.set(b"user:1", b"b", 0, 0).await.unwrap();
+    client.set(b"order:9", b"x", 0, 0).await.unwrap();
+    client.delete(b"user:1", 0).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let batch = tokio::time::timeout(Duration::from_secs(5), broadcast.next_batch())
+            .await
+            .expect("events within 5 s")
+            .expect("open");
+        seen.extend(batch.into_iter().filter_map(|event| match event {
+            Event::Changed(change) => Some((change.version, change.reason, change.index)),
+            _ => None,
+        }));
+    }
+    assert_eq!(
+        seen.iter().map(|(v, r, _)| (*v, *r)).collect::<Vec<_>>(),
+        vec![
+            (first.version, Reason::Set),
+            (second.version, Reason::Set),
+            (0, Reason::Delete)
+        ]
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0].2 < w[1].2),
+        "log order: {seen:?}"
+    );
+    let tracked = tokio::time::timeout(Duration::from_secs(5), tracking.next_batch())
+        .await
+        .expect("the tracked key's change within 5 s")
+        .expect("open");
+    assert!(
+        matches!(&tracked[..], [Event::Changed(c)] if c.key == b"order:9" && c.reason == Reason::Set),
+        "{tracked:?}"
+    );
+    drop((broadcast, tracking));
+    server.stop().await;
+}

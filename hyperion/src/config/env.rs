@@ -282,6 +282,9 @@ impl Config {
                 .positive("HYPERION_STALE_GRACE_MS", 1, STALE_GRACE_MS_MAX)?
                 .unwrap_or(DEFAULT_STALE_GRACE_MS),
         };
+        let tracking_max_keys = vars
+            .positive("HYPERION_TRACKING_MAX_KEYS", 1, TRACKING_MAX_KEYS_MAX)?
+            .unwrap_or(DEFAULT_TRACKING_MAX_KEYS);
 
         let mut database = DatabaseConfig::from_vars(&vars)?;
         database.password = secrets.get(SecretName::DbPassword).cloned();
@@ -309,6 +312,7 @@ impl Config {
             dev_mode,
             stagger_ttl,
             stale_grace_ms,
+            tracking_max_keys,
             database,
             join_existing_cluster,
             secrets: source,

@@ -42,6 +42,10 @@ pub use hyperion_store::{DEFAULT_EVICTION_BATCH_SIZE, EVICTION_BATCH_SIZE_MAX};
 pub const DEFAULT_STALE_GRACE_MS: u64 = 5_000;
 /// Longest stale grace: an hour. Expired entries hold memory until then.
 pub const STALE_GRACE_MS_MAX: u64 = 3_600_000;
+/// Default bound of the invalidation tracking table (`HYPERION_TRACKING_MAX_KEYS`), per node.
+pub const DEFAULT_TRACKING_MAX_KEYS: u64 = 1_000_000;
+/// Largest accepted `HYPERION_TRACKING_MAX_KEYS`.
+pub const TRACKING_MAX_KEYS_MAX: u64 = 100_000_000;
 /// Smallest HMAC key accepted from a key file: the store's integrity-key minimum (the SHA-256
 /// block security level).
 pub const HMAC_KEY_BYTES_MIN: usize = hyperion_store::INTEGRITY_KEY_MIN_BYTES;
@@ -296,6 +300,9 @@ pub struct Config {
     /// How long an expired entry stays available to `allow_stale` reads before the reaper frees
     /// it (`HYPERION_STALE_GRACE_MS`).
     pub stale_grace_ms: u64,
+    /// Most keys the invalidation tracking table holds on this node
+    /// (`HYPERION_TRACKING_MAX_KEYS`); past it, the largest tracker resyncs.
+    pub tracking_max_keys: u64,
     /// The system-of-record client (`HYPERION_DB_*`; used when `COCKROACH_DSN` is set).
     pub database: DatabaseConfig,
     /// `HYPERION_JOIN_EXISTING_CLUSTER`: allow a node with an empty data directory to join a

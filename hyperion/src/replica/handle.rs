@@ -49,6 +49,8 @@ pub struct Shared {
     pub(super) leader_changes: std::sync::atomic::AtomicU64,
     /// Snapshots this node took (metrics).
     pub(super) snapshots: std::sync::atomic::AtomicU64,
+    /// Invalidation events from the applied log (client-side caching).
+    pub(super) watch: Arc<crate::watch::WatchHub>,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,6 +101,34 @@ impl Shared {
         let leader = self.status().leader_id?;
         let addr = self.topology.addresses.get(&leader)?.clone();
         Some((leader, addr))
+    }
+
+    /// Applies the committed `command` at `index`, then publishes what it changed to the
+    /// invalidation hub (after the machine's lock is released: see [`crate::watch`]).
+    pub(super) fn apply(
+        &self,
+        index: u64,
+        command: super::wire::Command,
+    ) -> Result<WriteOutcome, hyperion_store::StoreError> {
+        let (outcome, changes) = {
+            let mut machine = self.machine();
+            let outcome = machine.apply(index, command);
+            (outcome, machine.take_changes())
+        };
+        self.watch.publish(index, changes);
+        outcome
+    }
+
+    /// Marks `index` applied without a command (a Raft no-op).
+    pub(super) fn apply_noop(&self, index: u64) {
+        self.machine().apply_noop(index);
+        self.watch.publish(index, Vec::new());
+    }
+
+    /// Replaces the state with a snapshot taken at `index`: invalidation subscribers resync.
+    pub(super) fn install(&self, loaded: super::machine::LoadedSnapshot, index: u64) {
+        self.machine().install(loaded, index);
+        self.watch.reset(index);
     }
 
     pub(super) fn cluster_now_ms(&self, machine: &Machine) -> u64 {
@@ -242,6 +272,11 @@ impl Replica {
             }
             lock(&replica.shared.removals_in_flight).remove(&key);
         });
+    }
+
+    /// This node's invalidation hub: the changes it applies, for client-side caches.
+    pub fn watch(&self) -> &Arc<crate::watch::WatchHub> {
+        &self.shared.watch
     }
 
     /// The system of record's client, if configured (metrics, breaker state).

@@ -14,6 +14,7 @@ use super::types::{ClusterSettings, ReadAnswer, ReadOutcome, WriteOutcome};
 use super::wire::{settings_from_wire, settings_to_wire, Command};
 use super::write_behind::{WriteBehind, WriteBehindError};
 use crate::db::{Mutation, StoredEntry};
+use crate::watch::{Change, Reason};
 
 /// Why a snapshot could not be loaded into the state machine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +52,8 @@ pub struct Machine {
     /// Replicated write-behind state (maintained only with a system of record).
     pub(super) write_behind: WriteBehind,
     pub(super) write_behind_enabled: bool,
+    /// What the commands applied since the last [`Machine::take_changes`] changed, in order.
+    changes: Vec<Change>,
 }
 
 impl Machine {
@@ -83,6 +86,7 @@ impl Machine {
             applied_index: 0,
             write_behind: WriteBehind::default(),
             write_behind_enabled,
+            changes: Vec::new(),
         })
     }
 
@@ -160,6 +164,29 @@ impl Machine {
         outcome
     }
 
+    /// Takes what the commands applied since the last call changed (invalidation events).
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn changed(&mut self, index: u64, reason: Reason, keys: &[Vec<u8>]) {
+        self.changes.extend(keys.iter().map(|key| Change {
+            key: key.clone(),
+            version: 0,
+            reason,
+            index,
+        }));
+    }
+
+    fn changed_to(&mut self, index: u64, key: &[u8], version: u64) {
+        self.changes.push(Change {
+            key: key.to_vec(),
+            version,
+            reason: Reason::Set,
+            index,
+        });
+    }
+
     /// Marks `index` applied without a command (a Raft no-op).
     pub fn apply_noop(&mut self, index: u64) {
         assert!(
@@ -189,6 +216,8 @@ impl Machine {
                     version,
                     created_at_ms,
                 )?;
+                self.changed(index, Reason::Evict, &outcome.evicted_keys);
+                self.changed_to(index, &key, outcome.version);
                 if self.write_behind_enabled {
                     self.write_behind.note_removed(&outcome.evicted_keys, index);
                     self.write_behind.record(
@@ -216,6 +245,9 @@ impl Machine {
                 let outcome =
                     self.store
                         .apply_delete(&key, expected_version, version, created_at_ms)?;
+                if outcome.existed {
+                    self.changed(index, Reason::Delete, std::slice::from_ref(&key));
+                }
                 if self.write_behind_enabled {
                     self.write_behind
                         .record(index, Mutation::Delete { key, version });
@@ -234,6 +266,7 @@ impl Machine {
                         removed.push(key);
                     }
                 }
+                self.changed(index, Reason::Expire, &removed);
                 if self.write_behind_enabled {
                     self.write_behind.note_removed(&removed, index);
                 }
@@ -256,6 +289,8 @@ impl Machine {
                 )?;
                 if let Some(outcome) = &outcome {
                     self.write_behind.note_removed(&outcome.evicted_keys, index);
+                    self.changed(index, Reason::Evict, &outcome.evicted_keys);
+                    self.changed_to(index, &entry.key, outcome.version);
                 }
                 Ok(WriteOutcome::Filled {
                     stored: outcome.is_some(),
@@ -276,8 +311,12 @@ impl Machine {
             }
             Command::Remove { key, version } => {
                 // The system of record keeps its copy: a later miss reads it through again.
-                if self.store.remove_version(&key, version) && self.write_behind_enabled {
-                    self.write_behind.note_removed(&[key], index);
+                if self.store.remove_version(&key, version) {
+                    let key = [key];
+                    self.changed(index, Reason::Evict, &key);
+                    if self.write_behind_enabled {
+                        self.write_behind.note_removed(&key, index);
+                    }
                 }
                 Ok(WriteOutcome::Done)
             }
@@ -287,6 +326,7 @@ impl Machine {
                 let count = usize::try_from(count).unwrap_or(usize::MAX);
                 let evicted = self.store.evict(count);
                 let evicted_count = evicted.len() as u64;
+                self.changed(index, Reason::Evict, &evicted);
                 if self.write_behind_enabled {
                     self.write_behind.note_removed(&evicted, index);
                 }
@@ -301,6 +341,7 @@ impl Machine {
                 // Validated by the leader that proposed them; the check is pure, so a refusal
                 // here would be the same on every replica.
                 if let Ok(evicted) = self.store.reconfigure(settings.store) {
+                    self.changed(index, Reason::Evict, &evicted);
                     if self.write_behind_enabled {
                         self.write_behind.note_removed(&evicted, index);
                     }
@@ -628,6 +669,50 @@ mod tests {
             );
         }
         assert_eq!(machines[0].digest(), machines[1].digest());
+    }
+
+    /// Invalidation events: what each command changed, in order, with the new version (0 when
+    /// the key is gone); a refused write changes nothing and reports nothing.
+    #[test]
+    fn applied_commands_report_their_changes() {
+        use crate::watch::Reason;
+        // Room for one 4 KB entry and one small one: the second 4 KB write evicts the first.
+        let mut m = machine(false, 8600);
+        m.apply(1, set("a", &[1; 4000], 0)).unwrap();
+        m.apply(2, set("b", &[2; 100], 0)).unwrap();
+        assert!(m.apply(3, set("b", b"x", 1)).is_err());
+        m.apply(4, set("c", &[3; 4000], 0)).unwrap();
+        let delete = |key: &str| Command::Delete {
+            key: key.as_bytes().to_vec(),
+            expected_version: 0,
+            created_at_ms: 1_001,
+        };
+        m.apply(5, delete("b")).unwrap();
+        m.apply(6, delete("never-written")).unwrap();
+        let changes: Vec<(String, u64, Reason, u64)> = m
+            .take_changes()
+            .into_iter()
+            .map(|c| {
+                (
+                    String::from_utf8(c.key).unwrap(),
+                    c.version,
+                    c.reason,
+                    c.index,
+                )
+            })
+            .collect();
+        let at = |key: &str, version, reason, index| (key.to_string(), version, reason, index);
+        assert_eq!(
+            changes,
+            vec![
+                at("a", 1, Reason::Set, 1),
+                at("b", 2, Reason::Set, 2),
+                at("a", 0, Reason::Evict, 4),
+                at("c", 4, Reason::Set, 4),
+                at("b", 0, Reason::Delete, 5),
+            ]
+        );
+        assert!(m.take_changes().is_empty(), "taken once");
     }
 
     #[test]

@@ -153,7 +153,11 @@ pub fn start(
         invalid_peer_messages: std::sync::atomic::AtomicU64::new(0),
         leader_changes: std::sync::atomic::AtomicU64::new(0),
         snapshots: std::sync::atomic::AtomicU64::new(0),
+        watch: crate::watch::WatchHub::new(config.watch),
     });
+    // Changes up to the restored state are not in the hub's history: resuming before it resyncs.
+    let restored = shared.machine().applied_index();
+    shared.watch.reset(restored);
     let (inbox_tx, inbox) = mpsc::channel(INBOX_MAX);
     let (peer_inbox_tx, peer_inbox) = mpsc::channel(PEER_INBOX_MAX);
     let replica = Replica {

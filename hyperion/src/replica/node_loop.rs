@@ -648,7 +648,7 @@ impl NodeLoop {
             _ => self.shared.machine().load(data),
         };
         match loaded {
-            Ok(loaded) => self.shared.machine().install(loaded, index),
+            Ok(loaded) => self.shared.install(loaded, index),
             // Loaded before the core accepted it (unless fault injection skipped that): a
             // snapshot that fails now is a bug, and a replica that cannot load the leader's
             // state cannot continue consistently.
@@ -674,7 +674,7 @@ impl NodeLoop {
         let _applying = applying.enter();
         let result = match &entry.kind {
             EntryKind::NoOp => {
-                self.shared.machine().apply_noop(entry.index);
+                self.shared.apply_noop(entry.index);
                 None
             }
             EntryKind::Command(bytes) => {
@@ -685,7 +685,7 @@ impl NodeLoop {
                 if let Command::Settings(settings) = &command {
                     self.check_cluster_settings(settings);
                 }
-                Some(self.shared.machine().apply(entry.index, command))
+                Some(self.shared.apply(entry.index, command))
             }
         };
         if let Some(pending) = pending {

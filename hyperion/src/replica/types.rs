@@ -254,6 +254,8 @@ pub struct ReplicaConfig {
     pub stagger_ttl: bool,
     pub client_caching: bool,
     pub stale_grace_ms: u64,
+    /// Bounds of the node's invalidation hub.
+    pub watch: crate::watch::WatchLimits,
     /// Fault injection (inert in production); the Raft core's mutations travel in `raft`.
     pub faults: FaultInjection,
     /// The system of record, if configured. Every replica of a cluster must agree on whether
