@@ -20,7 +20,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, Span};
 
-use crate::auth::{Authority, Operation};
+use crate::auth::{Authority, Caller, Operation};
 use crate::faults::FaultInjection;
 use crate::limits::{
     Endpoint, RateLimiter, Throttled, BATCH_KEYS_MAX, DEFAULT_TIMEOUT_MS, KEY_BYTES_MAX,
@@ -30,11 +30,13 @@ use crate::metrics::{Metrics, Rpc};
 use crate::proto::cache_service_server::CacheService;
 use crate::proto::{
     BatchGetRequest, CacheStatus, DeleteRequest, DeleteResponse, GetRequest, GetResponse,
-    SetRequest, SetResponse,
+    SetRequest, SetResponse, WatchRequest,
 };
 use crate::replica::{ReadAnswer, ReadOutcome, Replica, ReplicaError, WriteOutcome, WriteRequest};
 use crate::runtime;
 use crate::telemetry;
+
+pub mod watch;
 
 /// Response metadata carrying the current version on a compare-and-set mismatch.
 pub const CURRENT_VERSION_METADATA: &str = "x-hyperion-current-version";
@@ -112,6 +114,38 @@ impl CacheApi {
     /// with room for framing and the key.
     pub fn max_message_bytes(max_value_bytes: usize) -> usize {
         max_value_bytes.saturating_mul(2).max(4 << 20)
+    }
+
+    /// Tracks the key `answer` read for the Watch stream `tracking_id` (0: none), if that stream
+    /// is open on this node and belongs to `caller`, held at the version answered (0 unless a
+    /// fresh HIT); whether it is tracked.
+    fn track_for_read(&self, caller: &Caller, tracking_id: u64, answer: &GetResponse) -> bool {
+        if tracking_id == 0 || self.replica.faults().track_before_read {
+            return false;
+        }
+        let fresh_hit = answer.status == CacheStatus::Hit as i32 && !answer.is_stale;
+        let held = if fresh_hit { answer.version } else { 0 };
+        self.replica.watch().track_for_read(
+            tracking_id,
+            &watch::owner_of(caller),
+            &answer.key,
+            held,
+            || self.replica.current_version(&answer.key),
+        )
+    }
+
+    /// Fault injection (`track_before_read`, the pre-fix behaviour): registers the key before
+    /// it is read, holding nothing; whether it did.
+    fn track_before_read(&self, caller: &Caller, tracking_id: u64, key: &[u8]) -> bool {
+        tracking_id != 0
+            && self.replica.faults().track_before_read
+            && self.replica.watch().track_for_read(
+                tracking_id,
+                &watch::owner_of(caller),
+                key,
+                0,
+                || None,
+            )
     }
 
     fn throttle<T>(&self, request: &Request<T>, endpoint: Endpoint) -> Result<(), Status> {
@@ -348,7 +382,7 @@ impl CacheService for CacheApi {
         let started = runtime::now();
         let result = async {
             self.throttle(&request, Endpoint::Get)?;
-            self.authority.authorize(
+            let caller = self.authority.authorize(
                 &request,
                 Operation::Read,
                 &[request.get_ref().key.as_slice()],
@@ -356,17 +390,26 @@ impl CacheService for CacheApi {
             let request = request.into_inner();
             let timeout = check_get(&request)?;
             let started = runtime::now();
+            let before = self.track_before_read(&caller, request.tracking_id, &request.key);
             self.read_barrier(request.allow_stale, timeout).await?;
             let answer = self.replica.read_local(&request.key, request.allow_stale);
+            // Tracked once answered, against the version answered: a change applied since is
+            // reported at once, every later one as it applies.
+            let respond = |answer| {
+                let mut response = get_response(request.key.clone(), answer);
+                response.tracked =
+                    before || self.track_for_read(&caller, request.tracking_id, &response);
+                Ok(Response::new(response))
+            };
             if request.allow_stale || answer.outcome != ReadOutcome::Miss {
-                return Ok(Response::new(get_response(request.key, answer)));
+                return respond(answer);
             }
             // A linearizable miss on the leader: read through to the system of record, within
             // what is left of the read's time budget.
             let left = timeout.saturating_sub(started.elapsed());
             match runtime::timeout(left, self.replica.read_through(&request.key)).await {
-                Ok(Some(filled)) => Ok(Response::new(get_response(request.key, filled))),
-                Ok(None) => Ok(Response::new(get_response(request.key, answer))),
+                Ok(Some(filled)) => respond(filled),
+                Ok(None) => respond(answer),
                 Err(_) => Err(deadline_exceeded(timeout)),
             }
         }
@@ -462,7 +505,7 @@ impl CacheService for CacheApi {
                 .take(BATCH_KEYS_MAX + 1)
                 .map(Vec::as_slice)
                 .collect();
-            self.authority.authorize(&request, Operation::Read, &keys)?;
+            let caller = self.authority.authorize(&request, Operation::Read, &keys)?;
             let request = request.into_inner();
             let timeout = check_batch_get(&request, self.replica.faults())?;
             // One leadership confirmation serves the whole batch.
@@ -472,7 +515,9 @@ impl CacheService for CacheApi {
                 .iter()
                 .map(|key| {
                     let answer = self.replica.read_local(key, request.allow_stale);
-                    Ok(get_response(key.clone(), answer))
+                    let mut response = get_response(key.clone(), answer);
+                    response.tracked = self.track_for_read(&caller, request.tracking_id, &response);
+                    Ok(response)
                 })
                 .collect();
             if crate::buggify!("cut_batch_get_stream") {
@@ -488,6 +533,30 @@ impl CacheService for CacheApi {
         .await;
         self.finish(Rpc::BatchGet, &span, &result, started);
         result
+    }
+
+    type WatchStream = watch::WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<tonic::Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        // Opening a stream costs what a BatchGet does: it counts against that limit.
+        self.throttle(&request, Endpoint::BatchGet)?;
+        let caller = self.authority.authenticate(&request)?;
+        if !self.replica.client_caching() {
+            return Err(Status::failed_precondition(
+                "enable_client_caching is off on this node: Watch (client-side caching) is \
+                 unavailable",
+            ));
+        }
+        watch::open(
+            self.replica.clone(),
+            Arc::clone(&self.authority),
+            caller,
+            request,
+        )
+        .await
     }
 }
 

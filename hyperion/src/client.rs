@@ -39,6 +39,9 @@ use crate::resilience::{retry_with_backoff, BreakerConfig, CircuitBreaker, Jitte
 use crate::runtime;
 use crate::secret::Secret;
 
+pub mod near;
+pub use near::{CachingClient, NearCacheConfig, NearCacheStats, Source};
+
 /// Default deadline of one call, every retry and redirect included. It must outlast a leader
 /// crash: followers notice after a randomized election timeout (1.5-3 s at the product's
 /// defaults), elect, and the call is redirected to the winner. 5 s covers the longest timeout, a
@@ -359,8 +362,14 @@ impl Client {
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
+        let mut request = self.request_without_deadline(message);
         request.set_timeout(self.deadline);
+        request
+    }
+
+    /// A request with the client's credentials and no gRPC deadline (a long-lived stream).
+    fn request_without_deadline<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
         let security = &self.shared.security;
         if let Some(token) = &security.token {
             let value = [b"Bearer ".as_slice(), token.expose()].concat();
@@ -522,7 +531,22 @@ impl Client {
         let message = GetRequest {
             key: key.to_vec(),
             allow_stale,
-            timeout_ms: 0,
+            ..GetRequest::default()
+        };
+        self.call(false, |mut stub| {
+            let request = self.request(message.clone());
+            async move { stub.get(request).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// A linearizable read of `key` that asks the serving node to track it for the Watch stream
+    /// `tracking_id` (0: none); `tracked` in the answer says whether it did.
+    pub async fn get_tracked(&self, key: &[u8], tracking_id: u64) -> Result<GetResponse, Status> {
+        let message = GetRequest {
+            key: key.to_vec(),
+            tracking_id,
+            ..GetRequest::default()
         };
         self.call(false, |mut stub| {
             let request = self.request(message.clone());
@@ -581,7 +605,7 @@ impl Client {
             let message = BatchGetRequest {
                 keys: chunk.to_vec(),
                 allow_stale,
-                timeout_ms: 0,
+                ..BatchGetRequest::default()
             };
             let chunk_responses = self
                 .call(false, |mut stub| {
@@ -606,6 +630,37 @@ impl Client {
             responses.extend(chunk_responses);
         }
         Ok(responses)
+    }
+}
+
+impl Client {
+    /// Opens a `Watch` stream on the node the client believes leads (where its reads go, so
+    /// they can name the stream in `tracking_id`), sending `requests` on it. A failure moves
+    /// the client's choice on as any failed call does.
+    pub async fn open_watch(
+        &self,
+        requests: impl futures::Stream<Item = crate::proto::WatchRequest> + Send + 'static,
+    ) -> Result<tonic::Streaming<crate::proto::WatchEvent>, Status> {
+        let node = *lock(&self.shared.leader);
+        let mut stub = lock(&self.shared.nodes)[node].stub.clone();
+        let request = self.request_without_deadline(requests);
+        let opened = runtime::timeout(self.deadline, stub.watch(request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "Watch: no answer within the client deadline ({} ms)",
+                    self.deadline.as_millis()
+                )))
+            });
+        match opened {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => {
+                if is_transient(&status) {
+                    self.redirect(node, &status);
+                }
+                Err(status)
+            }
+        }
     }
 }
 

@@ -56,6 +56,17 @@ pub struct FaultInjection {
     /// `BatchGet` takes any number of keys: `BATCH_KEYS_MAX` is not enforced (the hole the
     /// product's 100-key limit closes; the request fuzz target's negative control).
     pub unbounded_batch_get: bool,
+    /// A client near cache ignores RESYNC events: entries whose tracking the server dropped
+    /// stay cached (the near-cache staleness checker's negative control). Read by the client
+    /// that is handed this value, never by a node.
+    pub near_cache_ignores_resync: bool,
+    /// A read naming a Watch stream registers its key before it is read, holding nothing (the
+    /// pre-fix behaviour): the change the read then returns is reported, which ends the
+    /// tracking, and the reader ignores it as not newer than what it read.
+    pub track_before_read: bool,
+    /// A fresh read in an expiring entry's last millisecond carries the TTL hint 0, which means
+    /// "never expires" (the pre-fix behaviour): a client cache honouring it keeps the entry.
+    pub zero_ttl_hint_at_expiry: bool,
 }
 
 impl FaultInjection {
@@ -81,6 +92,9 @@ impl FaultInjection {
         "unvalidated_peer_input",
         "unauthenticated_raft",
         "unbounded_batch_get",
+        "near_cache_ignores_resync",
+        "track_before_read",
+        "zero_ttl_hint_at_expiry",
     ];
 
     /// The switch called `name` (one of [`FaultInjection::SWITCHES`]), to set by name.
@@ -107,6 +121,9 @@ impl FaultInjection {
             "unvalidated_peer_input" => &mut self.unvalidated_peer_input,
             "unauthenticated_raft" => &mut self.unauthenticated_raft,
             "unbounded_batch_get" => &mut self.unbounded_batch_get,
+            "near_cache_ignores_resync" => &mut self.near_cache_ignores_resync,
+            "track_before_read" => &mut self.track_before_read,
+            "zero_ttl_hint_at_expiry" => &mut self.zero_ttl_hint_at_expiry,
             _ => return None,
         })
     }

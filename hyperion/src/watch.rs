@@ -5,7 +5,9 @@
 //! concern them:
 //!
 //! - **tracking:** keys the subscriber read (registered with the version it holds); a tracked key
-//!   is reported once, then forgotten until it is read again (as in Redis's client tracking);
+//!   is reported once, then forgotten until it is read again (as in Redis's client tracking). A
+//!   `Set` to a version no newer than the one held (a node behind the holder catching up) is
+//!   not a change for the holder: the key stays tracked and nothing is reported;
 //! - **broadcast:** every key under the subscriber's prefixes.
 //!
 //! Bounds, and what crossing one does (never a silent drop):
@@ -23,7 +25,7 @@
 //! ([`WatchHub::track`] takes `current_version` as a closure for that reason); the node loop
 //! publishes after releasing the machine.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Why a key changed.
@@ -54,9 +56,11 @@ pub enum Event {
     Resync {
         index: u64,
     },
-    /// Every change applied up to `index` has been delivered before this event.
+    /// Every change applied up to `index` has been delivered before this event. `sync_id` names
+    /// the subscriber's sync request this answers (0: a progress mark nobody asked for).
     Progress {
         index: u64,
+        sync_id: u64,
     },
 }
 
@@ -129,8 +133,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 struct Subscriber {
     outbox: Arc<Outbox>,
-    tracked: HashSet<Vec<u8>>,
+    /// Tracked key → the version the subscriber holds (0: nothing).
+    tracked: HashMap<Vec<u8>, u64>,
     prefixes: Vec<Vec<u8>>,
+    /// Who opened the subscription (reads naming its id must come from the same caller).
+    owner: String,
 }
 
 struct State {
@@ -139,10 +146,14 @@ struct State {
     history: VecDeque<Change>,
     history_bytes: usize,
     history_from: u64,
-    subscribers: HashMap<u64, Subscriber>,
+    /// In id order: events are queued (and their readers woken) in an order that depends on
+    /// nothing but the subscriptions (a simulation replays it exactly).
+    subscribers: BTreeMap<u64, Subscriber>,
     /// Key → the subscribers tracking it.
-    tracking: HashMap<Vec<u8>, HashSet<u64>>,
-    next_id: u64,
+    tracking: HashMap<Vec<u8>, BTreeSet<u64>>,
+    /// Draws subscription ids: unguessable, so a read cannot name another caller's stream by
+    /// counting (the owner is checked as well).
+    ids: rand_chacha::ChaCha8Rng,
     stats: WatchStats,
 }
 
@@ -168,9 +179,9 @@ impl WatchHub {
                 history: VecDeque::new(),
                 history_bytes: 0,
                 history_from: 0,
-                subscribers: HashMap::new(),
+                subscribers: BTreeMap::new(),
                 tracking: HashMap::new(),
-                next_id: 1,
+                ids: crate::runtime::seeded_rng(),
                 stats: WatchStats::default(),
             }),
         })
@@ -197,12 +208,22 @@ impl WatchHub {
         state.applied_index = state.applied_index.max(index);
         for change in changes {
             let mut to: Vec<u64> = Vec::new();
-            if let Some(trackers) = state.tracking.remove(&change.key) {
-                for id in trackers {
-                    if let Some(subscriber) = state.subscribers.get_mut(&id) {
-                        subscriber.tracked.remove(&change.key);
-                        to.push(id);
+            if let Some(mut trackers) = state.tracking.remove(&change.key) {
+                trackers.retain(|id| {
+                    let Some(subscriber) = state.subscribers.get_mut(id) else {
+                        return false;
+                    };
+                    let held = subscriber.tracked.get(&change.key).copied().unwrap_or(0);
+                    if change.reason == Reason::Set && held != 0 && change.version <= held {
+                        // The holder already has this version (or a newer one): keep tracking.
+                        return true;
                     }
+                    subscriber.tracked.remove(&change.key);
+                    to.push(*id);
+                    false
+                });
+                if !trackers.is_empty() {
+                    state.tracking.insert(change.key.clone(), trackers);
                 }
             }
             for (id, subscriber) in &state.subscribers {
@@ -238,6 +259,7 @@ impl WatchHub {
         state.history_from = index;
         state.tracking.clear();
         let ids: Vec<u64> = state.subscribers.keys().copied().collect();
+        crate::sometimes!("watch_resync", !ids.is_empty());
         for id in ids {
             if let Some(subscriber) = state.subscribers.get_mut(&id) {
                 subscriber.tracked.clear();
@@ -252,8 +274,37 @@ impl WatchHub {
         let index = state.applied_index;
         let ids: Vec<u64> = state.subscribers.keys().copied().collect();
         for id in ids {
-            self.deliver(&mut state, id, Event::Progress { index });
+            self.deliver(&mut state, id, Event::Progress { index, sync_id: 0 });
         }
+    }
+
+    /// The applied index the hub has published up to.
+    pub fn applied_index(&self) -> u64 {
+        lock(&self.state).applied_index
+    }
+
+    /// Tracks `key` for subscription `id` after a read of it on this node answered `version`
+    /// (0: absent), if that subscription is open here and belongs to `owner`; whether it is.
+    ///
+    /// As [`Subscription::track`], compared with the node's `current_version` under the hub's
+    /// lock: a change applied since the read is reported at once. Registering before the read
+    /// instead would report the change the read itself then returned, and forget the key.
+    pub fn track_for_read(
+        &self,
+        id: u64,
+        owner: &str,
+        key: &[u8],
+        version: u64,
+        current_version: impl FnOnce() -> Option<u64>,
+    ) -> bool {
+        let mut state = lock(&self.state);
+        let state = &mut *state;
+        match state.subscribers.get(&id) {
+            Some(subscriber) if subscriber.owner == owner => {}
+            _ => return false,
+        }
+        self.track_compared(state, id, key, version, current_version);
+        true
     }
 
     /// Opens a subscription to `prefixes` (broadcast). With `resume_after` set, the changes
@@ -261,6 +312,16 @@ impl WatchHub {
     /// the hub no longer holds them all.
     pub fn subscribe(
         self: &Arc<Self>,
+        prefixes: Vec<Vec<u8>>,
+        resume_after: Option<u64>,
+    ) -> Result<Subscription, SubscribeError> {
+        self.subscribe_as(String::new(), prefixes, resume_after)
+    }
+
+    /// [`WatchHub::subscribe`] on behalf of `owner` (the authenticated caller).
+    pub fn subscribe_as(
+        self: &Arc<Self>,
+        owner: String,
         prefixes: Vec<Vec<u8>>,
         resume_after: Option<u64>,
     ) -> Result<Subscription, SubscribeError> {
@@ -274,8 +335,13 @@ impl WatchHub {
         if state.subscribers.len() >= self.limits.streams_max {
             return Err(SubscribeError::TooManyStreams(self.limits.streams_max));
         }
-        let id = state.next_id;
-        state.next_id += 1;
+        let id = loop {
+            // Below 2^53: exact in every JSON and JavaScript client.
+            let id = rand::Rng::random::<u64>(&mut state.ids) >> 11;
+            if id != 0 && !state.subscribers.contains_key(&id) {
+                break id;
+            }
+        };
         let outbox = Arc::new(Outbox {
             queue: Mutex::new(Queue {
                 events: VecDeque::new(),
@@ -286,15 +352,21 @@ impl WatchHub {
         });
         let subscriber = Subscriber {
             outbox: Arc::clone(&outbox),
-            tracked: HashSet::new(),
+            tracked: HashMap::new(),
             prefixes,
+            owner,
         };
         let replay: Option<Vec<Event>> = resume_after.map(|after| {
             if after < state.history_from || after > state.applied_index {
+                crate::reachable!("watch_resync");
                 vec![Event::Resync {
                     index: state.applied_index,
                 }]
             } else {
+                crate::sometimes!(
+                    "watch_resume_replayed",
+                    state.history.back().is_some_and(|last| last.index > after)
+                );
                 state
                     .history
                     .iter()
@@ -335,6 +407,7 @@ impl WatchHub {
             drop(queue);
             self.forget(state, id);
         } else {
+            crate::reachable!("watch_resync");
             queue.events.clear();
             queue.events.push_back(Event::Resync {
                 index: state.applied_index,
@@ -352,7 +425,7 @@ impl WatchHub {
         let Some(subscriber) = state.subscribers.get_mut(&id) else {
             return;
         };
-        for key in subscriber.tracked.drain() {
+        for (key, _) in subscriber.tracked.drain() {
             if let Some(trackers) = state.tracking.get_mut(&key) {
                 trackers.remove(&id);
                 if trackers.is_empty() {
@@ -378,9 +451,60 @@ impl WatchHub {
                 return;
             };
             Self::untrack_all(state, largest);
+            crate::reachable!("watch_resync");
             let index = state.applied_index;
             state.stats.resyncs += 1;
             self.deliver(state, largest, Event::Resync { index });
+        }
+    }
+}
+
+impl WatchHub {
+    /// Tracks `key`, which subscriber `id` holds at `version` (0: nothing), comparing with the
+    /// node's current version first (see [`Subscription::track`]).
+    fn track_compared(
+        &self,
+        state: &mut State,
+        id: u64,
+        key: &[u8],
+        version: u64,
+        current_version: impl FnOnce() -> Option<u64>,
+    ) {
+        let current = current_version().unwrap_or(0);
+        // The node is ahead of the holder (a newer version, or the key is gone): report it now.
+        // A node behind the holder (`current < version`) will report the changes as it applies
+        // them.
+        if version != 0 && current != version && (current == 0 || current > version) {
+            let change = Change {
+                key: key.to_vec(),
+                version: current,
+                reason: if current == 0 {
+                    Reason::Delete
+                } else {
+                    Reason::Set
+                },
+                index: state.applied_index,
+            };
+            self.deliver(state, id, Event::Changed(change));
+            return;
+        }
+        self.register(state, id, key, version);
+    }
+
+    /// Adds `key` (held at `version`) to subscriber `id`'s tracked keys, making room first.
+    fn register(&self, state: &mut State, id: u64, key: &[u8], version: u64) {
+        if let Some(held) = state
+            .subscribers
+            .get_mut(&id)
+            .and_then(|s| s.tracked.get_mut(key))
+        {
+            *held = (*held).max(version);
+            return;
+        }
+        self.make_room(state);
+        if let Some(subscriber) = state.subscribers.get_mut(&id) {
+            subscriber.tracked.insert(key.to_vec(), version);
+            state.tracking.entry(key.to_vec()).or_default().insert(id);
         }
     }
 }
@@ -406,46 +530,21 @@ impl Subscription {
     /// under the hub's lock with the node's `current_version` of the key: if the node already
     /// applied a change the holder has not seen, it is reported at once.
     pub fn track(&self, key: &[u8], version: u64, current_version: impl FnOnce() -> Option<u64>) {
-        let hub = &self.hub;
-        let mut state = lock(&hub.state);
-        let state = &mut *state;
-        if !state.subscribers.contains_key(&self.id) {
-            return;
+        let mut state = lock(&self.hub.state);
+        if state.subscribers.contains_key(&self.id) {
+            self.hub
+                .track_compared(&mut state, self.id, key, version, current_version);
         }
-        let current = current_version().unwrap_or(0);
-        // The node is ahead of the holder (a newer version, or the key is gone): report it now.
-        // A node behind the holder (`current < version`) will report the changes as it applies
-        // them.
-        if version != 0 && current != version && (current == 0 || current > version) {
-            let change = Change {
-                key: key.to_vec(),
-                version: current,
-                reason: if current == 0 {
-                    Reason::Delete
-                } else {
-                    Reason::Set
-                },
-                index: state.applied_index,
-            };
-            hub.deliver(state, self.id, Event::Changed(change));
-            return;
-        }
-        let already = state
-            .subscribers
-            .get(&self.id)
-            .is_some_and(|s| s.tracked.contains(key));
-        if already {
-            return;
-        }
-        hub.make_room(state);
-        if let Some(subscriber) = state.subscribers.get_mut(&self.id) {
-            subscriber.tracked.insert(key.to_vec());
-            state
-                .tracking
-                .entry(key.to_vec())
-                .or_default()
-                .insert(self.id);
-        }
+    }
+
+    /// Queues a progress mark answering the subscriber's sync request `sync_id`: every change
+    /// the hub published so far is queued before it. Call it once this node has applied the
+    /// read index taken after the request arrived.
+    pub fn progress(&self, sync_id: u64) {
+        let mut state = lock(&self.hub.state);
+        let index = state.applied_index;
+        self.hub
+            .deliver(&mut state, self.id, Event::Progress { index, sync_id });
     }
 
     /// Stops tracking `key`.
@@ -454,7 +553,7 @@ impl Subscription {
         let removed = state
             .subscribers
             .get_mut(&self.id)
-            .is_some_and(|s| s.tracked.remove(key));
+            .is_some_and(|s| s.tracked.remove(key).is_some());
         if removed {
             if let Some(trackers) = state.tracking.get_mut(key) {
                 trackers.remove(&self.id);

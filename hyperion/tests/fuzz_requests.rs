@@ -69,7 +69,7 @@ proptest! {
 
     #[test]
     fn get_and_delete(key in key(), timeout_ms in timeout_ms(), allow_stale in any::<bool>(), version in any::<u64>()) {
-        let get = GetRequest { key: key.clone(), allow_stale, timeout_ms };
+        let get = GetRequest { key: key.clone(), allow_stale, timeout_ms, tracking_id: 0 };
         match check_get(&get) {
             Ok(wait) => {
                 prop_assert!(key_ok(&key) && timeout_ms <= TIMEOUT_MS_MAX);
@@ -127,6 +127,7 @@ fn batch_get_is_bounded(
         keys,
         allow_stale: false,
         timeout_ms,
+        tracking_id: 0,
     };
     match check_batch_get(&request, faults) {
         Ok(_) => prop_assert!(

@@ -239,6 +239,7 @@ async fn bad_input_gets_clear_statuses_and_changes_nothing() {
             key: b"k".to_vec(),
             allow_stale: false,
             timeout_ms: 60_001,
+            tracking_id: 0,
         })
         .await
         .unwrap_err();
@@ -251,6 +252,7 @@ async fn bad_input_gets_clear_statuses_and_changes_nothing() {
             keys,
             allow_stale: false,
             timeout_ms: 0,
+            tracking_id: 0,
         })
         .await
         .unwrap_err();
@@ -267,6 +269,7 @@ async fn bad_input_gets_clear_statuses_and_changes_nothing() {
             keys: vec![b"a".to_vec(), Vec::new()],
             allow_stale: false,
             timeout_ms: 0,
+            tracking_id: 0,
         })
         .await
         .unwrap_err();
@@ -276,6 +279,7 @@ async fn bad_input_gets_clear_statuses_and_changes_nothing() {
             keys: Vec::new(),
             allow_stale: false,
             timeout_ms: 0,
+            tracking_id: 0,
         })
         .await
         .unwrap_err();

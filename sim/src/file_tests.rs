@@ -101,6 +101,7 @@ fn expectations_are_judged() {
         violation: Vec::new(),
         violation_in_any_seed: false,
         clock_skew_ms: 5,
+        evictions: false,
         memory_max_bytes: None,
         metrics: Default::default(),
         sometimes: Vec::new(),

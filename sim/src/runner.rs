@@ -341,9 +341,10 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
     }
     trace.record(Event::Note {
         text: format!(
-            "workload starts: {} cluster + {} pinned clients, {} keys, {} ms",
+            "workload starts: {} cluster + {} pinned + {} near-cache clients, {} keys, {} ms",
             plan.workload.cluster_clients,
             plan.workload.pinned_clients,
+            plan.workload.near_cache_clients,
             plan.workload.keys,
             plan.workload.duration.as_millis()
         ),
@@ -415,8 +416,13 @@ pub async fn run_plan(plan: &Plan, seed: u64) -> RunReport {
 
     let history = recorder.history();
     findings.ops = history.ops().len();
-    findings.linearizability =
-        check_history(&history, plan.expect.clock_skew_ms, state.damaged_keys());
+    findings.linearizability = check_history(
+        &history,
+        plan.expect.evictions,
+        plan.expect.clock_skew_ms,
+        state.damaged_keys(),
+        workload::near_cache_staleness(&plan.workload),
+    );
     let mut metrics = Metrics::of(&history, cluster.database.as_ref());
     metrics.leader_changes = monitor.leader_changes();
     trace.record(Event::Note {
@@ -558,19 +564,24 @@ fn check_exits(
     findings
 }
 
-/// Runs the linearizability checker over `history` (no eviction except of keys a fault
-/// damaged, TTL tolerance ε = `clock_skew_ms`); returns one rendered violation (with its history excerpt) per finding.
+/// Runs the linearizability checker over `history` (absences explained by eviction only when
+/// the scenario allows evictions, or for keys a fault damaged; TTL tolerance ε =
+/// `clock_skew_ms`; near-cache reads judged for bounded staleness); returns one rendered
+/// violation (with its history excerpt) per finding.
 fn check_history(
     history: &History,
+    allow_eviction: bool,
     clock_skew_ms: u64,
     damaged: std::collections::BTreeSet<Vec<u8>>,
+    bounded_staleness: Option<hyperion_checker::BoundedStaleness>,
 ) -> Vec<String> {
     let report = check(
         history,
         &CheckerConfig {
-            allow_eviction: false,
+            allow_eviction,
             clock_skew_ms,
             evictable_keys: damaged,
+            bounded_staleness,
             ..CheckerConfig::default()
         },
     );

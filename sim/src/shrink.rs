@@ -112,7 +112,9 @@ fn size(doc: &Table, ops: usize) -> Size {
         faults: faults.map_or(0, |fs| fs.iter().map(steps).sum()),
         fault_ms,
         workload_ms: number("workload", "duration_ms", 10_000),
-        clients: number("topology", "cluster_clients", 3) + number("topology", "pinned_clients", 3),
+        clients: number("topology", "cluster_clients", 3)
+            + number("topology", "pinned_clients", 3)
+            + number("topology", "near_cache_clients", 0),
         keys: number("workload", "keys", 5),
         nodes: number("topology", "nodes", 3),
         ops,
@@ -277,6 +279,7 @@ fn candidates(doc: &Table) -> Vec<Table> {
     halve("workload", "keys", 1);
     halve("topology", "cluster_clients", 0);
     halve("topology", "pinned_clients", 0);
+    halve("topology", "near_cache_clients", 0);
     if get(doc, "topology", "nodes").and_then(int).unwrap_or(3) > 3 {
         let mut smaller = doc.clone();
         set_path(&mut smaller, "topology.nodes", Value::Integer(3));

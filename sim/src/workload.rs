@@ -10,11 +10,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyperion::api::{CURRENT_VERSION_METADATA, NOT_APPLIED_METADATA};
-use hyperion::client::{certainly_not_applied, default_retry_policy, Client};
+use hyperion::client::{
+    certainly_not_applied, default_retry_policy, CachingClient, Client, NearCacheConfig,
+};
 use hyperion::proto::CacheStatus;
 use hyperion::resilience::RetryPolicy;
 use hyperion::runtime::Instant;
-use hyperion_checker::{ClientId, History, HistoryRecorder, Op, OpId, OpResult, Outcome};
+use hyperion_checker::{
+    BoundedStaleness, ClientId, History, HistoryRecorder, Op, OpId, OpResult, Outcome,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tonic::{Code, Status};
@@ -31,6 +35,13 @@ pub struct WorkloadSpec {
     pub cluster_clients: usize,
     /// Clients pinned to one server each (round-robin), without retries.
     pub pinned_clients: usize,
+    /// Cluster clients with a near cache: a read is answered by the near cache when it may
+    /// (recorded as a stale read, judged for bounded staleness), else by the cluster.
+    pub near_cache_clients: usize,
+    /// The near caches' staleness bound; they sync every fifth of it.
+    pub near_cache_bound: Duration,
+    /// Fault injection (`near_cache_ignores_resync`): the near caches ignore RESYNC.
+    pub near_cache_ignores_resync: bool,
     /// Distinct keys: few keys mean contention, which is what finds bugs.
     pub keys: usize,
     /// How long clients keep issuing operations (simulated time).
@@ -68,6 +79,9 @@ impl Default for WorkloadSpec {
         WorkloadSpec {
             cluster_clients: 3,
             pinned_clients: 3,
+            near_cache_clients: 0,
+            near_cache_bound: Duration::from_millis(500),
+            near_cache_ignores_resync: false,
             keys: 6,
             duration: Duration::from_secs(12),
             write_percent: 40,
@@ -164,6 +178,8 @@ fn failure_outcome(status: &Status) -> Outcome {
 struct WorkloadClient {
     id: ClientId,
     client: Client,
+    /// Set for near-cache clients: reads try it first, writes go through it.
+    near: Option<CachingClient>,
     spec: WorkloadSpec,
     recorder: Recorder,
     rng: ChaCha8Rng,
@@ -188,7 +204,29 @@ impl WorkloadClient {
     }
 
     async fn read(&mut self, index: usize, key: Vec<u8>) {
-        let allow_stale = self.rng.random_range(0..100) < self.spec.stale_read_percent;
+        if let Some(near) = &self.near {
+            if let Some(response) = near.lookup(&key) {
+                // Answered from memory at once: a stale read, judged for bounded staleness.
+                let op = Op::Get {
+                    key,
+                    allow_stale: true,
+                };
+                if let Some(id) = self.recorder.invoke(self.id, op) {
+                    self.recorder.complete(
+                        id,
+                        Outcome::Ok(OpResult::Hit {
+                            value: response.value,
+                            version: response.version,
+                            is_stale: false,
+                            ttl_remaining_ms: Some(response.ttl_remaining_ms),
+                        }),
+                    );
+                }
+                return;
+            }
+        }
+        let allow_stale =
+            self.near.is_none() && self.rng.random_range(0..100) < self.spec.stale_read_percent;
         let Some(id) = self.recorder.invoke(
             self.id,
             Op::Get {
@@ -198,7 +236,11 @@ impl WorkloadClient {
         ) else {
             return;
         };
-        let outcome = match self.client.get(&key, allow_stale).await {
+        let answer = match &self.near {
+            Some(near) => near.get_from_cluster(&key).await,
+            None => self.client.get(&key, allow_stale).await,
+        };
+        let outcome = match answer {
             Ok(response) => match CacheStatus::try_from(response.status) {
                 Ok(CacheStatus::Hit) => {
                     if !allow_stale {
@@ -235,7 +277,11 @@ impl WorkloadClient {
             let Some(id) = self.recorder.invoke(self.id, op) else {
                 return;
             };
-            let outcome = match self.client.delete(&key, expected_version).await {
+            let answer = match &self.near {
+                Some(near) => near.delete(&key, expected_version).await,
+                None => self.client.delete(&key, expected_version).await,
+            };
+            let outcome = match answer {
                 Ok(response) => Outcome::Ok(OpResult::Deleted {
                     existed: response.existed,
                     version: response.version,
@@ -268,11 +314,15 @@ impl WorkloadClient {
         let Some(id) = self.recorder.invoke(self.id, op) else {
             return;
         };
-        let outcome = match self
-            .client
-            .set(&key, &value, ttl_ms, expected_version)
-            .await
-        {
+        let answer = match &self.near {
+            Some(near) => near.set(&key, &value, ttl_ms, expected_version).await,
+            None => {
+                self.client
+                    .set(&key, &value, ttl_ms, expected_version)
+                    .await
+            }
+        };
+        let outcome = match answer {
             Ok(response) => {
                 self.seen[index] = response.version;
                 Outcome::Ok(OpResult::Written {
@@ -344,11 +394,34 @@ pub async fn preload(cluster: &SimCluster, spec: &WorkloadSpec, recorder: &Recor
     }
 }
 
+/// The bounded-staleness rule for the near-cache clients' reads, if there are any: client ids
+/// follow the cluster and pinned clients'.
+pub fn near_cache_staleness(spec: &WorkloadSpec) -> Option<BoundedStaleness> {
+    let first = spec.cluster_clients + spec.pinned_clients;
+    (spec.near_cache_clients > 0).then(|| BoundedStaleness {
+        bound_ms: spec.near_cache_bound.as_millis() as u64,
+        clients: (first..first + spec.near_cache_clients)
+            .map(|c| ClientId(c as u64 + 1))
+            .collect(),
+    })
+}
+
+/// The near cache of a workload client: the scenario's bound, syncs every fifth of it.
+fn near_cache_config(spec: &WorkloadSpec) -> NearCacheConfig {
+    NearCacheConfig {
+        staleness_bound: spec.near_cache_bound,
+        sync_interval: spec.near_cache_bound / 5,
+        ignore_resync: spec.near_cache_ignores_resync,
+        ..NearCacheConfig::default()
+    }
+}
+
 pub async fn run(cluster: &SimCluster, spec: &WorkloadSpec, recorder: &Recorder, seed: u64) {
-    let total = spec.cluster_clients + spec.pinned_clients;
+    let total = spec.cluster_clients + spec.pinned_clients + spec.near_cache_clients;
+    let near_from = spec.cluster_clients + spec.pinned_clients;
     let mut tasks = Vec::with_capacity(total);
     for c in 0..total {
-        let client = if c < spec.cluster_clients {
+        let client = if c < spec.cluster_clients || c >= near_from {
             match spec.retry {
                 Some(policy) => cluster.client().with_retry(policy),
                 None => cluster.client(),
@@ -375,9 +448,20 @@ pub async fn run(cluster: &SimCluster, spec: &WorkloadSpec, recorder: &Recorder,
             ),
             seen: vec![0; spec.keys],
             seq: 0,
+            near: None,
         };
         let duration = spec.duration;
+        let near = (c >= near_from).then(|| near_cache_config(spec));
         tasks.push(client_node(c).spawn(async move {
+            if let Some(config) = near {
+                // Started on the client's own node: its Watch stream is that node's.
+                let caching = worker
+                    .client
+                    .clone()
+                    .with_near_cache(config)
+                    .expect("the workload's near cache configuration is valid");
+                worker.near = Some(caching);
+            }
             let started = hyperion::runtime::now();
             while started.elapsed() < duration {
                 worker.step().await;

@@ -138,7 +138,12 @@ impl Shared {
     pub(super) fn read(&self, key: &[u8], allow_stale: bool) -> ReadAnswer {
         let mut machine = self.machine();
         let now_ms = self.cluster_now_ms(&machine);
-        let answer = machine.read(key, now_ms, allow_stale, self.client_caching);
+        let hint = match (self.client_caching, self.faults.zero_ttl_hint_at_expiry) {
+            (false, _) => super::machine::TtlHint::Off,
+            (true, false) => super::machine::TtlHint::On,
+            (true, true) => super::machine::TtlHint::ZeroInLastMillisecond,
+        };
+        let answer = machine.read(key, now_ms, allow_stale, hint);
         match &answer.outcome {
             ReadOutcome::Hit { value, .. } if self.faults.retain_read_values => {
                 // The pre-fix `.cloned()` on the hot read path, kept alive (fault injection).
@@ -239,6 +244,26 @@ impl Replica {
         let (reply, answer) = oneshot::channel();
         self.send(Input::Read { reply })?;
         answer.await.map_err(|_| ReplicaError::Stopped)?
+    }
+
+    /// Waits until this node has applied everything the cluster had committed when the call
+    /// was made: a read index confirmed by the leader (forwarded to it on a follower), then
+    /// applied here. What a Watch stream's sync waits for, on any node.
+    pub async fn applied_read_index(&self) -> Result<(), ReplicaError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::Read { reply })?;
+        answer.await.map_err(|_| ReplicaError::Stopped)?
+    }
+
+    /// The version of `key` in this replica's state machine (expired but not yet removed
+    /// entries included), without touching recency; `None` when absent.
+    pub fn current_version(&self, key: &[u8]) -> Option<u64> {
+        self.shared.machine().store.version_of(key)
+    }
+
+    /// Whether this node serves client caching (`enable_client_caching`: TTL hints, Watch).
+    pub fn client_caching(&self) -> bool {
+        self.shared.client_caching
     }
 
     /// Reads this replica's state machine as it is (stale reads, or after a barrier).

@@ -34,6 +34,16 @@ pub struct LoadedSnapshot {
     write_behind: WriteBehind,
 }
 
+/// Whether reads carry the client-caching TTL hint (`enable_client_caching`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlHint {
+    Off,
+    On,
+    /// Fault injection (`zero_ttl_hint_at_expiry`, the pre-fix behaviour): in an entry's last
+    /// millisecond the hint is 0, which says "never expires".
+    ZeroInLastMillisecond,
+}
+
 /// The state machine of one replica.
 pub struct Machine {
     pub(super) store: Store,
@@ -112,13 +122,15 @@ impl Machine {
         self.store.stats()
     }
 
-    /// Reads `key` at cluster time `now_ms`. `client_caching` adds the TTL hint to hits.
+    /// Reads `key` at cluster time `now_ms`. `hint` says whether fresh hits carry the TTL hint
+    /// (`ttl_remaining_ms`, 0 = never expires: an expiring entry's hint is at least 1 ms, even in
+    /// its last millisecond, so a client never takes it for one that never expires).
     pub fn read(
         &mut self,
         key: &[u8],
         now_ms: u64,
         allow_stale: bool,
-        client_caching: bool,
+        hint: TtlHint,
     ) -> ReadAnswer {
         let expires_at_ms = self.store.expires_at_ms(key);
         let outcome = match self.store.get(key, now_ms, allow_stale) {
@@ -130,10 +142,13 @@ impl Machine {
                 value: value.into_owned(),
                 version,
                 is_stale,
-                ttl_remaining_ms: if client_caching && !is_stale {
-                    expires_at_ms.map_or(0, |at| at.saturating_sub(now_ms))
-                } else {
-                    0
+                ttl_remaining_ms: match hint {
+                    _ if is_stale => 0,
+                    TtlHint::Off => 0,
+                    TtlHint::On => expires_at_ms.map_or(0, |at| at.saturating_sub(now_ms).max(1)),
+                    TtlHint::ZeroInLastMillisecond => {
+                        expires_at_ms.map_or(0, |at| at.saturating_sub(now_ms))
+                    }
                 },
             },
             Lookup::Miss => ReadOutcome::Miss,
@@ -523,7 +538,35 @@ mod tests {
                 version: 3
             }
         );
-        assert_eq!(m.read(b"k", 1_002, false, true).outcome, ReadOutcome::Miss);
+        assert_eq!(
+            m.read(b"k", 1_002, false, TtlHint::On).outcome,
+            ReadOutcome::Miss
+        );
+    }
+
+    #[test]
+    fn an_expiring_entry_never_hints_that_it_never_expires() {
+        let mut m = machine(false, 1 << 20);
+        let command = Command::Set {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ttl_ms: 100,
+            expected_version: 0,
+            created_at_ms: 1_000,
+        };
+        m.apply(3, command).unwrap();
+        let hint = |m: &mut Machine, now_ms, hint| match m.read(b"k", now_ms, false, hint).outcome {
+            ReadOutcome::Hit {
+                ttl_remaining_ms, ..
+            } => Some(ttl_remaining_ms),
+            _ => None,
+        };
+        assert_eq!(hint(&mut m, 1_040, TtlHint::On), Some(60));
+        // The entry is served in its last millisecond: the hint says it expires, not "never".
+        assert_eq!(hint(&mut m, 1_100, TtlHint::On), Some(1));
+        assert_eq!(hint(&mut m, 1_100, TtlHint::ZeroInLastMillisecond), Some(0));
+        assert_eq!(hint(&mut m, 1_040, TtlHint::Off), Some(0));
+        assert_eq!(hint(&mut m, 1_101, TtlHint::On), None, "expired");
     }
 
     #[test]
@@ -550,7 +593,10 @@ mod tests {
         m.apply(1, set("a", &[1; 4000], 0)).unwrap();
         m.apply(2, set("b", &[2; 100], 0)).unwrap();
         m.apply(3, set("c", &[3; 4000], 0)).unwrap();
-        assert_eq!(m.read(b"a", 1_000, false, false).outcome, ReadOutcome::Miss);
+        assert_eq!(
+            m.read(b"a", 1_000, false, TtlHint::Off).outcome,
+            ReadOutcome::Miss
+        );
         m.apply(
             4,
             Command::Flushed {
@@ -645,7 +691,7 @@ mod tests {
         }
         assert!(machines[1].store.corrupt_value_for_test(b"k"));
         assert_eq!(
-            machines[1].read(b"k", 1_000, false, false).outcome,
+            machines[1].read(b"k", 1_000, false, TtlHint::Off).outcome,
             ReadOutcome::Corrupt { version: 1 }
         );
         assert_eq!(
@@ -664,7 +710,7 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(
-                machine.read(b"k", 1_000, false, false).outcome,
+                machine.read(b"k", 1_000, false, TtlHint::Off).outcome,
                 ReadOutcome::Miss
             );
         }

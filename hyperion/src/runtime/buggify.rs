@@ -59,6 +59,10 @@ pub const POINTS: &[(&str, &str)] = &[
         "cut_batch_get_stream",
         "a BatchGet stream ends with UNAVAILABLE halfway, as when its connection closes",
     ),
+    (
+        "cut_watch_stream",
+        "a Watch stream ends with UNAVAILABLE between two events, as when its connection closes",
+    ),
 ];
 
 struct State {

@@ -47,6 +47,26 @@ pub const POINTS: &[(&str, &str)] = &[
     ),
     ("leader_elected", "a node became leader"),
     (
+        "watch_resync",
+        "an invalidation subscriber was sent a resync (full table, full queue, old resume, snapshot)",
+    ),
+    (
+        "watch_resume_replayed",
+        "a reconnecting invalidation subscriber had changes replayed from the node's history",
+    ),
+    (
+        "watch_sync_answered",
+        "a Watch stream's sync was answered after its read index applied",
+    ),
+    (
+        "near_cache_hit",
+        "a client's read was answered from its near cache",
+    ),
+    (
+        "near_cache_fill_refused",
+        "a near cache kept a read's answer out because the key changed while it was in flight",
+    ),
+    (
         "lease_checked_at_read_time",
         "(always) a lease read's lease is valid at the moment of the read, not only at the turn's tick",
     ),

@@ -171,7 +171,13 @@ fn progress_follows_the_changes_it_covers() {
     hub.progress();
     assert_eq!(
         sub.drain().unwrap(),
-        vec![Event::Changed(set("a", 1, 1)), Event::Progress { index: 2 }]
+        vec![
+            Event::Changed(set("a", 1, 1)),
+            Event::Progress {
+                index: 2,
+                sync_id: 0
+            }
+        ]
     );
 }
 
@@ -202,4 +208,75 @@ fn the_history_is_bounded_in_bytes() {
     drop(resumed);
     let too_old = hub.subscribe(vec![vec![]], Some(6)).unwrap();
     assert_eq!(too_old.drain().unwrap(), vec![Event::Resync { index: 10 }]);
+}
+
+#[test]
+fn a_node_catching_up_to_the_held_version_reports_nothing_until_it_passes_it() {
+    let hub = WatchHub::new(limits());
+    let sub = hub.subscribe(vec![], None).unwrap();
+    // The holder read version 7 on the leader; this node is at 3.
+    sub.track(b"k", 7, || Some(3));
+    hub.publish(5, vec![set("k", 5, 5)]);
+    hub.publish(7, vec![set("k", 7, 7)]);
+    assert!(
+        changed(&sub.drain().unwrap()).is_empty(),
+        "no newer than held"
+    );
+    assert_eq!(hub.stats().tracked_keys, 1);
+    hub.publish(9, vec![set("k", 9, 9)]);
+    assert_eq!(changed(&sub.drain().unwrap()), vec![(b"k".to_vec(), 9)]);
+    // A removal is always a change, whatever the version held.
+    sub.track(b"j", 12, || Some(12));
+    let gone = Change {
+        key: b"j".to_vec(),
+        version: 0,
+        reason: Reason::Expire,
+        index: 13,
+    };
+    hub.publish(13, vec![gone.clone()]);
+    assert_eq!(sub.drain().unwrap(), vec![Event::Changed(gone)]);
+}
+
+#[test]
+fn a_read_tracks_only_for_the_owner_of_an_open_stream() {
+    let hub = WatchHub::new(limits());
+    let sub = hub
+        .subscribe_as("client:alice".to_string(), vec![], None)
+        .unwrap();
+    assert!(sub.id() != 0);
+    assert!(!hub.track_for_read(sub.id(), "client:mallory", b"k", 3, || Some(3)));
+    assert!(!hub.track_for_read(sub.id() ^ 1, "client:alice", b"k", 3, || Some(3)));
+    assert_eq!(hub.stats().tracked_keys, 0);
+    // The read answered version 3, the version this node holds: tracked.
+    assert!(hub.track_for_read(sub.id(), "client:alice", b"k", 3, || Some(3)));
+    // The Set of version 3 itself, published after the read saw it, is not a change for the
+    // reader, and does not end the tracking: version 4 is reported.
+    hub.publish(3, vec![set("k", 3, 3)]);
+    hub.publish(4, vec![set("k", 4, 4)]);
+    assert_eq!(changed(&sub.drain().unwrap()), vec![(b"k".to_vec(), 4)]);
+    // A change applied between the read and its registration is reported at once.
+    assert!(hub.track_for_read(sub.id(), "client:alice", b"j", 5, || Some(6)));
+    assert_eq!(changed(&sub.drain().unwrap()), vec![(b"j".to_vec(), 6)]);
+}
+
+#[test]
+fn a_sync_is_answered_after_everything_published_before_it() {
+    let hub = WatchHub::new(limits());
+    let sub = hub.subscribe(vec![vec![]], None).unwrap();
+    hub.publish(1, vec![set("a", 1, 1)]);
+    sub.progress(77);
+    hub.publish(2, vec![set("b", 2, 2)]);
+    let events = sub.drain().unwrap();
+    assert_eq!(
+        events,
+        vec![
+            Event::Changed(set("a", 1, 1)),
+            Event::Progress {
+                index: 1,
+                sync_id: 77
+            },
+            Event::Changed(set("b", 2, 2)),
+        ]
+    );
+    assert_eq!(hub.applied_index(), 2);
 }

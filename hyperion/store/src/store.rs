@@ -458,6 +458,11 @@ impl Store {
         }
     }
 
+    /// The version of `key`'s entry, expired or not, without decoding or touching recency.
+    pub fn version_of(&self, key: &[u8]) -> Option<u64> {
+        self.find(key).map(|idx| self.slot(idx).entry.version)
+    }
+
     /// Like [`Store::get`] but read-only: no recency update, no counters, and a corrupt entry is
     /// reported but left in place (the next `get` drops it).
     pub fn peek(&self, key: &[u8], now_ms: u64, allow_stale: bool) -> Lookup<'_> {

@@ -51,6 +51,7 @@ pub fn check(history: &History, config: &CheckerConfig) -> CheckReport {
             clock_skew_ms: config.clock_skew_ms,
             search_steps_max: config.search_steps_max,
             evictable_keys: BTreeSet::new(),
+            bounded_staleness: None,
         };
         let mut key_check = KeyCheck::new(key, ops, &key_config);
         key_check.run();
@@ -58,6 +59,9 @@ pub fn check(history: &History, config: &CheckerConfig) -> CheckReport {
             undecided_keys.push(render_bytes(key));
         }
         violations.extend(key_check.violations);
+    }
+    if let Some(bounded) = &config.bounded_staleness {
+        violations.extend(crate::staleness::check_staleness(history, bounded));
     }
     let verdict = if !violations.is_empty() {
         Verdict::Violation(violations)

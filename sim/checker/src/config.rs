@@ -26,6 +26,8 @@ pub struct CheckerConfig {
     /// Keys that may lose their value at any time although `allow_eviction` is off, as by an
     /// eviction (the simulator damaged a stored copy of them, and a damaged entry is removed).
     pub evictable_keys: BTreeSet<Vec<u8>>,
+    /// Near-cache reads to judge for bounded staleness (rules S-1, S-2), if any.
+    pub bounded_staleness: Option<crate::staleness::BoundedStaleness>,
 }
 
 impl Default for CheckerConfig {
@@ -35,6 +37,7 @@ impl Default for CheckerConfig {
             clock_skew_ms: 0,
             search_steps_max: SEARCH_STEPS_MAX,
             evictable_keys: BTreeSet::new(),
+            bounded_staleness: None,
         }
     }
 }

@@ -78,6 +78,12 @@
 //!   before it, a delete (acknowledged, or unknown invoked before it returned), or an entry that
 //!   may have expired by its return. Otherwise `LostWrite`.
 //!
+//! # Near-cache reads (bounded staleness)
+//! With [`CheckerConfig::bounded_staleness`], the `allow_stale` Gets of the named clients are
+//! near-cache reads: besides the stale-read rules they must not miss a version the cluster had
+//! moved past more than the bound before they were invoked (S-1), nor be older than their own
+//! client's earlier writes and reads (S-2); see `src/staleness.rs`.
+//!
 //! # Bounded search
 //! A key whose fast path found no violation but which has unknown-outcome writes or deletes,
 //! compare-and-sets, deletes of nothing, or (without eviction) Misses is also searched for a
@@ -100,6 +106,7 @@ mod order;
 mod porcupine;
 mod report;
 mod search;
+mod staleness;
 
 pub use check::{check, EXCERPT_OPS_MAX, VIOLATIONS_PER_KEY_MAX};
 pub use config::{CheckerConfig, SEARCH_STEPS_MAX};
@@ -109,6 +116,7 @@ pub use history::{
 };
 pub use porcupine::porcupine_history;
 pub use report::{render_bytes, render_operation, CheckReport, Verdict, Violation, ViolationKind};
+pub use staleness::BoundedStaleness;
 
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,10 @@ pub enum ViolationKind {
     MalformedResult,
     /// No linearization exists (found by the bounded search, no fast-path rule named it).
     NotLinearizable,
+    /// A near-cache read missed a version the cluster had moved past longer than the bound ago.
+    StaleBeyondBound,
+    /// A near-cache read returned a version older than its own client had written or read.
+    OlderThanOwn,
 }
 
 /// One violation: the rule, the key, the operations involved and an excerpt of the key's history.

@@ -711,3 +711,85 @@ fn report_renders_readably() {
         "{text}"
     );
 }
+
+/// Client 3's stale reads are near-cache reads with a 200 ms bound.
+fn near_cache(bound_ms: u64) -> CheckerConfig {
+    CheckerConfig {
+        bounded_staleness: Some(crate::BoundedStaleness {
+            bound_ms,
+            clients: [ClientId(3)].into_iter().collect(),
+        }),
+        ..no_eviction()
+    }
+}
+
+#[test]
+fn a_near_read_may_lag_by_the_bound_and_no_more() {
+    let mut history = Builder::new();
+    history.set("a", 0, (0, 1), written(1, 0));
+    history.set("b", 0, (10, 12), written(2, 0));
+    // Within the bound: 150 - 200 < 12.
+    history.get_stale((150, 150), hit("a", 1));
+    let within = history.history();
+    assert_ok(&within, &near_cache(200));
+
+    let mut history = Builder::new();
+    history.set("a", 0, (0, 1), written(1, 0));
+    history.set("b", 0, (10, 12), written(2, 0));
+    // Version 2 was acknowledged at 12, more than 200 ms before 300.
+    let late = history.get_stale((300, 300), hit("a", 1));
+    let beyond = history.history();
+    let report = assert_rejected(&beyond, &near_cache(200), ViolationKind::StaleBeyondBound);
+    assert_eq!(report.violations()[0].op_ids[0], late);
+    // As an ordinary stale read (no near-cache clients named) the same history is fine.
+    assert_ok(&beyond, &no_eviction());
+}
+
+#[test]
+fn a_near_read_must_not_miss_a_delete_or_a_newer_read_beyond_the_bound() {
+    let mut history = Builder::new();
+    history.set("a", 0, (0, 1), written(1, 0));
+    history.delete(0, (5, 6), deleted(true, 1));
+    history.get_stale((400, 400), hit("a", 1));
+    assert_rejected(
+        &history.history(),
+        &near_cache(200),
+        ViolationKind::StaleBeyondBound,
+    );
+
+    // Another client's linearizable read of version 2 proves the key moved on.
+    let mut history = Builder::new();
+    history.set("a", 0, (0, 1), written(1, 0));
+    history.set("b", 0, (10, 900), Outcome::Unknown);
+    history.get((20, 21), hit("b", 2));
+    history.get_stale((300, 300), hit("a", 1));
+    assert_rejected(
+        &history.history(),
+        &near_cache(200),
+        ViolationKind::StaleBeyondBound,
+    );
+}
+
+#[test]
+fn a_near_read_is_never_older_than_its_clients_own_reads() {
+    let mut history = Builder::new();
+    history.set("a", 0, (0, 1), written(1, 0));
+    history.set("b", 0, (10, 12), written(2, 0));
+    // Client 3 read version 2 from the cluster, then its near cache answered version 1.
+    history.record(
+        3,
+        Op::Get {
+            key: KEY.to_vec(),
+            allow_stale: false,
+        },
+        20,
+        Some(21),
+        hit("b", 2),
+    );
+    history.get_stale((30, 30), hit("a", 1));
+    assert_rejected(
+        &history.history(),
+        &near_cache(200),
+        ViolationKind::OlderThanOwn,
+    );
+}

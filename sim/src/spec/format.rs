@@ -182,6 +182,9 @@ pub struct TopologySpec {
     pub cluster_clients: Option<Param<u64>>,
     /// Clients pinned to one server each, never retrying; default 3.
     pub pinned_clients: Option<Param<u64>>,
+    /// Cluster clients with a near cache kept coherent by a Watch stream (their cached reads
+    /// are checked for bounded staleness); default 0.
+    pub near_cache_clients: Option<Param<u64>>,
 }
 
 /// `[config]`: overrides of the nodes' configuration; absent fields keep the product default.
@@ -204,6 +207,8 @@ pub struct ConfigSpec {
     pub enable_batching: Option<bool>,
     pub new_eviction_algorithm: Option<bool>,
     pub enable_client_caching: Option<bool>,
+    /// `HYPERION_TRACKING_MAX_KEYS`: the invalidation tracking table's bound per node.
+    pub tracking_max_keys: Option<Param<u64>>,
     /// Fault injection: reads served by whoever believes it leads (the 2024-12-03 pre-fix bug).
     pub unsafe_leader_reads: Option<bool>,
     /// Fault injection: the read path leaks a clone of every value (the 2024-11-22 bug).
@@ -240,6 +245,7 @@ impl ConfigSpec {
             enable_batching,
             new_eviction_algorithm,
             enable_client_caching,
+            tracking_max_keys,
             unsafe_leader_reads,
             retain_read_values,
             disable_vote_stickiness,
@@ -260,6 +266,7 @@ impl ConfigSpec {
             "cache_size_mb" => &self.cache_size_mb,
             "eviction_batch_size" => &self.eviction_batch_size,
             "max_value_size_kb" => &self.max_value_size_kb,
+            "tracking_max_keys" => &self.tracking_max_keys,
             _ => return None,
         };
         param.as_ref().map(|p| p.span.clone())
@@ -313,6 +320,9 @@ pub struct WorkloadFileSpec {
     /// Keys `key0..` written before the workload (unrecorded), all with `preload_ttl_ms`.
     pub preload_keys: Option<Param<u64>>,
     pub preload_ttl_ms: Option<Param<u64>>,
+    /// The near-cache clients' staleness bound, ms (default 500); their syncs go out every
+    /// fifth of it.
+    pub near_cache_bound_ms: Option<Param<u64>>,
 }
 
 /// `[database]`: a simulated system of record shared by every node, and how nodes use it.
@@ -485,6 +495,9 @@ pub struct ExpectSpec {
     pub violation_in: Option<Spanned<String>>,
     /// The linearizability checker's TTL tolerance ε in ms (combined clock error); default 5.
     pub clock_skew_ms: Option<Param<u64>>,
+    /// The cache may evict (a small `cache_size_mb`): the linearizability checker explains any
+    /// absence by an eviction (default false: an absence needs a delete or an expiry).
+    pub evictions: Option<bool>,
     /// The memory checker: per node, store-accounted plus retained bytes at every sample.
     pub memory_max_bytes: Option<Param<u64>>,
     /// The metrics checker (in simulated time): the 99th percentile of Get latency,

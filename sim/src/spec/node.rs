@@ -40,6 +40,7 @@ pub struct ConfigPlan {
     pub enable_batching: Option<bool>,
     pub new_eviction_algorithm: Option<bool>,
     pub enable_client_caching: Option<bool>,
+    pub tracking_max_keys: Option<u64>,
 }
 
 impl ConfigPlan {
@@ -73,6 +74,7 @@ impl ConfigPlan {
             enable_batching: spec.enable_batching,
             new_eviction_algorithm: spec.new_eviction_algorithm,
             enable_client_caching: spec.enable_client_caching,
+            tracking_max_keys: d.opt(&f("tracking_max_keys"), &spec.tracking_max_keys),
         }
     }
 
@@ -120,6 +122,9 @@ impl ConfigPlan {
         }
         if let Some(on) = self.enable_client_caching {
             config.flags.enable_client_caching = on;
+        }
+        if let Some(keys) = self.tracking_max_keys {
+            config.tracking_max_keys = keys;
         }
     }
 }
@@ -188,6 +193,7 @@ const FIELDS_OF_VARIABLE: &[(&str, &[&str])] = &[
         &["config.snapshot_entries"],
     ),
     ("HYPERION_STALE_GRACE_MS", &["config.stale_grace_ms"]),
+    ("HYPERION_TRACKING_MAX_KEYS", &["config.tracking_max_keys"]),
     (
         "HYPERION_CACHE_SIZE_MB",
         &["config.cache_size_mb", "config.max_value_size_kb"],

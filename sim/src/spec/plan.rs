@@ -63,6 +63,8 @@ pub struct Expect {
     /// The violation is required of the seeds together, not of each run.
     pub violation_in_any_seed: bool,
     pub clock_skew_ms: u64,
+    /// `expect.evictions`: absences may be evictions.
+    pub evictions: bool,
     pub memory_max_bytes: Option<u64>,
     pub metrics: MetricLimits,
     /// Coverage points that must fire in some seed (`expect.sometimes`).
@@ -232,6 +234,16 @@ impl ScenarioFile {
                 &spec.topology.pinned_clients,
                 defaults.pinned_clients as u64,
             ) as usize,
+            near_cache_clients: d.u64(
+                "topology.near_cache_clients",
+                &spec.topology.near_cache_clients,
+                defaults.near_cache_clients as u64,
+            ) as usize,
+            near_cache_bound: Duration::from_millis(d.u64(
+                "workload.near_cache_bound_ms",
+                &w.near_cache_bound_ms,
+                defaults.near_cache_bound.as_millis() as u64,
+            )),
             keys: d.u64("workload.keys", &w.keys, defaults.keys as u64) as usize,
             duration: Duration::from_millis(d.u64(
                 "workload.duration_ms",
@@ -272,6 +284,8 @@ impl ScenarioFile {
             value_bytes: (value_bytes.0 as usize, value_bytes.1 as usize),
             preload_keys: d.u64("workload.preload_keys", &w.preload_keys, 0) as usize,
             preload_ttl_ms: d.u64("workload.preload_ttl_ms", &w.preload_ttl_ms, 0),
+            // Set from the fault switches below.
+            near_cache_ignores_resync: false,
         };
         let database_spec = match (
             &spec.database,
@@ -346,6 +360,7 @@ impl ScenarioFile {
             violation,
             violation_in_any_seed,
             clock_skew_ms: d.u64("expect.clock_skew_ms", &expect.clock_skew_ms, 5),
+            evictions: expect.evictions.unwrap_or(false),
             memory_max_bytes,
             metrics,
             sometimes: expect
@@ -354,6 +369,8 @@ impl ScenarioFile {
                 .map(|list| list.get_ref().clone())
                 .unwrap_or_default(),
         };
+        let mut workload = workload;
+        workload.near_cache_ignores_resync = injection.near_cache_ignores_resync;
         let mut plan = Plan {
             name: self.name(),
             variant: variant.map(str::to_string),

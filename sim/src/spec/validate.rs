@@ -599,6 +599,13 @@ impl Validator<'_> {
         self.pair(&w.think_ms, "workload.think_ms", 60_000)?;
         self.pair(&w.value_bytes, "workload.value_bytes", 512 * 1024)?;
         self.within(&w.deadline_ms, "workload.deadline_ms", 1, 60_000)?;
+        // The near cache syncs every fifth of its bound: 50 ms keeps a sync every 10 ms at most.
+        self.within(
+            &w.near_cache_bound_ms,
+            "workload.near_cache_bound_ms",
+            50,
+            60_000,
+        )?;
         if let Some(retry) = &w.retry {
             if !matches!(
                 retry.policy.get_ref().as_str(),
@@ -660,6 +667,12 @@ pub fn validate(v: &Validator<'_>, spec: &FileSpec) -> Result<Vec<VariantInfo>, 
     v.within(
         &spec.topology.pinned_clients,
         "topology.pinned_clients",
+        0,
+        CLIENTS_MAX,
+    )?;
+    v.within(
+        &spec.topology.near_cache_clients,
+        "topology.near_cache_clients",
         0,
         CLIENTS_MAX,
     )?;
