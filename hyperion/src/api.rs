@@ -55,6 +55,9 @@ pub struct CacheApi {
     limiter: Arc<RateLimiter>,
     authority: Arc<Authority>,
     metrics: Arc<Metrics>,
+    /// Resolves when the node begins to shut down: open Watch streams end, so a graceful
+    /// shutdown is not held up by them.
+    shutdown: Option<crate::health::ShutdownSignal>,
 }
 
 impl CacheApi {
@@ -64,7 +67,14 @@ impl CacheApi {
             limiter,
             authority,
             metrics: Arc::new(Metrics::new(false)),
+            shutdown: None,
         }
+    }
+
+    /// Ends open Watch streams when `shutdown` resolves.
+    pub fn with_shutdown(mut self, shutdown: crate::health::ShutdownSignal) -> CacheApi {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// Records requests in `metrics` (the node's registry).
@@ -555,6 +565,7 @@ impl CacheService for CacheApi {
             Arc::clone(&self.authority),
             caller,
             request,
+            self.shutdown.clone(),
         )
         .await
     }

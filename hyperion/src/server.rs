@@ -226,6 +226,8 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
         stale_grace_ms: config.stale_grace_ms,
         watch: crate::watch::WatchLimits {
             tracking_max_keys: usize::try_from(config.tracking_max_keys).unwrap_or(usize::MAX),
+            queue_max_events: usize::try_from(config.watch_queue_events).unwrap_or(usize::MAX),
+            history_max_events: usize::try_from(config.watch_history_events).unwrap_or(usize::MAX),
             ..crate::watch::WatchLimits::default()
         },
         record: None,
@@ -501,7 +503,8 @@ impl Server {
         }
         let limiter = Arc::new(RateLimiter::new(self.rate_limits));
         let api = CacheApi::new(self.replica.clone(), limiter, Arc::clone(&self.authority))
-            .with_metrics(Arc::clone(&self.metrics));
+            .with_metrics(Arc::clone(&self.metrics))
+            .with_shutdown(shutdown.clone());
         let replica = self.replica.clone();
         let health = crate::health::HealthApi::new(self.replica.clone(), shutdown.clone());
         let raft = RaftApi::new(self.replica, Arc::clone(&self.authority));

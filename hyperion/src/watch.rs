@@ -80,6 +80,20 @@ pub enum SubscribeError {
     TooManyPrefixes { count: usize, max: usize },
 }
 
+/// Default bound of the tracking table, per node (`HYPERION_TRACKING_MAX_KEYS`).
+pub const TRACKING_MAX_KEYS_DEFAULT: usize = 1_000_000;
+/// Default bound of each subscriber's queue (`HYPERION_WATCH_QUEUE_EVENTS`): a burst of this
+/// many changes can wait for a reader before it resyncs.
+pub const QUEUE_EVENTS_DEFAULT: usize = 10_000;
+/// Default number of changes kept for resumption (`HYPERION_WATCH_HISTORY_EVENTS`).
+pub const HISTORY_EVENTS_DEFAULT: usize = 100_000;
+/// The history's bound in bytes, whatever its count: keys are up to 4 KiB.
+pub const HISTORY_BYTES_MAX: usize = 8 << 20;
+/// Most streams a node serves at once.
+pub const STREAMS_MAX: usize = 1_024;
+/// Most broadcast prefixes per stream.
+pub const PREFIXES_MAX: usize = 64;
+
 /// The hub's bounds (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WatchLimits {
@@ -95,12 +109,12 @@ pub struct WatchLimits {
 impl Default for WatchLimits {
     fn default() -> WatchLimits {
         WatchLimits {
-            tracking_max_keys: 1_000_000,
-            queue_max_events: 10_000,
-            history_max_events: 100_000,
-            history_max_bytes: 8 << 20,
-            streams_max: 1_024,
-            prefixes_max: 64,
+            tracking_max_keys: TRACKING_MAX_KEYS_DEFAULT,
+            queue_max_events: QUEUE_EVENTS_DEFAULT,
+            history_max_events: HISTORY_EVENTS_DEFAULT,
+            history_max_bytes: HISTORY_BYTES_MAX,
+            streams_max: STREAMS_MAX,
+            prefixes_max: PREFIXES_MAX,
         }
     }
 }

@@ -201,3 +201,121 @@ async fn leader_kill_loses_no_acknowledged_write() {
         lost.len()
     );
 }
+
+/// Near caches against a real three-process cluster: each round fills every near cache with a
+/// key, waits until they serve it from memory, writes the key through another client, and
+/// measures how long each near cache keeps serving the old version (the invalidation delay).
+/// Halfway, the leader is killed: the near caches' streams reconnect elsewhere and resume. No
+/// near cache may serve a version older than an acknowledged write for longer than its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_caches_stay_coherent_across_a_leader_kill() {
+    use hyperion::client::NearCacheConfig;
+    const ROUNDS: usize = 60;
+    const BOUND: Duration = Duration::from_millis(250);
+    let mut cluster = start_cluster();
+    let (first, _) = wait_for_leader(&cluster, Duration::from_secs(20))
+        .await
+        .expect("a leader within 20 s of start");
+    let writer = Client::cluster(&cluster.addrs).unwrap();
+    let config = NearCacheConfig {
+        staleness_bound: BOUND,
+        sync_interval: Duration::from_millis(25),
+        ..NearCacheConfig::default()
+    };
+    // Two tracking near caches, and one that also subscribes to every key (broadcast).
+    let near: Vec<_> = (0..3)
+        .map(|i| {
+            let config = NearCacheConfig {
+                prefixes: if i == 2 { vec![Vec::new()] } else { Vec::new() },
+                ..config.clone()
+            };
+            Client::cluster(&cluster.addrs)
+                .unwrap()
+                .with_near_cache(config)
+                .unwrap()
+        })
+        .collect();
+    let mut delays_us: Vec<u128> = Vec::new();
+    let mut beyond_bound = Vec::new();
+    let started = hyperion::runtime::now();
+    for round in 0..ROUNDS {
+        if started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        if round == ROUNDS / 2 {
+            let mut victim = cluster.children[first].take().expect("leader process");
+            victim.kill().expect("kill -9 the leader");
+            victim.wait().expect("reaped");
+            wait_for_leader(&cluster, Duration::from_secs(10))
+                .await
+                .expect("a new leader within 10 s of the kill");
+        }
+        let key = format!("key{}", round % 8);
+        let Ok(old) = writer.set(key.as_bytes(), b"old", 0, 0).await else {
+            continue;
+        };
+        // Fill every near cache, then wait (bounded) until each serves it from memory.
+        let deadline = hyperion::runtime::now() + Duration::from_secs(3);
+        let mut filled = vec![false; near.len()];
+        while filled.iter().any(|f| !f) && hyperion::runtime::now() < deadline {
+            for (i, cache) in near.iter().enumerate() {
+                match cache.lookup(key.as_bytes()) {
+                    Some(hit) if hit.version == old.version => filled[i] = true,
+                    Some(_) => {}
+                    None => {
+                        let _ = cache.get_from_cluster(key.as_bytes()).await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let new = writer
+            .set(key.as_bytes(), b"new", 0, 0)
+            .await
+            .expect("the write is acknowledged");
+        let acknowledged = hyperion::runtime::now();
+        let mut pending: Vec<usize> = (0..near.len()).filter(|&i| filled[i]).collect();
+        while !pending.is_empty() {
+            let now = hyperion::runtime::now();
+            pending.retain(|&i| match near[i].lookup(key.as_bytes()) {
+                Some(hit) if hit.version < new.version => {
+                    if now.duration_since(acknowledged) > BOUND {
+                        beyond_bound.push((round, i, hit.version, new.version));
+                        return false;
+                    }
+                    true
+                }
+                _ => {
+                    delays_us.push(now.duration_since(acknowledged).as_micros());
+                    false
+                }
+            });
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    assert!(
+        beyond_bound.is_empty(),
+        "near caches served versions older than an acknowledged write past the {BOUND:?} \
+         bound (round, cache, served, written): {beyond_bound:?}"
+    );
+    delays_us.sort_unstable();
+    assert!(
+        delays_us.len() >= ROUNDS,
+        "measured {} invalidations",
+        delays_us.len()
+    );
+    let at = |q: f64| delays_us[((delays_us.len() - 1) as f64 * q) as usize];
+    let stats: Vec<_> = near.iter().map(|cache| cache.stats()).collect();
+    eprintln!(
+        "invalidation delay after the write's acknowledgement over {} invalidations: p50 {} us, \
+         p99 {} us, max {} us; near caches: {stats:?}",
+        delays_us.len(),
+        at(0.5),
+        at(0.99),
+        delays_us[delays_us.len() - 1]
+    );
+    assert!(
+        stats.iter().all(|s| s.streams_opened >= 1 && s.hits > 0),
+        "{stats:?}"
+    );
+}

@@ -141,6 +141,7 @@ pub async fn open(
     authority: Arc<Authority>,
     caller: Caller,
     request: Request<Streaming<WatchRequest>>,
+    shutdown: Option<crate::health::ShutdownSignal>,
 ) -> Result<Response<WatchStream>, Status> {
     let mut requests = request.into_inner();
     let first = match runtime::timeout(WATCH_OPEN_TIMEOUT, requests.message()).await {
@@ -208,6 +209,10 @@ pub async fn open(
         failure,
         _alive: alive,
         ended: false,
+        shutdown: match shutdown {
+            Some(shutdown) => futures::FutureExt::boxed(shutdown),
+            None => futures::FutureExt::boxed(futures::future::pending()),
+        },
     };
     let stream: WatchStream = Box::pin(futures::stream::unfold(events, Events::next));
     Ok(Response::new(stream))
@@ -222,6 +227,8 @@ struct Events {
     /// Dropped with the stream: tells the reader to stop.
     _alive: tokio::sync::oneshot::Sender<()>,
     ended: bool,
+    /// The node is shutting down: the stream ends (UNAVAILABLE; clients reconnect elsewhere).
+    shutdown: futures::future::BoxFuture<'static, ()>,
 }
 
 impl Events {
@@ -241,11 +248,16 @@ impl Events {
             }
             let batch = tokio::select! {
                 biased;
-                batch = self.subscription.next_batch() => batch,
                 status = self.failure.recv() => {
                     self.ended = true;
                     return status.map(|status| (Err(status), self));
                 }
+                () = &mut self.shutdown => {
+                    self.ended = true;
+                    let stopping = Status::unavailable("this node is shutting down; reconnect and resume");
+                    return Some((Err(stopping), self));
+                }
+                batch = self.subscription.next_batch() => batch,
             };
             match batch {
                 Ok(events) => self.pending.extend(events.into_iter().map(event_to_wire)),

@@ -285,6 +285,12 @@ impl Config {
         let tracking_max_keys = vars
             .positive("HYPERION_TRACKING_MAX_KEYS", 1, TRACKING_MAX_KEYS_MAX)?
             .unwrap_or(DEFAULT_TRACKING_MAX_KEYS);
+        let watch_queue_events = vars
+            .positive("HYPERION_WATCH_QUEUE_EVENTS", 1, WATCH_QUEUE_EVENTS_MAX)?
+            .unwrap_or(crate::watch::QUEUE_EVENTS_DEFAULT as u64);
+        let watch_history_events = vars
+            .positive("HYPERION_WATCH_HISTORY_EVENTS", 0, WATCH_HISTORY_EVENTS_MAX)?
+            .unwrap_or(crate::watch::HISTORY_EVENTS_DEFAULT as u64);
 
         let mut database = DatabaseConfig::from_vars(&vars)?;
         database.password = secrets.get(SecretName::DbPassword).cloned();
@@ -313,6 +319,8 @@ impl Config {
             stagger_ttl,
             stale_grace_ms,
             tracking_max_keys,
+            watch_queue_events,
+            watch_history_events,
             database,
             join_existing_cluster,
             secrets: source,

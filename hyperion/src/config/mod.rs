@@ -43,7 +43,11 @@ pub const DEFAULT_STALE_GRACE_MS: u64 = 5_000;
 /// Longest stale grace: an hour. Expired entries hold memory until then.
 pub const STALE_GRACE_MS_MAX: u64 = 3_600_000;
 /// Default bound of the invalidation tracking table (`HYPERION_TRACKING_MAX_KEYS`), per node.
-pub const DEFAULT_TRACKING_MAX_KEYS: u64 = 1_000_000;
+pub const DEFAULT_TRACKING_MAX_KEYS: u64 = crate::watch::TRACKING_MAX_KEYS_DEFAULT as u64;
+/// Largest accepted `HYPERION_WATCH_QUEUE_EVENTS`.
+pub const WATCH_QUEUE_EVENTS_MAX: u64 = 1_000_000;
+/// Largest accepted `HYPERION_WATCH_HISTORY_EVENTS` (0 keeps no history: every resume resyncs).
+pub const WATCH_HISTORY_EVENTS_MAX: u64 = 10_000_000;
 /// Largest accepted `HYPERION_TRACKING_MAX_KEYS`.
 pub const TRACKING_MAX_KEYS_MAX: u64 = 100_000_000;
 /// Smallest HMAC key accepted from a key file: the store's integrity-key minimum (the SHA-256
@@ -303,6 +307,12 @@ pub struct Config {
     /// Most keys the invalidation tracking table holds on this node
     /// (`HYPERION_TRACKING_MAX_KEYS`); past it, the largest tracker resyncs.
     pub tracking_max_keys: u64,
+    /// Most events one Watch subscriber's queue holds (`HYPERION_WATCH_QUEUE_EVENTS`); past
+    /// it the subscriber is sent a resync, and closed if it overflows again before reading it.
+    pub watch_queue_events: u64,
+    /// Changes kept for Watch streams resuming after a reconnect
+    /// (`HYPERION_WATCH_HISTORY_EVENTS`; also bounded to 8 MiB).
+    pub watch_history_events: u64,
     /// The system-of-record client (`HYPERION_DB_*`; used when `COCKROACH_DSN` is set).
     pub database: DatabaseConfig,
     /// `HYPERION_JOIN_EXISTING_CLUSTER`: allow a node with an empty data directory to join a
@@ -455,6 +465,24 @@ impl Config {
             };
             return Err(ConfigError::new(variable, error.reason));
         }
+        within(
+            "HYPERION_TRACKING_MAX_KEYS",
+            self.tracking_max_keys,
+            1,
+            TRACKING_MAX_KEYS_MAX,
+        )?;
+        within(
+            "HYPERION_WATCH_QUEUE_EVENTS",
+            self.watch_queue_events,
+            1,
+            WATCH_QUEUE_EVENTS_MAX,
+        )?;
+        within(
+            "HYPERION_WATCH_HISTORY_EVENTS",
+            self.watch_history_events,
+            0,
+            WATCH_HISTORY_EVENTS_MAX,
+        )?;
         if self.stale_grace_ms > STALE_GRACE_MS_MAX {
             return Err(ConfigError::new(
                 "HYPERION_STALE_GRACE_MS",
