@@ -234,7 +234,7 @@ async fn bad_watch_requests_end_the_stream_naming_the_field() {
         let mut stream = watch(&mut stub, open(&[], None)).await.unwrap();
         stream.next().await.unwrap();
         stream.send(request).await;
-        let error = stream.next().await.err().expect("the stream ends");
+        let error = stream.next().await.expect_err("the stream ends");
         assert_eq!(error.code(), Code::InvalidArgument);
         assert!(error.message().starts_with(field), "{}", error.message());
     }
@@ -318,7 +318,7 @@ async fn a_subscriber_too_slow_for_its_queue_is_disconnected_and_writes_go_on() 
     stream.next().await.unwrap();
     // Nothing is read while 4 KiB keys change: the transport's window fills, then the queue
     // overflows (a resync), then again (the subscriber is closed). Writes never wait.
-    let started = std::time::Instant::now();
+    let started = hyperion::runtime::now();
     let mut written = 0;
     while server.replica.watch().stats().too_slow == 0 && written < 5_000 {
         let key = format!("{written:04096}");
