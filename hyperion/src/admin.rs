@@ -46,6 +46,29 @@ pub struct Admin {
     /// `HYPERION_FEATURE_FLAGS`, if set.
     flags_file: Option<PathBuf>,
     flags: std::sync::Mutex<FeatureFlags>,
+    /// Shadow traffic, if configured (its share follows reloaded flags).
+    mirror: Option<Arc<dyn crate::mirror::Mirror>>,
+}
+
+fn watch_json(stats: crate::watch::WatchStats) -> serde_json::Value {
+    json!({
+        "streams": stats.streams,
+        "tracked_keys": stats.tracked_keys,
+        "delivered": stats.delivered,
+        "resyncs": stats.resyncs,
+        "too_slow": stats.too_slow,
+    })
+}
+
+fn shadow_json(stats: crate::mirror::MirrorStats) -> serde_json::Value {
+    json!({
+        "percent": stats.percent,
+        "mirrored": stats.mirrored,
+        "dropped": stats.dropped,
+        "errors": stats.errors,
+        "compared": stats.compared,
+        "mismatches": stats.mismatches,
+    })
 }
 
 fn text(status: u16, body: impl Into<String>) -> HttpResponse {
@@ -127,7 +150,14 @@ impl Admin {
             limiter,
             flags_file,
             flags: std::sync::Mutex::new(flags),
+            mirror: None,
         }
+    }
+
+    /// Reports (and reloads the share of) the node's shadow traffic.
+    pub fn with_mirror(mut self, mirror: Arc<dyn crate::mirror::Mirror>) -> Admin {
+        self.mirror = Some(mirror);
+        self
     }
 
     /// Answers one request.
@@ -232,6 +262,8 @@ impl Admin {
             backlog: self.replica.write_behind_backlog(),
             database: self.replica.record().map(|record| record.metrics()),
             resident_bytes: runtime::resident_bytes(),
+            watch: self.replica.watch().stats(),
+            shadow: self.mirror.as_ref().map(|mirror| mirror.stats()),
         }
     }
 
@@ -292,6 +324,8 @@ impl Admin {
             "invalid_peer_messages": self.replica.invalid_peer_messages(),
             "ready": self.readiness().is_ok(),
             "database": database,
+            "watch": watch_json(self.replica.watch().stats()),
+            "shadow": self.mirror.as_ref().map(|mirror| shadow_json(mirror.stats())),
         })
     }
 
@@ -389,6 +423,9 @@ impl Admin {
                 tracing::info!(changed, flags = ?flags, "feature flags reloaded");
                 *current = flags.clone();
                 drop(current);
+                if let Some(mirror) = &self.mirror {
+                    mirror.set_percent(flags.shadow_traffic_percent);
+                }
                 let settings = flags.apply_to(self.replica.local_apply_settings());
                 if let Err(why) = self.replica.reload_apply_settings(settings) {
                     return error(503, format!("the node did not take the flags: {why}"));

@@ -27,6 +27,7 @@ use crate::limits::{
     TIMEOUT_MS_MAX, WRITE_TIMEOUT,
 };
 use crate::metrics::{Metrics, Rpc};
+use crate::mirror::Mirror;
 use crate::proto::cache_service_server::CacheService;
 use crate::proto::{
     BatchGetRequest, CacheStatus, DeleteRequest, DeleteResponse, GetRequest, GetResponse,
@@ -58,6 +59,8 @@ pub struct CacheApi {
     /// Resolves when the node begins to shut down: open Watch streams end, so a graceful
     /// shutdown is not held up by them.
     shutdown: Option<crate::health::ShutdownSignal>,
+    /// Where served requests are mirrored (shadow traffic), if anywhere.
+    mirror: Option<Arc<dyn Mirror>>,
 }
 
 impl CacheApi {
@@ -68,7 +71,14 @@ impl CacheApi {
             authority,
             metrics: Arc::new(Metrics::new(false)),
             shutdown: None,
+            mirror: None,
         }
+    }
+
+    /// Mirrors served requests to `mirror` (shadow traffic).
+    pub fn with_mirror(mut self, mirror: Arc<dyn Mirror>) -> CacheApi {
+        self.mirror = Some(mirror);
+        self
     }
 
     /// Ends open Watch streams when `shutdown` resolves.
@@ -400,6 +410,12 @@ impl CacheService for CacheApi {
             let request = request.into_inner();
             let timeout = check_get(&request)?;
             let started = runtime::now();
+            let mirror = |response: Result<Response<GetResponse>, Status>| {
+                if let (Some(mirror), Ok(answer)) = (&self.mirror, &response) {
+                    mirror.get(&request.key, request.allow_stale, answer.get_ref());
+                }
+                response
+            };
             let before = self.track_before_read(&caller, request.tracking_id, &request.key);
             self.read_barrier(request.allow_stale, timeout).await?;
             let answer = self.replica.read_local(&request.key, request.allow_stale);
@@ -412,14 +428,14 @@ impl CacheService for CacheApi {
                 Ok(Response::new(response))
             };
             if request.allow_stale || answer.outcome != ReadOutcome::Miss {
-                return respond(answer);
+                return mirror(respond(answer));
             }
             // A linearizable miss on the leader: read through to the system of record, within
             // what is left of the read's time budget.
             let left = timeout.saturating_sub(started.elapsed());
             match runtime::timeout(left, self.replica.read_through(&request.key)).await {
-                Ok(Some(filled)) => respond(filled),
-                Ok(None) => respond(answer),
+                Ok(Some(filled)) => mirror(respond(filled)),
+                Ok(None) => mirror(respond(answer)),
                 Err(_) => Err(deadline_exceeded(timeout)),
             }
         }
@@ -442,6 +458,16 @@ impl CacheService for CacheApi {
             let request = request.into_inner();
             // The cluster's limit as the log last set it (it follows reloaded flags).
             check_set(&request, self.replica.max_value_bytes())?;
+            // Shadow traffic needs the written entry after the write consumed it: copied only for
+            // a key the mirror wants.
+            let mirrored = self
+                .mirror
+                .as_ref()
+                .filter(|mirror| mirror.wants(&request.key))
+                .map(|mirror| {
+                    let (key, value) = (request.key.clone(), request.value.clone());
+                    (Arc::clone(mirror), key, value)
+                });
             let outcome = self
                 .write(WriteRequest::Set {
                     key: request.key,
@@ -452,6 +478,9 @@ impl CacheService for CacheApi {
                 .await?;
             match outcome {
                 WriteOutcome::Set { version, ttl_ms } => {
+                    if let Some((mirror, key, value)) = mirrored {
+                        mirror.set(&key, &value, ttl_ms);
+                    }
                     Ok(Response::new(SetResponse { version, ttl_ms }))
                 }
                 other => Err(Status::internal(format!("a Set applied as {other:?}"))),
@@ -478,6 +507,11 @@ impl CacheService for CacheApi {
             )?;
             let request = request.into_inner();
             check_delete(&request)?;
+            let key = self
+                .mirror
+                .as_ref()
+                .filter(|mirror| mirror.wants(&request.key))
+                .map(|_| request.key.clone());
             let outcome = self
                 .write(WriteRequest::Delete {
                     key: request.key,
@@ -486,6 +520,9 @@ impl CacheService for CacheApi {
                 .await?;
             match outcome {
                 WriteOutcome::Deleted { existed, version } => {
+                    if let (Some(mirror), Some(key)) = (&self.mirror, key) {
+                        mirror.delete(&key);
+                    }
                     Ok(Response::new(DeleteResponse { existed, version }))
                 }
                 other => Err(Status::internal(format!("a Delete applied as {other:?}"))),
@@ -530,6 +567,11 @@ impl CacheService for CacheApi {
                     Ok(response)
                 })
                 .collect();
+            if let Some(mirror) = &self.mirror {
+                for answer in responses.iter().flatten() {
+                    mirror.get(&answer.key, request.allow_stale, answer);
+                }
+            }
             if crate::buggify!("cut_batch_get_stream") {
                 responses.truncate(responses.len() / 2);
                 responses.push(Err(Status::unavailable(

@@ -88,6 +88,10 @@ pub struct NodeSample {
     pub database: Option<crate::db::DbMetrics>,
     /// The process's resident set, where the runtime can tell it.
     pub resident_bytes: Option<u64>,
+    /// Client-side caching: the invalidation hub.
+    pub watch: crate::watch::WatchStats,
+    /// Shadow traffic, if configured.
+    pub shadow: Option<crate::mirror::MirrorStats>,
 }
 
 /// The gauges and counters read from a [`NodeSample`] at scrape time. Counters only move forward:
@@ -116,6 +120,16 @@ struct Sampled {
     backlog_bytes: Gauge,
     backlog_mutations: Gauge,
     queries: Family<ResultLabels, Counter>,
+    watch_streams: Gauge,
+    watch_tracked_keys: Gauge,
+    watch_events: Counter,
+    watch_resyncs: Counter,
+    watch_too_slow: Counter,
+    shadow_mirrored: Counter,
+    shadow_dropped: Counter,
+    shadow_errors: Counter,
+    shadow_compared: Counter,
+    shadow_mismatches: Counter,
 }
 
 /// The node's metrics registry.
@@ -221,9 +235,19 @@ impl Metrics {
             backlog_bytes: Gauge::default(),
             backlog_mutations: Gauge::default(),
             queries: Family::default(),
+            watch_streams: Gauge::default(),
+            watch_tracked_keys: Gauge::default(),
+            watch_events: Counter::default(),
+            watch_resyncs: Counter::default(),
+            watch_too_slow: Counter::default(),
+            shadow_mirrored: Counter::default(),
+            shadow_dropped: Counter::default(),
+            shadow_errors: Counter::default(),
+            shadow_compared: Counter::default(),
+            shadow_mismatches: Counter::default(),
         };
         let s = &sampled;
-        let gauges: [(&str, &str, &Gauge); 12] = [
+        let gauges: [(&str, &str, &Gauge); 14] = [
             (
                 "hyperion_cache_size_bytes",
                 "Bytes charged against the cache's capacity (keys, values, 256 per entry)",
@@ -280,11 +304,21 @@ impl Metrics {
                 "Write-behind backlog not yet in the system of record, mutations",
                 &s.backlog_mutations,
             ),
+            (
+                "hyperion_watch_streams",
+                "Open Watch (invalidation) streams on this node",
+                &s.watch_streams,
+            ),
+            (
+                "hyperion_watch_tracked_keys",
+                "Keys in this node's invalidation tracking table",
+                &s.watch_tracked_keys,
+            ),
         ];
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
         }
-        let counters: [(&str, &str, &Counter); 9] = [
+        let counters: [(&str, &str, &Counter); 17] = [
             ("hyperion_cache_hits", "Fresh hits", &s.hits),
             (
                 "hyperion_cache_misses",
@@ -325,6 +359,46 @@ impl Metrics {
                 "hyperion_raft_snapshots",
                 "Snapshots this node took of its state machine",
                 &s.snapshots,
+            ),
+            (
+                "hyperion_watch_events",
+                "Invalidation events queued to Watch subscribers",
+                &s.watch_events,
+            ),
+            (
+                "hyperion_watch_resyncs",
+                "Resyncs sent to Watch subscribers (full table or queue, old resume, snapshot)",
+                &s.watch_resyncs,
+            ),
+            (
+                "hyperion_watch_too_slow",
+                "Watch subscribers closed for falling behind their queue twice",
+                &s.watch_too_slow,
+            ),
+            (
+                "hyperion_shadow_mirrored",
+                "Requests queued for the shadow cluster",
+                &s.shadow_mirrored,
+            ),
+            (
+                "hyperion_shadow_dropped",
+                "Requests chosen for the shadow cluster but dropped (its queue was full)",
+                &s.shadow_dropped,
+            ),
+            (
+                "hyperion_shadow_errors",
+                "Mirrored requests the shadow cluster failed or did not answer in time",
+                &s.shadow_errors,
+            ),
+            (
+                "hyperion_shadow_compared",
+                "Mirrored reads whose answers were compared with the primary's",
+                &s.shadow_compared,
+            ),
+            (
+                "hyperion_shadow_mismatches",
+                "Mirrored reads the shadow cluster answered differently (status or value)",
+                &s.shadow_mismatches,
             ),
         ];
         for (name, help, counter) in counters {
@@ -443,6 +517,18 @@ impl Metrics {
             s.role.get_or_create(&RoleLabels { role }).set(value);
         }
         set(&s.backlog_mutations, sample.backlog.0 as u64);
+        set(&s.watch_streams, sample.watch.streams as u64);
+        set(&s.watch_tracked_keys, sample.watch.tracked_keys as u64);
+        bump(&s.watch_events, sample.watch.delivered);
+        bump(&s.watch_resyncs, sample.watch.resyncs);
+        bump(&s.watch_too_slow, sample.watch.too_slow);
+        if let Some(shadow) = &sample.shadow {
+            bump(&s.shadow_mirrored, shadow.mirrored);
+            bump(&s.shadow_dropped, shadow.dropped);
+            bump(&s.shadow_errors, shadow.errors);
+            bump(&s.shadow_compared, shadow.compared);
+            bump(&s.shadow_mismatches, shadow.mismatches);
+        }
         set(&s.backlog_bytes, sample.backlog.1);
         if let Some(db) = &sample.database {
             set(&s.breaker_state, u64::from(db.breaker_state));

@@ -248,6 +248,8 @@ pub struct Server {
     max_value_bytes: usize,
     rate_limits: RateLimits,
     authority: Arc<Authority>,
+    /// Shadow traffic (`HYPERION_SHADOW_ADDR`), if configured.
+    mirror: Option<Arc<dyn crate::mirror::Mirror>>,
 }
 
 impl Server {
@@ -376,10 +378,11 @@ impl Server {
                 "PLAINTEXT: no TLS configured (HYPERION_TLS_CERT_FILE); serving on loopback only"
             );
         }
-        if config.flags.shadow_traffic_percent > 0 {
+        let mirror = start_shadow(config)?;
+        if mirror.is_none() && config.flags.shadow_traffic_percent > 0 {
             tracing::warn!(
                 percent = config.flags.shadow_traffic_percent,
-                "shadow_traffic_percent is set but no shadow cluster is configured; ignored"
+                "shadow_traffic_percent is set but HYPERION_SHADOW_ADDR is not; nothing is mirrored"
             );
         }
         if let Some(endpoint) = &config.otlp_endpoint {
@@ -395,14 +398,18 @@ impl Server {
                 key: key.clone(),
             })
             .collect();
-        let admin_handlers = Arc::new(Admin::new(
+        let mut admin_handlers = Admin::new(
             replica.clone(),
             Arc::clone(&metrics),
             keys,
             RateLimiter::new(config.ops.rate_limits),
             config.ops.flags_file.clone(),
             config.flags.clone(),
-        ));
+        );
+        if let Some(mirror) = &mirror {
+            admin_handlers = admin_handlers.with_mirror(Arc::clone(mirror));
+        }
+        let admin_handlers = Arc::new(admin_handlers);
         let mut watched = watched;
         if let Some(flags_file) = &config.ops.flags_file {
             // The feature flags reload on SIGHUP and on file change as on the admin endpoint
@@ -443,6 +450,7 @@ impl Server {
             max_value_bytes: config.flags.max_value_bytes(),
             rate_limits: config.ops.rate_limits,
             authority,
+            mirror,
         })
     }
 
@@ -502,12 +510,16 @@ impl Server {
             crate::runtime::spawn(listener.serve(handler, shutdown.clone()));
         }
         let limiter = Arc::new(RateLimiter::new(self.rate_limits));
-        let api = CacheApi::new(self.replica.clone(), limiter, Arc::clone(&self.authority))
+        let mut api = CacheApi::new(self.replica.clone(), limiter, Arc::clone(&self.authority))
             .with_metrics(Arc::clone(&self.metrics))
             .with_shutdown(shutdown.clone());
         let replica = self.replica.clone();
         let health = crate::health::HealthApi::new(self.replica.clone(), shutdown.clone());
-        let raft = RaftApi::new(self.replica, Arc::clone(&self.authority));
+        let mut raft = RaftApi::new(self.replica, Arc::clone(&self.authority));
+        if let Some(mirror) = &self.mirror {
+            api = api.with_mirror(Arc::clone(mirror));
+            raft = raft.with_mirror(Arc::clone(mirror));
+        }
         let client_message_bytes = CacheApi::max_message_bytes(self.max_value_bytes);
         // HTTP/2 bounds (the simulator's transport ignores them; README "Limits").
         let router = tonic::transport::Server::builder()
@@ -546,6 +558,40 @@ impl Server {
         tracing::info!("stopped");
         Ok(served?)
     }
+}
+
+/// Starts mirroring to the shadow cluster of `HYPERION_SHADOW_ADDR`, if set: TLS with
+/// `HYPERION_SHADOW_CA_FILE`, this node's certificate as its client certificate.
+fn start_shadow(config: &Config) -> Result<Option<Arc<dyn crate::mirror::Mirror>>, StartError> {
+    let Some(addrs) = &config.shadow_addr else {
+        return Ok(None);
+    };
+    let fail = |problem: String| {
+        StartError::Security(crate::security::SecurityError {
+            variable: "HYPERION_SHADOW_ADDR".to_string(),
+            problem,
+        })
+    };
+    let tls = match &config.shadow_ca_pem {
+        None => None,
+        Some(ca_pem) => {
+            let identity = config
+                .security
+                .tls_identity
+                .as_ref()
+                .map(|identity| (&identity.cert_pem, &identity.key_pem));
+            Some(crate::tls::client_config(ca_pem, identity).map_err(|e| fail(e.to_string()))?)
+        }
+    };
+    let security = crate::client::ClientSecurity {
+        tls,
+        ..crate::client::ClientSecurity::default()
+    };
+    let percent = config.flags.shadow_traffic_percent;
+    let shadow =
+        crate::shadow::Shadow::start(addrs, security, percent).map_err(|e| fail(e.to_string()))?;
+    tracing::info!(%addrs, percent, "mirroring shadow traffic");
+    Ok(Some(shadow))
 }
 
 /// Connects to the system of record named by `COCKROACH_DSN`, if any, and warms the pool up

@@ -251,6 +251,7 @@ impl Config {
         let dev_mode = vars
             .boolean("HYPERION_DEV_MODE")?
             .unwrap_or(hmac_key.is_none());
+        let (shadow_addr, shadow_ca_pem) = shadow_settings(&vars, dev_mode)?;
         let (hmac_key, hmac_key_source) = match hmac_key {
             Some(key) => (check_hmac_key(key, &source)?, hmac_key_source(&source)),
             None if dev_mode => (
@@ -311,6 +312,8 @@ impl Config {
             log_level,
             otlp_endpoint,
             otlp_ca_pem,
+            shadow_addr,
+            shadow_ca_pem,
             ops,
             flags,
             hmac_key,
@@ -490,6 +493,69 @@ fn parse_cluster_nodes(list: &str) -> Result<Vec<ClusterNode>, ConfigError> {
 
 /// Largest CA bundle read from `OTEL_EXPORTER_OTLP_CERTIFICATE`.
 const OTLP_CA_FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// `HYPERION_SHADOW_ADDR` and `HYPERION_SHADOW_CA_FILE`: every address host:port (at most the
+/// largest cluster); plaintext only to loopback in development mode.
+fn shadow_settings(
+    vars: &Vars<'_>,
+    dev_mode: bool,
+) -> Result<(Option<String>, Option<Vec<u8>>), ConfigError> {
+    const NAME: &str = "HYPERION_SHADOW_ADDR";
+    let ca_pem = match vars.get("HYPERION_SHADOW_CA_FILE") {
+        Some(path) => Some(
+            read_bounded(Path::new(path), OTLP_CA_FILE_BYTES_MAX).map_err(|e| {
+                ConfigError::new(
+                    "HYPERION_SHADOW_CA_FILE",
+                    format!("cannot read `{path}`: {e}"),
+                )
+            })?,
+        ),
+        None => None,
+    };
+    let Some(list) = vars.get(NAME).map(str::trim).filter(|l| !l.is_empty()) else {
+        return Ok((None, ca_pem));
+    };
+    let addrs: Vec<&str> = list.split(',').map(str::trim).collect();
+    if addrs.len() > CLUSTER_NODES_MAX {
+        return Err(ConfigError::new(
+            NAME,
+            format!("at most {CLUSTER_NODES_MAX} addresses, got {}", addrs.len()),
+        ));
+    }
+    for addr in &addrs {
+        let bare = addr
+            .strip_prefix("https://")
+            .or_else(|| addr.strip_prefix("http://"))
+            .unwrap_or(addr);
+        let Some((host, port)) = bare.rsplit_once(':') else {
+            return Err(ConfigError::new(
+                NAME,
+                format!("`{addr}` must be host:port"),
+            ));
+        };
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(ConfigError::new(
+                NAME,
+                format!("`{addr}` must be host:port with a port in 1..=65535"),
+            ));
+        }
+        let loopback = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if ca_pem.is_none() && !(dev_mode && loopback) {
+            return Err(ConfigError::new(
+                "HYPERION_SHADOW_CA_FILE",
+                format!(
+                    "mirroring to `{addr}` needs TLS: set the CA file of the shadow cluster                      (plaintext is for development mode on loopback only)"
+                ),
+            ));
+        }
+    }
+    Ok((Some(list.to_string()), ca_pem))
+}
 
 pub fn load_flags(path: &Path) -> Result<FeatureFlags, ConfigError> {
     let origin = format!("HYPERION_FEATURE_FLAGS ({})", path.display());

@@ -288,6 +288,13 @@ pub struct Config {
     /// The CA certificates (PEM) an https:// OTLP collector chains to
     /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`); required for https.
     pub otlp_ca_pem: Option<Vec<u8>>,
+    /// The shadow cluster's addresses (`HYPERION_SHADOW_ADDR`, comma-separated as clients take
+    /// them), where `shadow_traffic_percent` of the requests are mirrored.
+    pub shadow_addr: Option<String>,
+    /// The CA certificates (PEM) the shadow cluster's certificates chain to
+    /// (`HYPERION_SHADOW_CA_FILE`): mirroring then uses TLS, with this node's certificate as
+    /// its client certificate. Without it, plaintext (development mode, loopback only).
+    pub shadow_ca_pem: Option<Vec<u8>>,
     /// Rate limits, the admin port, metrics and the log format (`HYPERION_RATE_LIMIT_*`,
     /// `HYPERION_ADMIN_ADDR`, `HYPERION_METRICS`, `LOG_FORMAT`).
     pub ops: OpsConfig,

@@ -15,6 +15,27 @@ mod env_tests {
     }
 
     #[test]
+    fn shadow_and_watch_settings_are_validated_naming_the_variable() {
+        let config = Config::from_env(&env(&[("HYPERION_SHADOW_ADDR", "127.0.0.1:7100")]))
+            .expect("plaintext to loopback in development mode");
+        assert_eq!(config.shadow_addr.as_deref(), Some("127.0.0.1:7100"));
+        assert_eq!(config.watch_queue_events, 10_000);
+        assert_eq!(config.watch_history_events, 100_000);
+        let bad = error_for(&[("HYPERION_SHADOW_ADDR", "shadow-without-port")]);
+        assert_eq!(bad.variable, "HYPERION_SHADOW_ADDR");
+        let remote = error_for(&[("HYPERION_SHADOW_ADDR", "10.1.2.3:7000")]);
+        assert_eq!(remote.variable, "HYPERION_SHADOW_CA_FILE");
+        assert!(remote.to_string().contains("needs TLS"), "{remote}");
+        let queue = error_for(&[("HYPERION_WATCH_QUEUE_EVENTS", "0")]);
+        assert_eq!(queue.variable, "HYPERION_WATCH_QUEUE_EVENTS");
+        let history = Config::from_env(&env(&[("HYPERION_WATCH_HISTORY_EVENTS", "0")])).unwrap();
+        assert_eq!(
+            history.watch_history_events, 0,
+            "no history: every resume resyncs"
+        );
+    }
+
+    #[test]
     fn empty_environment_is_the_embedded_development_node() {
         let config = Config::development();
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:7000");

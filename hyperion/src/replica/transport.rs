@@ -228,6 +228,8 @@ pub struct RaftApi {
     replica: Replica,
     cluster: String,
     authority: Arc<Authority>,
+    /// Shadow traffic, reported by `Status`.
+    mirror: Option<Arc<dyn crate::mirror::Mirror>>,
 }
 
 impl RaftApi {
@@ -237,7 +239,14 @@ impl RaftApi {
             replica,
             cluster,
             authority,
+            mirror: None,
         }
+    }
+
+    /// Reports the node's shadow traffic in `Status`.
+    pub fn with_mirror(mut self, mirror: Arc<dyn crate::mirror::Mirror>) -> RaftApi {
+        self.mirror = Some(mirror);
+        self
     }
 
     fn check_cluster(&self, cluster: &str) -> Result<(), Status> {
@@ -271,7 +280,27 @@ impl RaftApi {
                 failed_attempts: metrics.attempt_failures,
             }
         });
+        let watch = self.replica.watch().stats();
+        let shadow = self.mirror.as_ref().map(|mirror| {
+            let stats = mirror.stats();
+            pb::ShadowStatus {
+                percent: u32::from(stats.percent),
+                mirrored: stats.mirrored,
+                dropped: stats.dropped,
+                errors: stats.errors,
+                compared: stats.compared,
+                mismatches: stats.mismatches,
+            }
+        });
         pb::StatusResponse {
+            watch: Some(pb::WatchStatus {
+                streams: watch.streams as u64,
+                tracked_keys: watch.tracked_keys as u64,
+                delivered: watch.delivered,
+                resyncs: watch.resyncs,
+                too_slow: watch.too_slow,
+            }),
+            shadow,
             node_id: self.replica.topology().id,
             term: status.term,
             commit_index: status.commit_index,

@@ -253,6 +253,23 @@ fn status_line(status: &hyperion::raft_proto::StatusResponse) -> String {
             db.failed_attempts
         ));
     }
+    if let Some(watch) = &status.watch {
+        line.push_str(&format!(
+            " watch: streams={} tracked_keys={} resyncs={} too_slow={}",
+            watch.streams, watch.tracked_keys, watch.resyncs, watch.too_slow
+        ));
+    }
+    if let Some(shadow) = &status.shadow {
+        line.push_str(&format!(
+            " shadow: percent={} mirrored={} dropped={} errors={} compared={} mismatches={}",
+            shadow.percent,
+            shadow.mirrored,
+            shadow.dropped,
+            shadow.errors,
+            shadow.compared,
+            shadow.mismatches
+        ));
+    }
     line
 }
 
@@ -665,6 +682,21 @@ fn status_json(addr: &str, status: &hyperion::raft_proto::StatusResponse) -> ser
         "capacity_bytes": status.capacity_bytes,
         "invalid_peer_messages": status.invalid_peer_messages,
         "database": database,
+        "watch": status.watch.as_ref().map(|w| json!({
+            "streams": w.streams,
+            "tracked_keys": w.tracked_keys,
+            "delivered": w.delivered,
+            "resyncs": w.resyncs,
+            "too_slow": w.too_slow,
+        })),
+        "shadow": status.shadow.as_ref().map(|s| json!({
+            "percent": s.percent,
+            "mirrored": s.mirrored,
+            "dropped": s.dropped,
+            "errors": s.errors,
+            "compared": s.compared,
+            "mismatches": s.mismatches,
+        })),
     })
 }
 
