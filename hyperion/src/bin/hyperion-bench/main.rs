@@ -21,6 +21,10 @@
 //!   (`--warmup-s`) runs the workload unmeasured. A progress bar goes to stderr when it is a
 //!   terminal; the table, then one JSON object, go to stdout (`--json-only` prints the JSON alone).
 //!
+//! - `--near-cache-entries N` gives each connection's client a near cache of N entries (kept
+//!   coherent by a Watch stream; `--near-cache-bound-ms`): Gets it answers count as `near hits`,
+//!   the share of Gets it answered is reported as `near_cache_hit_rate`.
+//!
 //! Every loop is bounded in time (`--duration-s` ≤ 1 hour) and in count (`--ops-max`).
 
 mod stats;
@@ -31,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use hyperion::client::{Client, ClientSecurity};
+use hyperion::client::{CachingClient, Client, ClientSecurity, NearCacheConfig, Source};
 use hyperion::proto::CacheStatus;
 use hyperion::resilience::RetryPolicy;
 use hyperion::runtime;
@@ -115,6 +119,12 @@ struct Args {
     /// A file holding a bearer token (JWT) for a node that requires one.
     #[arg(long)]
     token_file: Option<std::path::PathBuf>,
+    /// Near cache entries per client connection (0: no near cache).
+    #[arg(long, default_value_t = 0)]
+    near_cache_entries: usize,
+    /// The near cache's staleness bound, ms.
+    #[arg(long, default_value_t = 500)]
+    near_cache_bound_ms: u64,
 }
 
 impl Args {
@@ -155,6 +165,13 @@ impl Args {
             hyperion::limits::BATCH_KEYS_MAX as u64,
         )?;
         within("ops-max", self.ops_max, 1, u64::MAX)?;
+        within(
+            "near-cache-entries",
+            self.near_cache_entries as u64,
+            0,
+            KEYS_MAX,
+        )?;
+        within("near-cache-bound-ms", self.near_cache_bound_ms, 50, 60_000)?;
         if let Some(rate) = self.rate {
             within("rate", rate, 1, 10_000_000)?;
         }
@@ -186,13 +203,15 @@ impl Args {
             "duration_s": self.duration_s,
             "warmup_s": self.warmup_s,
             "seed": self.seed,
+            "near_cache_entries": self.near_cache_entries,
+            "near_cache_bound_ms": self.near_cache_bound_ms,
         })
     }
 }
 
 /// What the workers share.
 struct Run {
-    clients: Vec<Client>,
+    clients: Vec<BenchClient>,
     value: Vec<u8>,
     /// Open loop: the next due slot, and the time between slots.
     next_slot: AtomicU64,
@@ -224,32 +243,64 @@ fn client(args: &Args) -> Result<Client, String> {
         .with_breaker(None))
 }
 
+/// A connection's client: plain, or with a near cache.
+enum BenchClient {
+    Plain(Client),
+    Near(CachingClient),
+}
+
+impl BenchClient {
+    fn plain(&self) -> &Client {
+        match self {
+            BenchClient::Plain(client) => client,
+            BenchClient::Near(near) => near.client(),
+        }
+    }
+}
+
 /// Sends one operation; records it when measuring.
-async fn send(run: &Run, client: &Client, op: Op, intended: runtime::Instant, stats: &mut Stats) {
+async fn send(
+    run: &Run,
+    client: &BenchClient,
+    op: Op,
+    intended: runtime::Instant,
+    stats: &mut Stats,
+) {
+    let mut near_hit = false;
     let (class, outcome) = match op {
-        Op::Get { id, absent } => match client.get(&workload::key(id, absent), false).await {
-            Ok(answer) if answer.status == CacheStatus::Hit as i32 => (Class::GetHit, Ok(0)),
-            Ok(_) => (Class::GetMiss, Ok(0)),
-            Err(status) => (Class::GetHit, Err(status)),
-        },
-        Op::Set { id } => (
-            Class::Set,
-            client
-                .set(&workload::key(id, false), &run.value, 0, 0)
-                .await
-                .map(|_| 0),
-        ),
+        Op::Get { id, absent } => {
+            let key = workload::key(id, absent);
+            let answer = match client {
+                BenchClient::Plain(client) => client.get(&key, false).await,
+                BenchClient::Near(near) => near.get(&key).await.map(|(answer, source)| {
+                    near_hit = source == Source::Near;
+                    answer
+                }),
+            };
+            match answer {
+                Ok(answer) if answer.status == CacheStatus::Hit as i32 => (Class::GetHit, Ok(0)),
+                Ok(_) => (Class::GetMiss, Ok(0)),
+                Err(status) => (Class::GetHit, Err(status)),
+            }
+        }
+        Op::Set { id } => {
+            let key = workload::key(id, false);
+            let written = match client {
+                BenchClient::Plain(client) => client.set(&key, &run.value, 0, 0).await,
+                BenchClient::Near(near) => near.set(&key, &run.value, 0, 0).await,
+            };
+            (Class::Set, written.map(|_| 0))
+        }
         Op::BatchGet { ids } => {
             let keys: Vec<Vec<u8>> = ids.iter().map(|id| workload::key(*id, false)).collect();
-            (
-                Class::BatchGet,
-                client.batch_get(&keys, false).await.map(|r| r.len() as u64),
-            )
+            let answered = client.plain().batch_get(&keys, false).await;
+            (Class::BatchGet, answered.map(|r| r.len() as u64))
         }
     };
     if !run.measuring.load(Ordering::Relaxed) {
         return;
     }
+    stats.near_hits += u64::from(near_hit);
     run.measured_ops.fetch_add(1, Ordering::Relaxed);
     match outcome {
         Ok(keys) => {
@@ -371,14 +422,34 @@ async fn main() -> std::process::ExitCode {
 
 async fn bench(args: &Args) -> Result<(), String> {
     args.check()?;
-    let clients = (0..args.connections)
+    let plain = (0..args.connections)
         .map(|_| client(args))
         .collect::<Result<Vec<_>, _>>()?;
     let value: Vec<u8> = (0..args.value_bytes).map(|i| (i % 251) as u8).collect();
-    wait_ready(&clients[0]).await?;
+    wait_ready(&plain[0]).await?;
     if args.mix.reads() && !args.no_preload {
-        preload(args, &clients[0], &value).await?;
+        preload(args, &plain[0], &value).await?;
     }
+    let clients = plain
+        .into_iter()
+        .map(|client| match args.near_cache_entries {
+            0 => Ok(BenchClient::Plain(client)),
+            entries => {
+                let bound = Duration::from_millis(args.near_cache_bound_ms);
+                let config = NearCacheConfig {
+                    max_entries: entries,
+                    max_bytes: entries.saturating_mul(args.value_bytes + 256),
+                    staleness_bound: bound,
+                    sync_interval: bound / 5,
+                    ..NearCacheConfig::default()
+                };
+                client
+                    .with_near_cache(config)
+                    .map(BenchClient::Near)
+                    .map_err(|e| format!("--near-cache-entries: {e}"))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let zipfian = (args.distribution == Distribution::Zipfian)
         .then(|| Zipfian::new(args.keys, args.zipf_theta));
     let run = Arc::new(Run {

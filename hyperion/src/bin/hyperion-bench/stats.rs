@@ -47,6 +47,8 @@ pub struct Stats {
     histograms: BTreeMap<Class, Histogram<u64>>,
     /// Keys answered by BatchGets.
     pub batch_keys: u64,
+    /// Gets a near cache answered (`--near-cache-entries`).
+    pub near_hits: u64,
     /// Failed requests by gRPC code (`RESOURCE_EXHAUSTED` included).
     pub errors: BTreeMap<String, u64>,
 }
@@ -64,6 +66,7 @@ impl Default for Stats {
         Stats {
             histograms,
             batch_keys: 0,
+            near_hits: 0,
             errors: BTreeMap::new(),
         }
     }
@@ -89,6 +92,7 @@ impl Stats {
             }
         }
         self.batch_keys += other.batch_keys;
+        self.near_hits += other.near_hits;
         for (code, count) in &other.errors {
             *self.errors.entry(code.clone()).or_default() += count;
         }
@@ -96,6 +100,20 @@ impl Stats {
 
     pub fn ops(&self) -> u64 {
         self.histograms.values().map(Histogram::len).sum()
+    }
+
+    /// Gets measured (hits and misses).
+    pub fn gets(&self) -> u64 {
+        [Class::GetHit, Class::GetMiss]
+            .iter()
+            .filter_map(|class| self.histograms.get(class))
+            .map(Histogram::len)
+            .sum()
+    }
+
+    /// The share of Gets a near cache answered.
+    pub fn near_hit_rate(&self) -> f64 {
+        self.near_hits as f64 / self.gets().max(1) as f64
     }
 
     pub fn resource_exhausted(&self) -> u64 {
@@ -126,6 +144,14 @@ impl Stats {
                 "batch_get keys: {} ({:.0} keys/s)\n",
                 self.batch_keys,
                 self.batch_keys as f64 / seconds
+            ));
+        }
+        if self.near_hits > 0 {
+            out.push_str(&format!(
+                "near cache: {} of {} Gets answered ({:.1} %)\n",
+                self.near_hits,
+                self.gets(),
+                self.near_hit_rate() * 100.0
             ));
         }
         let errors: u64 = self.errors.values().sum();
@@ -167,6 +193,8 @@ impl Stats {
             "ops": self.ops(),
             "ops_per_sec": self.ops() as f64 / seconds,
             "batch_get_keys_per_sec": self.batch_keys as f64 / seconds,
+            "near_cache_hits": self.near_hits,
+            "near_cache_hit_rate": self.near_hit_rate(),
             "classes": classes,
             "errors": self.errors,
             "resource_exhausted": self.resource_exhausted(),
