@@ -104,6 +104,37 @@ def main(binary):
                                             timeout=2), grpc.StatusCode.FAILED_PRECONDITION, "current version")
         current = dict(cas.trailing_metadata()).get("x-hyperion-current-version")
         assert current and int(current) > 1, cas.trailing_metadata()
+        # Watch: a bidirectional stream; a read naming it is tracked, a change is reported, a
+        # sync is answered.
+        import queue
+        outgoing = queue.Queue()
+        outgoing.put(pb.WatchRequest(open=pb.WatchOpen(prefixes=[b"py:"])))
+
+        def requests():
+            while True:
+                request = outgoing.get()
+                if request is None:
+                    return
+                yield request
+
+        events = stub.Watch(requests(), timeout=10)
+        ready = next(events)
+        assert ready.kind == pb.EVENT_READY and ready.tracking_id != 0, ready
+        stub.Set(pb.SetRequest(key=b"tracked", value=b"1"), timeout=2)
+        read = stub.Get(pb.GetRequest(key=b"tracked", tracking_id=ready.tracking_id), timeout=2)
+        assert read.tracked, read
+        changed = stub.Set(pb.SetRequest(key=b"tracked", value=b"2"), timeout=2)
+        event = next(events)
+        assert (event.kind, event.key, event.version, event.reason) == (
+            pb.EVENT_CHANGED, b"tracked", changed.version, pb.REASON_SET), event
+        stub.Set(pb.SetRequest(key=b"py:1", value=b"b"), timeout=2)
+        event = next(events)
+        assert (event.kind, event.key) == (pb.EVENT_CHANGED, b"py:1"), event
+        outgoing.put(pb.WatchRequest(sync=pb.SyncRequest(sync_id=42)))
+        event = next(events)
+        assert (event.kind, event.sync_id) == (pb.EVENT_PROGRESS, 42), event
+        outgoing.put(None)
+        events.cancel()
         print("every RPC and error status checked with a Python client")
 
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -114,7 +145,7 @@ def main(binary):
         cache_service = descriptor_pool.DescriptorPool(reflection).FindServiceByName(
             "hyperion.v1.CacheService")
         methods = sorted(method.name for method in cache_service.methods)
-        assert methods == ["BatchGet", "Delete", "Get", "Set"], methods
+        assert methods == ["BatchGet", "Delete", "Get", "Set", "Watch"], methods
         print(f"reflection lists {sorted(services)}")
 
         health = health_pb2_grpc.HealthStub(channel)
