@@ -204,15 +204,21 @@ fn throttled_status(throttled: Throttled) -> Status {
 
 /// Checks one key; `field` names it in the error (`key`, `keys[3]`).
 fn validate_key(field: &str, key: &[u8]) -> Result<(), Status> {
-    if key.is_empty() {
+    validate_bytes(field, key, false)
+}
+
+/// Checks a key or key prefix (which may be empty where `allow_empty`): at most
+/// [`KEY_BYTES_MAX`] bytes; `field` names it in the error.
+fn validate_bytes(field: &str, bytes: &[u8], allow_empty: bool) -> Result<(), Status> {
+    if bytes.is_empty() && !allow_empty {
         return Err(Status::invalid_argument(format!(
             "{field}: must not be empty"
         )));
     }
-    if key.len() > KEY_BYTES_MAX {
+    if bytes.len() > KEY_BYTES_MAX {
         return Err(Status::invalid_argument(format!(
             "{field}: {} bytes exceeds the limit of {KEY_BYTES_MAX} bytes",
-            key.len()
+            bytes.len()
         )));
     }
     Ok(())

@@ -249,6 +249,16 @@ pub fn resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// A bounded channel's receiving end as a `Stream` (tokio-stream's wrapper is for real tokio's
+/// channel; this one works in both builds): the items in order, until every sender is gone.
+pub fn receiver_stream<T: Send + 'static>(
+    receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+}
+
 /// A seeded RNG for one component. Every random choice in Hyperion comes from one of these.
 pub fn seeded_rng() -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(entropy_seed())

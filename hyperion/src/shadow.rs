@@ -197,9 +197,7 @@ impl Mirror for Shadow {
 
 /// Sends the queued requests, [`IN_FLIGHT_MAX`] at a time, until the node drops its mirror.
 async fn send_all(requests: mpsc::Receiver<Mirrored>, client: Client, counters: Arc<Counters>) {
-    let requests = futures::stream::unfold(requests, |mut requests| async move {
-        requests.recv().await.map(|request| (request, requests))
-    });
+    let requests = crate::runtime::receiver_stream(requests);
     requests
         .for_each_concurrent(IN_FLIGHT_MAX, |request| {
             let client = &client;

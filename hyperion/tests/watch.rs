@@ -44,9 +44,7 @@ async fn watch(
 ) -> Result<Stream, tonic::Status> {
     let (requests, receiver) = mpsc::channel(64);
     requests.send(first).await.unwrap();
-    let outgoing = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|request| (request, receiver))
-    });
+    let outgoing = hyperion::runtime::receiver_stream(receiver);
     let events = stub.watch(outgoing).await?.into_inner();
     Ok(Stream { requests, events })
 }

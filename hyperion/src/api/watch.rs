@@ -24,7 +24,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Authority, Caller, Operation};
-use crate::limits::{BATCH_KEYS_MAX, KEY_BYTES_MAX};
+use crate::limits::BATCH_KEYS_MAX;
 use crate::proto::watch_request::Command;
 use crate::proto::{ChangeReason, WatchEvent, WatchEventKind, WatchOpen, WatchRequest};
 use crate::replica::Replica;
@@ -45,21 +45,6 @@ pub fn owner_of(caller: &Caller) -> String {
     format!("{caller:?}")
 }
 
-fn check_bytes(field: &str, bytes: &[u8], allow_empty: bool) -> Result<(), Status> {
-    if bytes.is_empty() && !allow_empty {
-        return Err(Status::invalid_argument(format!(
-            "{field}: must not be empty"
-        )));
-    }
-    if bytes.len() > KEY_BYTES_MAX {
-        return Err(Status::invalid_argument(format!(
-            "{field}: {} bytes exceeds the limit of {KEY_BYTES_MAX} bytes",
-            bytes.len()
-        )));
-    }
-    Ok(())
-}
-
 /// Checks prefixes (`field[i]` names a bad one) and that `caller` may read under each.
 fn check_prefixes(
     authority: &Authority,
@@ -68,7 +53,7 @@ fn check_prefixes(
     prefixes: &[Vec<u8>],
 ) -> Result<(), Status> {
     for (index, prefix) in prefixes.iter().enumerate() {
-        check_bytes(&format!("{field}[{index}]"), prefix, true)?;
+        super::validate_bytes(&format!("{field}[{index}]"), prefix, true)?;
     }
     let refs: Vec<&[u8]> = prefixes.iter().map(Vec::as_slice).collect();
     authority.permit(caller, Operation::Read, &refs)
@@ -86,7 +71,7 @@ fn check_keys<'a>(
         )));
     }
     for (index, key) in keys.enumerate() {
-        check_bytes(&format!("{field}[{index}].key"), key, false)?;
+        super::validate_bytes(&format!("{field}[{index}].key"), key, false)?;
     }
     Ok(())
 }

@@ -194,6 +194,25 @@ fn entry_bytes(key: &[u8], value: &[u8]) -> usize {
 }
 
 impl State {
+    fn new(config: NearCacheConfig) -> State {
+        State {
+            config,
+            entries: HashMap::new(),
+            recency: BTreeMap::new(),
+            next_tick: 0,
+            bytes: 0,
+            flights: HashMap::new(),
+            epoch: 0,
+            tracking_id: 0,
+            outbox: None,
+            pending_syncs: VecDeque::new(),
+            next_sync_id: 1,
+            confirmed: None,
+            last_index: None,
+            stats: NearCacheStats::default(),
+        }
+    }
+
     fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
         self.recency.remove(&entry.tick);
@@ -331,22 +350,7 @@ impl Client {
         config: NearCacheConfig,
     ) -> Result<CachingClient, NearCacheConfigError> {
         config.validate()?;
-        let state = Arc::new(Mutex::new(State {
-            config,
-            entries: HashMap::new(),
-            recency: BTreeMap::new(),
-            next_tick: 0,
-            bytes: 0,
-            flights: HashMap::new(),
-            epoch: 0,
-            tracking_id: 0,
-            outbox: None,
-            pending_syncs: VecDeque::new(),
-            next_sync_id: 1,
-            confirmed: None,
-            last_index: None,
-            stats: NearCacheStats::default(),
-        }));
+        let state = Arc::new(Mutex::new(State::new(config)));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         runtime::spawn(maintain_stream(self.clone(), Arc::clone(&state), stopped));
         Ok(CachingClient {
@@ -604,9 +608,7 @@ async fn serve_stream(client: &Client, state: &Arc<Mutex<State>>) -> bool {
     if outbox.try_send(open).is_err() {
         return false;
     }
-    let requests = futures::stream::unfold(requests, |mut requests| async move {
-        requests.recv().await.map(|request| (request, requests))
-    });
+    let requests = crate::runtime::receiver_stream(requests);
     let Ok(mut events) = client.open_watch(requests).await else {
         return false;
     };

@@ -1,22 +1,7 @@
 use super::*;
 
 fn state(config: NearCacheConfig) -> State {
-    State {
-        config,
-        entries: HashMap::new(),
-        recency: BTreeMap::new(),
-        next_tick: 0,
-        bytes: 0,
-        flights: HashMap::new(),
-        epoch: 0,
-        tracking_id: 0,
-        outbox: None,
-        pending_syncs: VecDeque::new(),
-        next_sync_id: 1,
-        confirmed: None,
-        last_index: None,
-        stats: NearCacheStats::default(),
-    }
+    State::new(config)
 }
 
 fn insert(state: &mut State, key: &str, value: &str, version: u64, filled_at: Instant) {
