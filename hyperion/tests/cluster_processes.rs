@@ -37,6 +37,11 @@ fn free_port() -> u16 {
 }
 
 fn start_cluster() -> Cluster {
+    start_cluster_with(&[])
+}
+
+/// [`start_cluster`] with more environment variables for every node.
+fn start_cluster_with(extra: &[(&str, &str)]) -> Cluster {
     let dir = std::env::temp_dir().join(format!("hyperion-processes-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let addrs: Vec<String> = (0..3)
@@ -63,6 +68,7 @@ fn start_cluster() -> Cluster {
                 // Faster elections than production (500 ms) keep the test short.
                 .env("HYPERION_RAFT_HEARTBEAT_MS", "50")
                 .env("LOG_LEVEL", "warn")
+                .envs(extra.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -318,4 +324,109 @@ async fn near_caches_stay_coherent_across_a_leader_kill() {
         stats.iter().all(|s| s.streams_opened >= 1 && s.hits > 0),
         "{stats:?}"
     );
+}
+
+async fn next_event(
+    events: &mut tonic::Streaming<hyperion::proto::WatchEvent>,
+) -> hyperion::proto::WatchEvent {
+    tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await
+        .expect("an event within 5 s")
+        .expect("the stream is open")
+        .expect("not ended")
+}
+
+/// A Watch stream on one node of a real cluster, dropped, then resumed on another node: the
+/// broadcast changes it missed are replayed there; resumed from further back than that node's
+/// history (two changes here), it is told to resync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_stream_resumes_on_another_node_or_resyncs() {
+    use hyperion::proto::cache_service_client::CacheServiceClient;
+    use hyperion::proto::watch_request::Command;
+    use hyperion::proto::{WatchEventKind, WatchOpen, WatchRequest};
+    let cluster = start_cluster_with(&[("HYPERION_WATCH_HISTORY_EVENTS", "2")]);
+    let (leader, _) = wait_for_leader(&cluster, Duration::from_secs(20))
+        .await
+        .expect("a leader within 20 s of start");
+    let other = (leader + 1) % cluster.addrs.len();
+    let writer = Client::cluster(&cluster.addrs).unwrap();
+    let open = |resume_after: Option<u64>| {
+        let (requests, receiver) = tokio::sync::mpsc::channel(4);
+        requests
+            .try_send(WatchRequest {
+                command: Some(Command::Open(WatchOpen {
+                    prefixes: vec![b"r:".to_vec()],
+                    resume: resume_after.is_some(),
+                    resume_after_index: resume_after.unwrap_or(0),
+                })),
+            })
+            .unwrap();
+        (requests, hyperion::runtime::receiver_stream(receiver))
+    };
+    let connect = |i: usize| {
+        let addr = format!("http://{}", cluster.addrs[i]);
+        async move { CacheServiceClient::connect(addr).await.expect("connects") }
+    };
+    // On the leader: see one change, remember its index.
+    let (_keep, outgoing) = open(None);
+    let mut events = connect(leader)
+        .await
+        .watch(outgoing)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        next_event(&mut events).await.kind,
+        WatchEventKind::EventReady as i32
+    );
+    writer.set(b"r:1", b"a", 0, 0).await.unwrap();
+    let seen = next_event(&mut events).await;
+    drop(events);
+    // Missed while away: one change. Resumed on a follower, it is replayed there.
+    let missed = writer.set(b"r:2", b"b", 0, 0).await.unwrap();
+    writer.set(b"other", b"-", 0, 0).await.unwrap();
+    let (_keep, outgoing) = open(Some(seen.index));
+    let mut resumed = connect(other)
+        .await
+        .watch(outgoing)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        next_event(&mut resumed).await.kind,
+        WatchEventKind::EventReady as i32
+    );
+    let replayed = loop {
+        let event = next_event(&mut resumed).await;
+        if event.kind == WatchEventKind::EventChanged as i32 {
+            break event;
+        }
+        assert_eq!(
+            event.kind,
+            WatchEventKind::EventProgress as i32,
+            "{event:?}"
+        );
+    };
+    assert_eq!(
+        (replayed.key.as_slice(), replayed.version),
+        (b"r:2".as_slice(), missed.version)
+    );
+    drop(resumed);
+    // Further back than the follower's history of two changes: RESYNC.
+    for i in 0..4u8 {
+        writer.set(b"other", &[i], 0, 0).await.unwrap();
+    }
+    let (_keep, outgoing) = open(Some(seen.index));
+    let mut stale = connect(other)
+        .await
+        .watch(outgoing)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        next_event(&mut stale).await.kind,
+        WatchEventKind::EventReady as i32
+    );
+    let event = next_event(&mut stale).await;
+    assert_eq!(event.kind, WatchEventKind::EventResync as i32, "{event:?}");
 }

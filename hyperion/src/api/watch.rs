@@ -162,6 +162,12 @@ pub async fn open(
         }));
     }
     check_prefixes(&authority, &caller, "open.prefixes", &prefixes)?;
+    if resume && resume_after_index > replica.watch().applied_index() {
+        // The client saw that index applied elsewhere, so it is committed: catch up to the
+        // cluster's commit index first (bounded) rather than resync a client that is merely
+        // ahead of this node. Still behind afterwards: the hub answers RESYNC.
+        let _ = runtime::timeout(SYNC_TIMEOUT, replica.applied_read_index()).await;
+    }
     let subscription = replica
         .watch()
         .subscribe_as(
