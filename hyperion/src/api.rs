@@ -297,6 +297,7 @@ fn replica_error_status(error: ReplicaError) -> Status {
             | ReplicaError::Stopped
             | ReplicaError::RecordBehind(_)
             | ReplicaError::InvalidCommand(_)
+            | ReplicaError::OutOfSpace
     );
     let mut status = replica_error_status_inner(error);
     if not_applied {
@@ -341,6 +342,10 @@ fn replica_error_status_inner(error: ReplicaError) -> Status {
         ReplicaError::Stopped => Status::unavailable("this node is shutting down"),
         ReplicaError::RecordBehind(reason) => Status::unavailable(reason),
         ReplicaError::InvalidCommand(reason) => Status::invalid_argument(reason),
+        ReplicaError::OutOfSpace => Status::resource_exhausted(
+            "this node's HYPERION_DATA_DIR is out of space: writes are refused (not applied) until \
+             space is freed; reads are served",
+        ),
         ReplicaError::Store(error) => store_error_status(error),
     }
 }

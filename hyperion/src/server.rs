@@ -235,6 +235,7 @@ pub fn replica_config(config: &Config) -> ReplicaConfig {
         backlog_bytes_max: config.database.backlog_mb * 1024 * 1024,
         tls: None,
         timers: Default::default(),
+        disk_reserve_bytes: usize::try_from(config.disk_reserve_mb << 20).unwrap_or(usize::MAX),
     }
 }
 

@@ -191,6 +191,14 @@ pub const KINDS: &[FaultKind] = &[
         apply: disk_eio,
     },
     FaultKind {
+        name: "disk_full",
+        needs: &[Field::Node],
+        allows: &[],
+        needs_one_of: &[],
+        undone_by: Some("space freed on the disk"),
+        apply: disk_full,
+    },
+    FaultKind {
         name: "bit_rot",
         needs: &[Field::Node],
         allows: &[],
@@ -465,7 +473,7 @@ pub fn coverage_condition(kind: &str) -> Option<&'static str> {
         "clock" => Some("clock_skew"),
         "pause" | "pause_in_turn" => Some("pause"),
         "kill" | "power_loss" => Some("crash"),
-        "disk_eio" | "bit_rot" => Some("disk_fault"),
+        "disk_eio" | "bit_rot" | "disk_full" => Some("disk_fault"),
         "overload" => Some("overload"),
         "net" => Some("network"),
         _ => None,
@@ -699,6 +707,28 @@ fn disk_eio(f: &Firing<'_>) -> Applied {
             move || {
                 for n in nodes {
                     cluster.servers[n].disk.fail_syncs(false);
+                }
+            },
+        ),
+    }
+}
+
+/// The targets' disks are full: not one more byte fits (ENOSPC) until undone. The node must
+/// give back its reserve, refuse client writes, and go on.
+fn disk_full(f: &Firing<'_>) -> Applied {
+    let nodes = f.targets.nodes.clone();
+    for &n in &nodes {
+        let disk = &f.cluster.servers[n].disk;
+        disk.set_capacity(Some(disk.used_bytes()));
+    }
+    let cluster = Arc::clone(f.cluster);
+    Applied {
+        text: format!("disk of {} is full (ENOSPC){}", f.who(), f.for_ms),
+        undo: undo(
+            format!("disk of {} has space again", names(&nodes)),
+            move || {
+                for n in nodes {
+                    cluster.servers[n].disk.set_capacity(None);
                 }
             },
         ),

@@ -218,6 +218,26 @@ pub fn render(file: &ScenarioFile, executed: &Executed, reproduce: &str) -> Stri
             _ => {}
         }
     }
+    // Clock offsets: a thin strip under each node's row, from each recorded offset to the next.
+    let mut clocks: BTreeMap<usize, (u64, i64)> = BTreeMap::new();
+    let strip = |svg: &mut String, node: usize, (from, to): (u64, u64), offset_ms: i64| {
+        if offset_ms != 0 && to > from {
+            let title = format!("node{node} clock {offset_ms:+} ms");
+            let class = if offset_ms > 0 { "ahead" } else { "behind" };
+            let y = node_row(node) + ROW - 5.0;
+            bar(svg, &scale, (y, 3.0), (from, to), class, &title);
+        }
+    };
+    for line in &report.trace {
+        if let Event::Clock { node, offset_ms } = &line.event {
+            if let Some((from, previous)) = clocks.insert(*node, (line.at_ms, *offset_ms)) {
+                strip(&mut rows, *node, (from, line.at_ms), previous);
+            }
+        }
+    }
+    for (node, (from, offset_ms)) in clocks {
+        strip(&mut rows, node, (from, end_ms), offset_ms);
+    }
     // Still leading, or still down, when the run ended.
     for (node, (from, term)) in leading {
         led(&mut rows, &scale, node, (from, end_ms), term);
@@ -232,7 +252,7 @@ pub fn render(file: &ScenarioFile, executed: &Executed, reproduce: &str) -> Stri
     svg.push_str(&rows);
     let _ = write!(
         html,
-        "<h2>Timeline (simulated ms; leaders coloured by term, grey: down, orange: faults)</h2><svg width=\"{:.0}\" height=\"{:.0}\">{svg}{}</svg>",
+        "<h2>Timeline (simulated ms; leaders coloured by term, grey: down, orange: faults; a node's clock ahead: red strip, behind: blue, its offset in the tooltip)</h2><svg width=\"{:.0}\" height=\"{:.0}\">{svg}{}</svg>",
         LEFT + WIDTH + 10.0,
         y + 20.0,
         axis(&scale, y)
@@ -359,7 +379,7 @@ fn axis(scale: &Scale, y: f64) -> String {
 
 const STYLE: &str = "body{font:13px sans-serif;margin:16px}pre{background:#f4f4f4;padding:6px;white-space:pre-wrap}\
 .reproduce{font-weight:bold}.met{color:#060}.not-met{color:#a00}svg text{font:11px monospace}\
-.tick{stroke:#ddd}.fault{fill:#f90;opacity:.45}.down{fill:#999}\
+.tick{stroke:#ddd}.fault{fill:#f90;opacity:.45}.ahead{fill:#c00}.behind{fill:#06c}.down{fill:#999}\
 .term0{fill:#4c72b0}.term1{fill:#55a868}.term2{fill:#c44e52}.term3{fill:#8172b2}.term4{fill:#ccb974}.term5{fill:#64b5cd}\
 .op{opacity:.85}.get{fill:#5a5}.set{fill:#58c}.delete{fill:#a6c}.fail{fill:#bbb}.unknown{fill:#eee;stroke:#888}\
 .violation{fill:#e33;stroke:#900;stroke-width:2;opacity:1}.finding pre{border-left:3px solid #e33}";

@@ -214,9 +214,25 @@ async fn sample_timeline(
     let mut findings = Vec::new();
     let mut peak = 0;
     let mut next_memory_ms = 0;
+    // Each clock's reading against the trace's at the first sample (what it reads without
+    // faults), and the offset last recorded.
+    let clock_base: Vec<i64> = cluster
+        .servers
+        .iter()
+        .map(|server| server.clock.now_ms() as i64 - trace.now_ms() as i64)
+        .collect();
+    let mut clock_shown = vec![0i64; n];
     loop {
         let now_ms = trace.now_ms();
         for (i, server) in cluster.servers.iter().enumerate() {
+            let offset_ms = server.clock.now_ms() as i64 - now_ms as i64 - clock_base[i];
+            if (offset_ms - clock_shown[i]).abs() >= crate::trace::CLOCK_OFFSET_STEP_MS {
+                clock_shown[i] = offset_ms;
+                trace.record(Event::Clock {
+                    node: i + 1,
+                    offset_ms,
+                });
+            }
             let status = server.status();
             if status.is_some() != running[i] {
                 running[i] = status.is_some();

@@ -40,6 +40,9 @@ pub enum Event {
         retained_bytes: u64,
         entries: usize,
     },
+    /// `node`'s clock now reads `offset_ms` ahead of (negative: behind) where it would without
+    /// clock faults; recorded when it moved by at least [`CLOCK_OFFSET_STEP_MS`].
+    Clock { node: usize, offset_ms: i64 },
     /// Something notable (workload start and end, heal, ...).
     Note { text: String },
     /// One client operation of the recorded history.
@@ -47,6 +50,9 @@ pub enum Event {
     /// A checker's finding.
     Finding { checker: String, text: String },
 }
+
+/// How far a node's clock offset moves before the trace records it again.
+pub const CLOCK_OFFSET_STEP_MS: i64 = 10;
 
 /// One trace line.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -226,7 +232,11 @@ pub fn render_timeline(lines: &[TraceLine], with_memory: bool) -> String {
             Event::Fault { text } => format!("FAULT {text}"),
             Event::FaultEnd { text } => format!("UNDO  {text}"),
             Event::Note { text } => text.clone(),
-            Event::Memory { .. } | Event::Op { .. } | Event::Finding { .. } => continue,
+            // Clock offsets move continuously under drift: the HTML report draws them.
+            Event::Memory { .. }
+            | Event::Clock { .. }
+            | Event::Op { .. }
+            | Event::Finding { .. } => continue,
         };
         flush(&mut out, &mut memory);
         out.push_str(&format!("{:>8} ms  {text}\n", line.at_ms));

@@ -125,6 +125,21 @@ fn run_storage(
     fail: &Failure,
     seed: u64,
 ) -> Result<(), TestCaseError> {
+    run_storage_filling(ops, &[], policy, fail, seed, false)
+}
+
+/// [`run_storage`] where the disk is full (no byte more fits) before each persist whose entry in
+/// `full_before` is true: the persist must fail for lack of space, or need none; then space is
+/// freed and it is retried. With `retry_writes_only` off (the mutation test), a failure is
+/// "handled" by carrying on without the retry, as a node that ignored it would.
+fn run_storage_filling(
+    ops: &[Op],
+    full_before: &[bool],
+    policy: SyncPolicy,
+    fail: &Failure,
+    seed: u64,
+    skip_retry: bool,
+) -> Result<(), TestCaseError> {
     let disk = SimDisk::new(seed);
     let (mut storage, recovered) = Storage::open(disk.clone(), policy, 0).unwrap();
     prop_assert_eq!(recovered.entries.len(), 0);
@@ -225,7 +240,23 @@ fn run_storage(
         }
         number += 1;
         ready.number = number;
-        storage.persist(&ready, now).unwrap();
+        let step = history.len() - 1;
+        if full_before.get(step).copied().unwrap_or(false) {
+            disk.set_capacity(Some(disk.used_bytes()));
+            let refused = storage.persist(&ready, now);
+            disk.set_capacity(None);
+            match refused {
+                Ok(_) => {}
+                Err(error) => {
+                    prop_assert!(error.is_out_of_space(), "{error}");
+                    if !skip_retry {
+                        storage.persist(&ready, now).unwrap();
+                    }
+                }
+            }
+        } else {
+            storage.persist(&ready, now).unwrap();
+        }
         history.push(model.clone());
         if disk.durable_len("wal") == disk.written_len("wal") {
             synced_at = history.len() - 1;
@@ -309,6 +340,56 @@ proptest! {
         let policy = if everysec { SyncPolicy::EverySec } else { SyncPolicy::Always };
         run_storage(&ops, policy, &fail, seed)?;
     }
+
+    /// A write refused for lack of space leaves the WAL and the snapshot as they were, and the
+    /// same persist retried once space is freed gives the state it would have given at once.
+    #[test]
+    fn a_persist_refused_for_space_can_be_retried(
+        ops in proptest::collection::vec(op(), 0..40),
+        full_before in proptest::collection::vec(proptest::bool::weighted(0.3), 40),
+        everysec in any::<bool>(),
+        fail in failure(),
+        seed in any::<u64>(),
+    ) {
+        let policy = if everysec { SyncPolicy::EverySec } else { SyncPolicy::Always };
+        run_storage_filling(&ops, &full_before, policy, &fail, seed, false)?;
+    }
+}
+
+/// The property above can fail: a node that carries on after a write refused for space, without
+/// writing it again, loses what the write held (seeds of a few cases find it).
+#[test]
+fn ignoring_a_persist_refused_for_space_is_caught() {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 200,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        proptest::collection::vec(op(), 1..40),
+        proptest::collection::vec(proptest::bool::weighted(0.3), 40),
+        any::<u64>(),
+    );
+    let caught = runner.run(&strategy, |(ops, full_before, seed)| {
+        let outcome = std::panic::catch_unwind(|| {
+            run_storage_filling(
+                &ops,
+                &full_before,
+                SyncPolicy::Always,
+                &Failure::Crash,
+                seed,
+                true,
+            )
+        });
+        match outcome {
+            Ok(result) => result,
+            Err(_) => Err(TestCaseError::fail("panicked")),
+        }
+    });
+    assert!(
+        caught.is_err(),
+        "skipping the retry must lose a write in some case"
+    );
 }
 
 #[test]

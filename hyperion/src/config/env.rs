@@ -286,6 +286,9 @@ impl Config {
         let tracking_max_keys = vars
             .positive("HYPERION_TRACKING_MAX_KEYS", 1, TRACKING_MAX_KEYS_MAX)?
             .unwrap_or(DEFAULT_TRACKING_MAX_KEYS);
+        let disk_reserve_mb = vars
+            .positive("HYPERION_DISK_RESERVE_MB", 0, DISK_RESERVE_MB_MAX)?
+            .unwrap_or(DEFAULT_DISK_RESERVE_MB);
         let watch_queue_events = vars
             .positive("HYPERION_WATCH_QUEUE_EVENTS", 1, WATCH_QUEUE_EVENTS_MAX)?
             .unwrap_or(crate::watch::QUEUE_EVENTS_DEFAULT as u64);
@@ -322,6 +325,7 @@ impl Config {
             stagger_ttl,
             stale_grace_ms,
             tracking_max_keys,
+            disk_reserve_mb,
             watch_queue_events,
             watch_history_events,
             database,

@@ -44,6 +44,10 @@ pub const DEFAULT_STALE_GRACE_MS: u64 = 5_000;
 pub const STALE_GRACE_MS_MAX: u64 = 3_600_000;
 /// Default bound of the invalidation tracking table (`HYPERION_TRACKING_MAX_KEYS`), per node.
 pub const DEFAULT_TRACKING_MAX_KEYS: u64 = crate::watch::TRACKING_MAX_KEYS_DEFAULT as u64;
+/// Default space held back on the device for when it fills (`HYPERION_DISK_RESERVE_MB`).
+pub const DEFAULT_DISK_RESERVE_MB: u64 = 64;
+/// Largest accepted `HYPERION_DISK_RESERVE_MB`.
+pub const DISK_RESERVE_MB_MAX: u64 = 65_536;
 /// Largest accepted `HYPERION_WATCH_QUEUE_EVENTS`.
 pub const WATCH_QUEUE_EVENTS_MAX: u64 = 1_000_000;
 /// Largest accepted `HYPERION_WATCH_HISTORY_EVENTS` (0 keeps no history: every resume resyncs).
@@ -314,6 +318,9 @@ pub struct Config {
     /// Most keys the invalidation tracking table holds on this node
     /// (`HYPERION_TRACKING_MAX_KEYS`); past it, the largest tracker resyncs.
     pub tracking_max_keys: u64,
+    /// Space the node holds back on its device and gives back when the device fills, to go on
+    /// (refusing client writes) instead of failing (`HYPERION_DISK_RESERVE_MB`; 0: none).
+    pub disk_reserve_mb: u64,
     /// Most events one Watch subscriber's queue holds (`HYPERION_WATCH_QUEUE_EVENTS`); past
     /// it the subscriber is sent a resync, and closed if it overflows again before reading it.
     pub watch_queue_events: u64,
@@ -477,6 +484,12 @@ impl Config {
             self.tracking_max_keys,
             1,
             TRACKING_MAX_KEYS_MAX,
+        )?;
+        within(
+            "HYPERION_DISK_RESERVE_MB",
+            self.disk_reserve_mb,
+            0,
+            DISK_RESERVE_MB_MAX,
         )?;
         within(
             "HYPERION_WATCH_QUEUE_EVENTS",

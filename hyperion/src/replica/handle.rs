@@ -51,6 +51,8 @@ pub struct Shared {
     pub(super) snapshots: std::sync::atomic::AtomicU64,
     /// Invalidation events from the applied log (client-side caching).
     pub(super) watch: Arc<crate::watch::WatchHub>,
+    /// The device is out of space: client writes are refused (see `node_loop/space.rs`).
+    pub(super) out_of_space: std::sync::atomic::AtomicBool,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -218,6 +220,10 @@ impl Replica {
                 leader: self.shared.leader(),
             });
         }
+        if self.is_out_of_space() && request.is_client_write() {
+            crate::reachable!("disk_full_write_refused");
+            return Err(ReplicaError::OutOfSpace);
+        }
         let (reply, answer) = oneshot::channel();
         let trace = crate::telemetry::WriteTrace::begin();
         self.send(Input::Write {
@@ -259,6 +265,13 @@ impl Replica {
     /// entries included), without touching recency; `None` when absent.
     pub fn current_version(&self, key: &[u8]) -> Option<u64> {
         self.shared.machine().store.version_of(key)
+    }
+
+    /// Whether this node's device is out of space (client writes are refused until it has room).
+    pub fn is_out_of_space(&self) -> bool {
+        self.shared
+            .out_of_space
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether this node serves client caching (`enable_client_caching`: TTL hints, Watch).

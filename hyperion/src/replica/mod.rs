@@ -103,6 +103,27 @@ pub fn start(
         &config.raft.mutations,
     )?;
     crate::sometimes!("wal_torn_tail", storage.torn_tail_bytes() > 0);
+    // The reserve: a device already too full for it starts the node out of space (refusing
+    // client writes) rather than not at all.
+    let space = match storage.reserve(config.disk_reserve_bytes) {
+        Ok(()) => node_loop::Space {
+            reserve_held: config.disk_reserve_bytes > 0,
+            ..node_loop::Space::default()
+        },
+        Err(error) if error.is_out_of_space() => {
+            tracing::error!(
+                %error,
+                "HYPERION_DATA_DIR has no room for the {} MiB reserve: client writes are refused \
+                 until space is freed",
+                config.disk_reserve_bytes >> 20
+            );
+            node_loop::Space {
+                out_of_space: true,
+                ..node_loop::Space::default()
+            }
+        }
+        Err(error) => return Err(error.into()),
+    };
     let config_record = config.record.clone();
     let mut store_config = config.store.clone();
     store_config.reads_update_recency = false;
@@ -154,6 +175,7 @@ pub fn start(
         leader_changes: std::sync::atomic::AtomicU64::new(0),
         snapshots: std::sync::atomic::AtomicU64::new(0),
         watch: crate::watch::WatchHub::new(config.watch),
+        out_of_space: std::sync::atomic::AtomicBool::new(false),
     });
     // Changes up to the restored state are not in the hub's history: resuming before it resyncs.
     let restored = shared.machine().applied_index();
@@ -179,7 +201,8 @@ pub fn start(
         },
         now_ms,
         fatal.clone(),
-    );
+    )
+    .with_space(space);
     node_loop.publish_status();
     runtime::spawn_critical("node loop", fatal.clone(), zombie, node_loop.run());
     if let Some(record) = config_record {

@@ -87,6 +87,8 @@ pub(super) struct NodeLoop {
     led_term: Option<u64>,
     /// A snapshot from the leader, loaded before the core saw it: (its index, the state).
     loaded_snapshot: Option<(u64, super::machine::LoadedSnapshot)>,
+    /// The node's standing with its device (a reserve held, out of space).
+    space: space::Space,
 }
 
 /// The node loop's channels: the receiving ends of its two queues, and its peers' senders.
@@ -98,6 +100,9 @@ pub(super) struct Channels {
     /// Outbound links to every other voter.
     pub peers: Peers,
 }
+
+mod space;
+pub(super) use space::Space;
 
 impl NodeLoop {
     /// The loop of a replica just recovered: `raft` from its storage, `now_ms` its clock.
@@ -136,7 +141,17 @@ impl NodeLoop {
             fatal,
             led_term: None,
             loaded_snapshot: None,
+            space: Space::default(),
         }
+    }
+
+    /// Starts with this standing with the device (the reserve taken at start, or not).
+    pub(super) fn with_space(mut self, space: Space) -> NodeLoop {
+        self.shared
+            .out_of_space
+            .store(space.out_of_space, std::sync::atomic::Ordering::Relaxed);
+        self.space = space;
+        self
     }
 }
 
@@ -302,6 +317,7 @@ impl NodeLoop {
         if let Err(error) = self.storage.tick(self.raft_now_ms) {
             storage_failed(&self.shared, &self.fatal, &error);
         }
+        self.retry_reserve();
         if self.raft.role() == Role::Leader && self.raft_now_ms >= self.next_reap_ms {
             self.next_reap_ms = self.raft_now_ms + REAP_INTERVAL.as_millis() as u64;
             self.propose_expirations();
@@ -594,10 +610,7 @@ impl NodeLoop {
         crate::sometimes!("snapshot_sent", ready.messages.iter().any(is_snapshot));
         self.peers.send_all(std::mem::take(&mut ready.messages));
         // 2. Persist.
-        let durable = match self.storage.persist(&ready, self.raft_now_ms) {
-            Ok(durable) => durable,
-            Err(error) => storage_failed(&self.shared, &self.fatal, &error),
-        };
+        let durable = self.persist_ready(&ready);
         // 3. Votes and acknowledgements, now that what they promise is durable.
         let persisted = std::mem::take(&mut ready.persisted_messages).release(durable);
         crate::sometimes!(

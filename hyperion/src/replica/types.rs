@@ -45,6 +45,9 @@ pub enum ReplicaError {
     /// proposed.
     #[error("invalid command: {0}")]
     InvalidCommand(String),
+    /// The node's device is out of space: client writes are refused; nothing was proposed.
+    #[error("HYPERION_DATA_DIR is out of space")]
+    OutOfSpace,
 }
 
 /// A write request, as handlers pass it in.
@@ -269,6 +272,8 @@ pub struct ReplicaConfig {
     pub tls: Option<std::sync::Arc<crate::tls::NodeTls>>,
     /// Where the WAL's fsyncs and the snapshots are timed (off unless metrics are recorded).
     pub timers: RaftTimers,
+    /// Space held back on the device for when it fills (`HYPERION_DISK_RESERVE_MB`).
+    pub disk_reserve_bytes: usize,
 }
 
 /// A [`Disk`] chosen at run time (a real directory in production, a simulated disk in the

@@ -59,6 +59,14 @@ pub const POINTS: &[(&str, &str)] = &[
         "a Watch stream's sync was answered after its read index applied",
     ),
     (
+        "disk_out_of_space",
+        "a node's device filled: it gave back its reserve and began refusing client writes",
+    ),
+    (
+        "disk_full_write_refused",
+        "a client write was refused because the leader's device is out of space",
+    ),
+    (
         "near_cache_hit",
         "a client's read was answered from its near cache",
     ),

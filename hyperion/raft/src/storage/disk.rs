@@ -6,7 +6,9 @@
 //! - `sync(name)` makes the file's *contents* durable (fdatasync); it does not make a newly
 //!   created or renamed *name* durable;
 //! - `rename` atomically replaces `to`; `sync_dir` makes names (creations, renames, removals)
-//!   durable.
+//!   durable;
+//! - an `append` that fails for lack of space (ENOSPC, [`DiskError::is_full`]) leaves the file as
+//!   it was: no torn record for a later append to follow.
 //!
 //! [`FileDisk`] implements this on `std::fs`. [`SimDisk`] models it in memory with a seeded RNG:
 //! a process crash keeps everything written (the page cache survives), a power loss keeps only
@@ -35,6 +37,32 @@ pub struct DiskError {
     /// The OS error.
     #[source]
     pub source: std::io::Error,
+}
+
+/// Linux's ENOSPC.
+const ENOSPC: i32 = 28;
+
+impl DiskError {
+    /// The device had no room for the write (ENOSPC): nothing is wrong with what is stored, and
+    /// the write may succeed once space is freed.
+    pub fn is_full(&self) -> bool {
+        self.source.kind() == std::io::ErrorKind::StorageFull
+            || self.source.raw_os_error() == Some(ENOSPC)
+    }
+
+    /// The operation was a sync (of a file's contents or of the directory).
+    pub fn is_sync(&self) -> bool {
+        matches!(self.op, "fdatasync" | "fsync" | "fsync_dir")
+    }
+
+    /// The error of a full device.
+    pub fn full(op: &'static str, name: &str) -> DiskError {
+        DiskError {
+            op,
+            name: name.to_string(),
+            source: std::io::Error::from_raw_os_error(ENOSPC),
+        }
+    }
 }
 
 /// A flat directory of files; see the module docs for the durability contract.
@@ -116,13 +144,32 @@ impl Disk for FileDisk {
             .appenders
             .get_mut(name)
             .unwrap_or_else(|| unreachable!("inserted above"));
-        file.write_all(data).map_err(Self::err("append", name))
+        let before = file.metadata().map_err(Self::err("stat", name))?.len();
+        match file.write_all(data) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let error = Self::err("append", name)(error);
+                if error.is_full() {
+                    // Part of `data` may have been written: cut it off (shrinking needs no
+                    // space), so the file ends where it did and a later append follows whole
+                    // records.
+                    file.set_len(before).map_err(Self::err("truncate", name))?;
+                }
+                Err(error)
+            }
+        }
     }
 
     fn write_file(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
         self.appenders.remove(name);
         let mut file = File::create(self.dir.join(name)).map_err(Self::err("create", name))?;
-        file.write_all(data).map_err(Self::err("write", name))
+        let written = file.write_all(data).map_err(Self::err("write", name));
+        if written.as_ref().is_err_and(DiskError::is_full) {
+            // Give the space back: a half-written file is of no use to anyone.
+            drop(file);
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+        written
     }
 
     fn sync(&mut self, name: &str) -> Result<(), DiskError> {
@@ -187,6 +234,9 @@ struct SimDiskState {
     boots: u64,
     /// Every sync fails with EIO while set (a failing device).
     failing_syncs: bool,
+    /// Most bytes the files may hold together (`None`: unbounded); a write past it fails with
+    /// ENOSPC and writes nothing.
+    capacity_bytes: Option<u64>,
 }
 
 /// An in-memory [`Disk`] with crash and power-loss models; cloning shares the same disk.
@@ -208,6 +258,7 @@ impl SimDisk {
                 syncs: 0,
                 boots: 0,
                 failing_syncs: false,
+                capacity_bytes: None,
             })),
         }
     }
@@ -307,6 +358,22 @@ impl SimDisk {
         self.lock().failing_syncs = failing;
     }
 
+    /// A full device: writes that would take the files past `capacity_bytes` (together) fail
+    /// with ENOSPC and write nothing; `None` lifts the bound.
+    pub fn set_capacity(&self, capacity_bytes: Option<u64>) {
+        self.lock().capacity_bytes = capacity_bytes;
+    }
+
+    /// Bytes the files hold now (what a capacity is measured against).
+    pub fn used_bytes(&self) -> u64 {
+        let st = self.lock();
+        st.names
+            .values()
+            .filter_map(|id| st.files.get(id))
+            .map(|f| f.current.len() as u64)
+            .sum()
+    }
+
     /// Whether syncs are failing now (see [`SimDisk::fail_syncs`]).
     pub fn syncs_failing(&self) -> bool {
         self.lock().failing_syncs
@@ -353,6 +420,17 @@ impl Disk for SimDisk {
 
     fn append(&mut self, name: &str, data: &[u8]) -> Result<(), DiskError> {
         let mut st = self.lock();
+        if let Some(capacity) = st.capacity_bytes {
+            let used: u64 = st
+                .names
+                .values()
+                .filter_map(|id| st.files.get(id))
+                .map(|f| f.current.len() as u64)
+                .sum();
+            if used + data.len() as u64 > capacity {
+                return Err(DiskError::full("append", name));
+            }
+        }
         let id = match st.names.get(name) {
             Some(id) => *id,
             None => {

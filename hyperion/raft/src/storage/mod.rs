@@ -68,6 +68,8 @@ const BOOT: &str = "boot";
 /// Present while the node must catch up with a leader before it may vote again; survives
 /// restarts until [`Storage::mark_caught_up`].
 const CATCH_UP: &str = "catch-up";
+/// Space held back for when the device fills (see [`Storage::reserve`]).
+const RESERVE: &str = "reserve";
 const BOOT_TMP: &str = "boot.tmp";
 
 const RECORD_HARD_STATE: u8 = 1;
@@ -108,6 +110,18 @@ pub enum StorageError {
         /// The WAL's size.
         len: usize,
     },
+}
+
+impl StorageError {
+    /// A write (never a sync) failed for lack of space: nothing stored was damaged and the
+    /// write may be retried once space is freed. A sync that fails, whatever its error, leaves
+    /// the durable state unknown (the page cache may have dropped what it held).
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            StorageError::Disk(error) => error.is_full() && !error.is_sync(),
+            _ => false,
+        }
+    }
 }
 
 /// A WAL record.
@@ -585,13 +599,20 @@ impl<D: Disk> Storage<D> {
     }
 
     /// Persists the durable parts of `ready`; see the module docs for what is synced.
+    ///
+    /// Retryable when it fails for lack of space ([`StorageError::is_out_of_space`]): every
+    /// write happens before the state it describes is taken as written, a failed append leaves
+    /// the WAL as it was, and a snapshot already in place is not written again. Any other
+    /// failure leaves the durable state unknown: the caller must stop.
     pub fn persist(&mut self, ready: &Ready, now_ms: u64) -> Result<Durable, StorageError> {
-        if let Some(snapshot) = &ready.snapshot {
+        if let Some(snapshot) = ready
+            .snapshot
+            .as_ref()
+            .filter(|s| s.meta.index > self.base.0)
+        {
             self.disk
                 .write_file(SNAPSHOT_TMP, &encode_snapshot(snapshot))?;
             self.disk.sync(SNAPSHOT_TMP)?;
-            self.disk.rename(SNAPSHOT_TMP, SNAPSHOT)?;
-            self.disk.sync_dir()?;
             let (si, st) = (snapshot.meta.index, snapshot.meta.term);
             let term_at_si = if si > self.base.0 {
                 self.entries
@@ -600,16 +621,24 @@ impl<D: Disk> Storage<D> {
             } else {
                 None
             };
-            if term_at_si == Some(st) {
-                self.entries.drain(..(si - self.base.0) as usize);
-            } else {
-                self.entries.clear();
-            }
+            // The log after the snapshot: what follows `si` if this log agrees at `si`.
+            let kept_from = match term_at_si {
+                Some(term) if term == st => (si - self.base.0) as usize,
+                _ => self.entries.len(),
+            };
+            let hard_state = ready.hard_state.unwrap_or(self.hard_state);
+            self.disk.rename(SNAPSHOT_TMP, SNAPSHOT)?;
+            self.disk.sync_dir()?;
+            // A crash (or a full disk) here leaves the new snapshot beside the old WAL, which
+            // recovery reads as it reads this state; the WAL is rewritten before the mirror
+            // below changes, so a retry writes it again from the same state.
+            let entries = std::mem::take(&mut self.entries);
+            let rewritten = self.rewrite_wal_with((si, st), hard_state, &entries[kept_from..]);
+            self.entries = entries;
+            rewritten?;
+            self.entries.drain(..kept_from);
             self.base = (si, st);
-            if let Some(hs) = ready.hard_state {
-                self.hard_state = hs;
-            }
-            self.rewrite_wal()?;
+            self.hard_state = hard_state;
         }
         let mut buf = Vec::new();
         let mut term_vote_changed = false;
@@ -634,7 +663,6 @@ impl<D: Disk> Storage<D> {
                     commit_after_entries = Some(hs.commit);
                 }
             }
-            self.hard_state = hs;
         }
         if !ready.entries.is_empty() {
             let first = ready.entries[0].index;
@@ -645,8 +673,6 @@ impl<D: Disk> Storage<D> {
                 self.base,
                 self.entries.len()
             );
-            self.entries.truncate((first - self.base.0 - 1) as usize);
-            self.entries.extend(ready.entries.iter().cloned());
             encode_frame(
                 &encode_record(&Record::Entries(ready.entries.clone())),
                 &mut buf,
@@ -659,6 +685,15 @@ impl<D: Disk> Storage<D> {
             self.disk.append(WAL, &buf)?;
             self.unsynced = true;
         }
+        // Written: the mirror follows.
+        if let Some(hs) = hard_state {
+            self.hard_state = hs;
+        }
+        if !ready.entries.is_empty() {
+            let first = ready.entries[0].index;
+            self.entries.truncate((first - self.base.0 - 1) as usize);
+            self.entries.extend(ready.entries.iter().cloned());
+        }
         // A commit-only change is never synced by itself: commit is re-learned from the leader.
         let due = now_ms >= self.last_sync_ms + EVERYSEC_INTERVAL_MS;
         let entries_need_sync = self.policy == SyncPolicy::Always && !ready.entries.is_empty();
@@ -668,6 +703,25 @@ impl<D: Disk> Storage<D> {
         Ok(Durable::assert_persisted(ready))
     }
 
+    /// Writes `bytes` of reserved space (`RESERVE`), synced: room the node can give back when
+    /// the device fills, so it goes on with what it cannot refuse (its peers' entries) while it
+    /// refuses client writes. `0` removes the reserve.
+    pub fn reserve(&mut self, bytes: usize) -> Result<(), StorageError> {
+        if bytes == 0 {
+            return self.release_reserve();
+        }
+        self.disk.write_file(RESERVE, &vec![0; bytes])?;
+        self.disk.sync(RESERVE)?;
+        self.disk.sync_dir()?;
+        Ok(())
+    }
+
+    /// Gives the reserved space back to the device.
+    pub fn release_reserve(&mut self) -> Result<(), StorageError> {
+        self.disk.remove(RESERVE)?;
+        self.disk.sync_dir()?;
+        Ok(())
+    }
     /// Background sync for `EverySec`: call at least every tick.
     pub fn tick(&mut self, now_ms: u64) -> Result<(), StorageError> {
         if self.unsynced && now_ms >= self.last_sync_ms + EVERYSEC_INTERVAL_MS {
@@ -685,25 +739,31 @@ impl<D: Disk> Storage<D> {
     }
 
     fn rewrite_wal(&mut self) -> Result<(), StorageError> {
+        let entries = std::mem::take(&mut self.entries);
+        let rewritten = self.rewrite_wal_with(self.base, self.hard_state, &entries);
+        self.entries = entries;
+        rewritten
+    }
+
+    /// Replaces the WAL with one holding `base`, `hard_state` and `entries`, atomically.
+    fn rewrite_wal_with(
+        &mut self,
+        (index, term): (u64, u64),
+        hard_state: HardState,
+        entries: &[Entry],
+    ) -> Result<(), StorageError> {
         let mut buf = wal::MAGIC.to_vec();
-        let (index, term) = self.base;
         encode_frame(&encode_record(&Record::Base { index, term }), &mut buf);
-        encode_frame(
-            &encode_record(&Record::HardState(self.hard_state)),
-            &mut buf,
-        );
-        if !self.entries.is_empty() {
-            encode_frame(
-                &encode_record(&Record::Entries(self.entries.clone())),
-                &mut buf,
-            );
+        encode_frame(&encode_record(&Record::HardState(hard_state)), &mut buf);
+        if !entries.is_empty() {
+            encode_frame(&encode_record(&Record::Entries(entries.to_vec())), &mut buf);
         }
         self.disk.write_file(WAL_TMP, &buf)?;
         self.disk.sync(WAL_TMP)?;
         self.disk.rename(WAL_TMP, WAL)?;
         self.disk.sync_dir()?;
         self.unsynced = false;
-        self.synced_term_vote = (self.hard_state.term, self.hard_state.vote);
+        self.synced_term_vote = (hard_state.term, hard_state.vote);
         Ok(())
     }
 }
