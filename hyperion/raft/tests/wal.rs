@@ -506,3 +506,69 @@ fn file_disk_storage_round_trip() {
     assert_eq!(rec.entries, entries[3..].to_vec());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Damage the checksums catch, and unreadable files, are refused at start with what to do; never
+/// taken for an empty or shorter state.
+#[test]
+fn a_damaged_snapshot_or_an_unreadable_disk_refuses_to_start() {
+    use hyperion_raft::storage::StorageError;
+    let disk = SimDisk::new(11);
+    let (mut storage, _) = Storage::open(disk.clone(), SyncPolicy::Always, 0).unwrap();
+    let ready = Ready {
+        number: 1,
+        hard_state: Some(HardState {
+            term: 1,
+            vote: Some(1),
+            commit: 2,
+        }),
+        entries: (1..=2)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                kind: EntryKind::Command(vec![index as u8; 8]),
+            })
+            .collect(),
+        ..Ready::default()
+    };
+    storage.persist(&ready, 0).unwrap();
+    let snapshot = Ready {
+        number: 2,
+        snapshot: Some(Snapshot {
+            meta: SnapshotMeta {
+                index: 2,
+                term: 1,
+                membership: Membership {
+                    voters: vec![1, 2, 3],
+                },
+            },
+            data: b"state machine at 2".to_vec(),
+        }),
+        ..Ready::default()
+    };
+    storage.persist(&snapshot, 0).unwrap();
+    drop(storage);
+    // Latent read errors: an error naming the file, not an empty state.
+    disk.fail_reads(true);
+    let unreadable = Storage::open(disk.clone(), SyncPolicy::Always, 0)
+        .err()
+        .expect("an unreadable disk is refused");
+    assert!(
+        matches!(&unreadable, StorageError::Disk(e) if e.op == "read"),
+        "{unreadable}"
+    );
+    disk.fail_reads(false);
+    assert!(Storage::open(disk.clone(), SyncPolicy::Always, 0).is_ok());
+    // A bit flip inside the snapshot: its checksum catches it.
+    let len = disk.written_len("snapshot").unwrap();
+    assert!(disk.flip_bits("snapshot", len - 3, 0x04));
+    let damaged = Storage::open(disk.clone(), SyncPolicy::Always, 0)
+        .err()
+        .expect("a damaged snapshot is refused");
+    assert!(matches!(damaged, StorageError::CorruptSnapshot));
+    assert!(
+        damaged
+            .to_string()
+            .contains("HYPERION_JOIN_EXISTING_CLUSTER=true"),
+        "{damaged}"
+    );
+}

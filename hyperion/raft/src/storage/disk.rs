@@ -237,6 +237,8 @@ struct SimDiskState {
     /// Most bytes the files may hold together (`None`: unbounded); a write past it fails with
     /// ENOSPC and writes nothing.
     capacity_bytes: Option<u64>,
+    /// Every read fails with EIO while set (latent read errors).
+    failing_reads: bool,
 }
 
 /// An in-memory [`Disk`] with crash and power-loss models; cloning shares the same disk.
@@ -259,6 +261,7 @@ impl SimDisk {
                 boots: 0,
                 failing_syncs: false,
                 capacity_bytes: None,
+                failing_reads: false,
             })),
         }
     }
@@ -374,6 +377,11 @@ impl SimDisk {
             .sum()
     }
 
+    /// Latent read errors: while `failing`, every read fails with EIO (what is stored is intact).
+    pub fn fail_reads(&self, failing: bool) {
+        self.lock().failing_reads = failing;
+    }
+
     /// Whether syncs are failing now (see [`SimDisk::fail_syncs`]).
     pub fn syncs_failing(&self) -> bool {
         self.lock().failing_syncs
@@ -411,6 +419,9 @@ fn eio(op: &'static str, name: &str) -> DiskError {
 impl Disk for SimDisk {
     fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
         let st = self.lock();
+        if st.failing_reads {
+            return Err(eio("read", name));
+        }
         Ok(st
             .names
             .get(name)

@@ -94,7 +94,13 @@ pub enum StorageError {
     Disk(#[from] DiskError),
     /// The snapshot file exists but does not decode (it is written atomically, so this is media
     /// corruption, not a torn write).
-    #[error("snapshot file is corrupt")]
+    #[error(
+        "the snapshot file fails its checksum (it is written whole and renamed into place, so \
+         this is damage on the device, not a torn write); this node's Raft state cannot be \
+         trusted: wipe its data directory and restart it with \
+         HYPERION_JOIN_EXISTING_CLUSTER=true, so that it rejoins from its peers and votes only \
+         after it has caught up"
+    )]
     CorruptSnapshot,
     /// A WAL record before the end of the file fails its checksum: data that was written whole
     /// (possibly a synced term or vote) was damaged. Truncating there would lose it silently.
