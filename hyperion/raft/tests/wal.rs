@@ -550,8 +550,7 @@ fn a_damaged_snapshot_or_an_unreadable_disk_refuses_to_start() {
     // Latent read errors: an error naming the file, not an empty state.
     disk.fail_reads(true);
     let unreadable = Storage::open(disk.clone(), SyncPolicy::Always, 0)
-        .err()
-        .expect("an unreadable disk is refused");
+        .expect_err("an unreadable disk is refused");
     assert!(
         matches!(&unreadable, StorageError::Disk(e) if e.op == "read"),
         "{unreadable}"
@@ -562,8 +561,7 @@ fn a_damaged_snapshot_or_an_unreadable_disk_refuses_to_start() {
     let len = disk.written_len("snapshot").unwrap();
     assert!(disk.flip_bits("snapshot", len - 3, 0x04));
     let damaged = Storage::open(disk.clone(), SyncPolicy::Always, 0)
-        .err()
-        .expect("a damaged snapshot is refused");
+        .expect_err("a damaged snapshot is refused");
     assert!(matches!(damaged, StorageError::CorruptSnapshot));
     assert!(
         damaged
