@@ -7,6 +7,11 @@ use hyperion::config::Config;
 use hyperion::runtime::{self, NodeClock};
 use hyperion::server::Server;
 
+/// mimalloc rather than the system allocator: with a million 100-byte entries the node's RSS is
+/// lower and returns to the OS sooner (README: Performance).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Hyperion: a Raft-replicated, gRPC-fronted in-memory cache.
 ///
 /// Configuration comes from environment variables (see README); with none set, `hyperion serve`
