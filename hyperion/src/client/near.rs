@@ -483,6 +483,14 @@ impl CachingClient {
         if state.entries.contains_key(key) {
             return Ok(response);
         }
+        let expires_at = match response.ttl_remaining_ms {
+            0 => None,
+            // A hint beyond what a clock can hold (no server sends one): not cached.
+            ttl_ms => match sent_at.checked_add(Duration::from_millis(ttl_ms)) {
+                Some(at) => Some(at),
+                None => return Ok(response),
+            },
+        };
         if !response.tracked || state.tracking_id != tracking_id {
             let track = WatchRequest {
                 command: Some(Command::Track(TrackKeys {
@@ -503,8 +511,6 @@ impl CachingClient {
         state.evict_for(size);
         let tick = state.next_tick;
         state.next_tick += 1;
-        let expires_at = (response.ttl_remaining_ms > 0)
-            .then(|| sent_at + Duration::from_millis(response.ttl_remaining_ms));
         state.entries.insert(
             key.to_vec(),
             Entry {
