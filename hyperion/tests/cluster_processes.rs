@@ -336,66 +336,62 @@ async fn next_event(
         .expect("not ended")
 }
 
+/// A Watch stream on the node at `addr`, broadcasting `prefix`, resumed after an index if
+/// given, past its READY event; with the sender that keeps its requests open.
+async fn watch_prefix(
+    addr: &str,
+    prefix: &[u8],
+    resume_after: Option<u64>,
+) -> (
+    tokio::sync::mpsc::Sender<hyperion::proto::WatchRequest>,
+    tonic::Streaming<hyperion::proto::WatchEvent>,
+) {
+    use hyperion::proto::cache_service_client::CacheServiceClient;
+    use hyperion::proto::watch_request::Command;
+    use hyperion::proto::{WatchEventKind, WatchOpen, WatchRequest};
+    let (requests, receiver) = tokio::sync::mpsc::channel(4);
+    requests
+        .try_send(WatchRequest {
+            command: Some(Command::Open(WatchOpen {
+                prefixes: vec![prefix.to_vec()],
+                resume: resume_after.is_some(),
+                resume_after_index: resume_after.unwrap_or(0),
+            })),
+        })
+        .unwrap();
+    let mut events = CacheServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects")
+        .watch(hyperion::runtime::receiver_stream(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    let ready = next_event(&mut events).await;
+    assert_eq!(ready.kind, WatchEventKind::EventReady as i32, "{ready:?}");
+    (requests, events)
+}
+
 /// A Watch stream on one node of a real cluster, dropped, then resumed on another node: the
 /// broadcast changes it missed are replayed there; resumed from further back than that node's
 /// history (two changes here), it is told to resync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_stream_resumes_on_another_node_or_resyncs() {
-    use hyperion::proto::cache_service_client::CacheServiceClient;
-    use hyperion::proto::watch_request::Command;
-    use hyperion::proto::{WatchEventKind, WatchOpen, WatchRequest};
+    use hyperion::proto::WatchEventKind;
     let cluster = start_cluster_with(&[("HYPERION_WATCH_HISTORY_EVENTS", "2")]);
     let (leader, _) = wait_for_leader(&cluster, Duration::from_secs(20))
         .await
         .expect("a leader within 20 s of start");
     let other = (leader + 1) % cluster.addrs.len();
     let writer = Client::cluster(&cluster.addrs).unwrap();
-    let open = |resume_after: Option<u64>| {
-        let (requests, receiver) = tokio::sync::mpsc::channel(4);
-        requests
-            .try_send(WatchRequest {
-                command: Some(Command::Open(WatchOpen {
-                    prefixes: vec![b"r:".to_vec()],
-                    resume: resume_after.is_some(),
-                    resume_after_index: resume_after.unwrap_or(0),
-                })),
-            })
-            .unwrap();
-        (requests, hyperion::runtime::receiver_stream(receiver))
-    };
-    let connect = |i: usize| {
-        let addr = format!("http://{}", cluster.addrs[i]);
-        async move { CacheServiceClient::connect(addr).await.expect("connects") }
-    };
     // On the leader: see one change, remember its index.
-    let (_keep, outgoing) = open(None);
-    let mut events = connect(leader)
-        .await
-        .watch(outgoing)
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        next_event(&mut events).await.kind,
-        WatchEventKind::EventReady as i32
-    );
+    let (_keep, mut events) = watch_prefix(&cluster.addrs[leader], b"r:", None).await;
     writer.set(b"r:1", b"a", 0, 0).await.unwrap();
     let seen = next_event(&mut events).await;
     drop(events);
     // Missed while away: one change. Resumed on a follower, it is replayed there.
     let missed = writer.set(b"r:2", b"b", 0, 0).await.unwrap();
     writer.set(b"other", b"-", 0, 0).await.unwrap();
-    let (_keep, outgoing) = open(Some(seen.index));
-    let mut resumed = connect(other)
-        .await
-        .watch(outgoing)
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        next_event(&mut resumed).await.kind,
-        WatchEventKind::EventReady as i32
-    );
+    let (_keep, mut resumed) = watch_prefix(&cluster.addrs[other], b"r:", Some(seen.index)).await;
     let replayed = loop {
         let event = next_event(&mut resumed).await;
         if event.kind == WatchEventKind::EventChanged as i32 {
@@ -416,17 +412,7 @@ async fn a_watch_stream_resumes_on_another_node_or_resyncs() {
     for i in 0..4u8 {
         writer.set(b"other", &[i], 0, 0).await.unwrap();
     }
-    let (_keep, outgoing) = open(Some(seen.index));
-    let mut stale = connect(other)
-        .await
-        .watch(outgoing)
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        next_event(&mut stale).await.kind,
-        WatchEventKind::EventReady as i32
-    );
+    let (_keep, mut stale) = watch_prefix(&cluster.addrs[other], b"r:", Some(seen.index)).await;
     let event = next_event(&mut stale).await;
     assert_eq!(event.kind, WatchEventKind::EventResync as i32, "{event:?}");
 }
