@@ -119,7 +119,7 @@ fn body() -> impl Strategy<Value = MessageBody> {
                         kind: if key.is_empty() {
                             EntryKind::NoOp
                         } else {
-                            EntryKind::Command(set_command(key, value))
+                            EntryKind::Command(set_command(key, value).into())
                         },
                     })
                     .collect(),
@@ -154,7 +154,7 @@ fn body() -> impl Strategy<Value = MessageBody> {
                             voters: vec![1, 2, 3],
                         },
                     },
-                    data,
+                    data: data.into(),
                 },
                 round: 3,
             }

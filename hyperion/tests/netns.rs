@@ -769,7 +769,7 @@ async fn attackers(pki: &Pki, addrs: &[String], leader: usize) {
                 entries: vec![Entry {
                     term: 1_000,
                     index: 1,
-                    command: Some(vec![0xff; 64]),
+                    command: Some(vec![0xff; 64].into()),
                 }],
                 leader_commit: 1,
                 round: u64::MAX,

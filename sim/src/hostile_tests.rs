@@ -103,7 +103,7 @@ fn command_append(from: u64, to: u64, term: u64, command: Vec<u8>) -> Message {
             entries: vec![Entry {
                 term,
                 index: 1,
-                kind: EntryKind::Command(command),
+                kind: EntryKind::Command(command.into()),
             }],
             leader_commit: 1,
             round: 1,
@@ -316,7 +316,7 @@ async fn a_snapshot_that_does_not_load_is_refused_before_it_is_persisted() {
                         voters: vec![1, 2, 3],
                     },
                 },
-                data: b"not a snapshot of anything".to_vec(),
+                data: b"not a snapshot of anything".to_vec().into(),
             },
             round: 1,
         },

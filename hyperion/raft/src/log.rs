@@ -302,7 +302,7 @@ mod tests {
         Entry {
             index,
             term,
-            kind: EntryKind::Command(vec![0; len]),
+            kind: EntryKind::Command(vec![0; len].into()),
         }
     }
 
@@ -311,7 +311,7 @@ mod tests {
         let cost = |len: usize| (len + ENTRY_OVERHEAD_BYTES) as u64;
         let mut log = RaftLog::new(0, 0, vec![command(1, 1, 100), command(2, 1, 200)]);
         assert_eq!(log.held_bytes(), cost(100) + cost(200));
-        log.append_new(1, EntryKind::Command(vec![0; 300]));
+        log.append_new(1, EntryKind::Command(vec![0; 300].into()));
         assert_eq!(log.held_bytes_through(2), cost(100) + cost(200));
         assert_eq!(log.held_bytes(), cost(100) + cost(200) + cost(300));
         // A conflict at 3 truncates the 300-byte entry and appends two others.

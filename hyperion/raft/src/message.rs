@@ -10,8 +10,10 @@ pub type NodeId = u64;
 /// What an entry carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryKind {
-    /// An opaque command for the state machine.
-    Command(Vec<u8>),
+    /// An opaque command for the state machine. Shared, not copied: the log, the storage's
+    /// mirror of it, the entries handed to the driver and every AppendEntries hold the same
+    /// bytes.
+    Command(bytes::Bytes),
     /// The empty entry a new leader appends to commit entries of earlier terms (§5.4.2, §6.4).
     NoOp,
 }
@@ -73,8 +75,9 @@ pub struct SnapshotMeta {
 pub struct Snapshot {
     /// What the snapshot covers.
     pub meta: SnapshotMeta,
-    /// Serialized state machine.
-    pub data: Vec<u8>,
+    /// Serialized state machine; shared, not copied, between the core, the storage and every
+    /// InstallSnapshot that carries it.
+    pub data: bytes::Bytes,
 }
 
 /// `AppendReject::rejected_prev_index` of a follower whose log ends before what the leader

@@ -977,7 +977,7 @@ impl RaftNode {
         }
         let first = self.log.last_index() + 1;
         for c in commands {
-            self.log.append_new(self.term, EntryKind::Command(c));
+            self.log.append_new(self.term, EntryKind::Command(c.into()));
         }
         self.broadcast_appends();
         Ok(first..self.log.last_index() + 1)
@@ -1079,7 +1079,7 @@ impl RaftNode {
                     voters: self.voters.clone(),
                 },
             },
-            data,
+            data: data.into(),
         };
         self.log.compact(index, term);
         self.snapshot = Some(snapshot.clone());

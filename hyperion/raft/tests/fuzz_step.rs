@@ -177,7 +177,7 @@ impl Driver {
                     .map(|index| Entry {
                         term: 1,
                         index,
-                        kind: EntryKind::Command(vec![index as u8]),
+                        kind: EntryKind::Command(vec![index as u8].into()),
                     })
                     .collect();
                 driver.step_ok(2, 1, append(0, 0, entries, 3, 1));
@@ -273,7 +273,7 @@ impl Driver {
                         term: if raw.flag { term } else { raw.b.at(term) },
                         index: first.saturating_add(i),
                         kind: if i.is_multiple_of(2) {
-                            EntryKind::Command(raw.data.clone())
+                            EntryKind::Command(raw.data.clone().into())
                         } else {
                             EntryKind::NoOp
                         },
@@ -317,7 +317,7 @@ impl Driver {
                             voters: if raw.flag { vec![1, 2, 3] } else { vec![1, 2] },
                         },
                     },
-                    data: raw.data.clone(),
+                    data: raw.data.clone().into(),
                 },
                 round,
             },

@@ -74,7 +74,7 @@ fn entry(term: u64, index: u64) -> Entry {
     Entry {
         term,
         index,
-        kind: EntryKind::Command(vec![b'x']),
+        kind: EntryKind::Command(vec![b'x'].into()),
     }
 }
 
@@ -275,7 +275,7 @@ fn a_snapshot_at_an_absurd_index_is_dropped() {
                             voters: vec![1, 2, 3],
                         },
                     },
-                    data: Vec::new(),
+                    data: Vec::new().into(),
                 },
                 round: 1,
             },

@@ -74,7 +74,7 @@ fn an_abstaining_node_neither_votes_nor_campaigns_until_caught_up() {
         .map(|index| Entry {
             term: 5,
             index,
-            kind: EntryKind::Command(vec![index as u8]),
+            kind: EntryKind::Command(vec![index as u8].into()),
         })
         .collect();
     rejoined

@@ -180,7 +180,7 @@ fn run_storage_filling(
                     .map(|index| Entry {
                         index,
                         term,
-                        kind: EntryKind::Command(format!("{index}@{term}").into_bytes()),
+                        kind: EntryKind::Command(format!("{index}@{term}").into_bytes().into()),
                     })
                     .collect();
                 model
@@ -206,7 +206,7 @@ fn run_storage_filling(
                             voters: vec![1, 2, 3],
                         },
                     },
-                    data,
+                    data: data.into(),
                 });
             }
             Op::InstallSnapshot { ahead } => {
@@ -226,7 +226,7 @@ fn run_storage_filling(
                             voters: vec![1, 2, 3],
                         },
                     },
-                    data,
+                    data: data.into(),
                 });
             }
             Op::Wait(ms) => {
@@ -284,7 +284,7 @@ fn run_storage_filling(
         hard_state: recovered.hard_state,
         snapshot: recovered
             .snapshot
-            .map(|s| (s.meta.index, s.meta.term, s.data)),
+            .map(|s| (s.meta.index, s.meta.term, s.data.to_vec())),
         entries: recovered.entries,
     };
     let lowest = match fail {
@@ -400,7 +400,7 @@ fn torn_tail_is_dropped_and_repaired() {
         .map(|index| Entry {
             index,
             term: 1,
-            kind: EntryKind::Command(vec![index as u8; 10]),
+            kind: EntryKind::Command(vec![index as u8; 10].into()),
         })
         .collect();
     let ready = Ready {
@@ -468,7 +468,7 @@ fn file_disk_storage_round_trip() {
         .map(|index| Entry {
             index,
             term: 2,
-            kind: EntryKind::Command(vec![index as u8]),
+            kind: EntryKind::Command(vec![index as u8].into()),
         })
         .collect();
     let hs = HardState {
@@ -491,7 +491,7 @@ fn file_disk_storage_round_trip() {
                 voters: vec![1, 2, 3],
             },
         },
-        data: b"state@3".to_vec(),
+        data: b"state@3".to_vec().into(),
     };
     let ready = Ready {
         number: 2,
@@ -525,7 +525,7 @@ fn a_damaged_snapshot_or_an_unreadable_disk_refuses_to_start() {
             .map(|index| Entry {
                 index,
                 term: 1,
-                kind: EntryKind::Command(vec![index as u8; 8]),
+                kind: EntryKind::Command(vec![index as u8; 8].into()),
             })
             .collect(),
         ..Ready::default()
@@ -541,7 +541,7 @@ fn a_damaged_snapshot_or_an_unreadable_disk_refuses_to_start() {
                     voters: vec![1, 2, 3],
                 },
             },
-            data: b"state machine at 2".to_vec(),
+            data: b"state machine at 2".to_vec().into(),
         }),
         ..Ready::default()
     };

@@ -271,7 +271,7 @@ mod tests {
                 entries: vec![Entry {
                     term: 1,
                     index: 1,
-                    kind: EntryKind::Command(command),
+                    kind: EntryKind::Command(command.into()),
                 }],
                 leader_commit: 0,
                 round: 1,

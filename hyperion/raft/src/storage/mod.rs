@@ -217,7 +217,7 @@ fn decode_record(payload: &[u8]) -> Option<Record> {
                 let term = r.u64()?;
                 let kind = match r.u8()? {
                     0 => EntryKind::NoOp,
-                    1 => EntryKind::Command(r.bytes()?),
+                    1 => EntryKind::Command(r.bytes()?.into()),
                     _ => return None,
                 };
                 entries.push(Entry { index, term, kind });
@@ -263,7 +263,7 @@ fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot> {
             term,
             membership: Membership { voters },
         },
-        data,
+        data: data.into(),
     })
 }
 
@@ -802,7 +802,7 @@ mod tests {
                 Entry {
                     index: 7,
                     term: 3,
-                    kind: EntryKind::Command(b"x".to_vec()),
+                    kind: EntryKind::Command(b"x".to_vec().into()),
                 },
             ]),
         ];
@@ -815,7 +815,7 @@ mod tests {
                 term: 2,
                 membership: Membership { voters: vec![1, 2] },
             },
-            data: b"state".to_vec(),
+            data: b"state".to_vec().into(),
         };
         assert_eq!(decode_snapshot(&encode_snapshot(&s)), Some(s));
     }
