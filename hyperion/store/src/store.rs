@@ -1030,19 +1030,37 @@ impl Store {
     /// plus the version and access counters: two stores with the same contents export the same
     /// bytes, and an import reproduces the same eviction order. The buffer is wiped on drop.
     pub fn export_snapshot(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(self.snapshot_len()));
+        self.export_snapshot_into(&mut out);
+        out
+    }
+
+    /// The exact length of [`Store::export_snapshot`], known before writing it, so a caller can
+    /// frame the snapshot inside a larger message and write it once ([`Store::export_snapshot_into`]).
+    pub fn snapshot_len(&self) -> usize {
+        const FIXED_PER_ENTRY: usize = 8 + 8 + 6 * 8 + crate::entry::INTEGRITY_TAG_BYTES;
+        let entries: usize = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|slot| FIXED_PER_ENTRY + slot.entry.key.len() + slot.entry.value.as_bytes().len())
+            .sum();
+        SNAPSHOT_MAGIC.len() + 3 * 8 + entries
+    }
+
+    /// Appends [`Store::export_snapshot`]'s bytes to `out` (exactly [`Store::snapshot_len`] of
+    /// them; the caller reserves).
+    pub fn export_snapshot_into(&self, out: &mut Vec<u8>) {
         let mut occupied: Vec<&Slot> = self.slots.iter().flatten().collect();
         occupied.sort_by_key(|slot| slot.last_access);
-        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(
-            usize::try_from(self.used_bytes).unwrap_or(0) + 64,
-        ));
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&self.access_clock.to_le_bytes());
         out.extend_from_slice(&self.last_version.to_le_bytes());
         out.extend_from_slice(&(occupied.len() as u64).to_le_bytes());
         for slot in occupied {
             let entry = &slot.entry;
-            put_bytes(&mut out, &entry.key);
-            put_bytes(&mut out, entry.value.as_bytes());
+            put_bytes(out, &entry.key);
+            put_bytes(out, entry.value.as_bytes());
             for field in [
                 entry.ttl_ms,
                 entry.created_at,
@@ -1055,7 +1073,6 @@ impl Store {
             }
             out.extend_from_slice(&slot.tag);
         }
-        out
     }
 
     /// Feeds everything [`Store::export_snapshot`] holds into `hasher`, except each stored

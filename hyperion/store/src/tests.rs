@@ -754,6 +754,21 @@ mod snapshots {
     }
 
     #[test]
+    fn the_snapshot_length_is_known_before_writing_it() {
+        for policy in [EvictionPolicy::Lru, EvictionPolicy::LruK2] {
+            let store = filled(policy);
+            let snapshot = store.export_snapshot();
+            assert_eq!(store.snapshot_len(), snapshot.len(), "{policy:?}");
+            let mut framed = b"head".to_vec();
+            store.export_snapshot_into(&mut framed);
+            assert_eq!(&framed[..4], b"head");
+            assert_eq!(framed[4..], snapshot[..], "{policy:?}: appended as is");
+        }
+        let empty = Store::new(config(EvictionPolicy::Lru)).unwrap();
+        assert_eq!(empty.snapshot_len(), empty.export_snapshot().len());
+    }
+
+    #[test]
     fn export_import_round_trips_contents_versions_and_eviction_order() {
         for policy in [EvictionPolicy::Lru, EvictionPolicy::LruK2] {
             let mut original = filled(policy);
