@@ -95,6 +95,7 @@ impl FaultInjection {
         "near_cache_ignores_resync",
         "track_before_read",
         "zero_ttl_hint_at_expiry",
+        "skip_pre_vote",
     ];
 
     /// The switch called `name` (one of [`FaultInjection::SWITCHES`]), to set by name.
@@ -124,6 +125,7 @@ impl FaultInjection {
             "near_cache_ignores_resync" => &mut self.near_cache_ignores_resync,
             "track_before_read" => &mut self.track_before_read,
             "zero_ttl_hint_at_expiry" => &mut self.zero_ttl_hint_at_expiry,
+            "skip_pre_vote" => &mut raft.skip_pre_vote,
             _ => return None,
         })
     }

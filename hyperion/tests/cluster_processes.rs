@@ -208,6 +208,128 @@ async fn leader_kill_loses_no_acknowledged_write() {
     );
 }
 
+/// One node's Status answer (with the cluster's own member list, as an operator's CLI sends it).
+async fn status(cluster: &Cluster, node: usize) -> Option<hyperion::raft_proto::StatusResponse> {
+    let mut raft = RaftServiceClient::connect(format!("http://{}", cluster.addrs[node]))
+        .await
+        .ok()?;
+    let members = cluster
+        .addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| format!("{}={addr}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let answer = raft.status(StatusRequest { cluster: members });
+    tokio::time::timeout(Duration::from_secs(2), answer)
+        .await
+        .ok()?
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+/// A follower paused (`SIGSTOP`) while the leader writes 30 snapshot thresholds' worth of
+/// entries catches up once resumed, by a snapshot and then the log, with no leader change: the
+/// same leader in the same term before and after, and the follower back in that term with every
+/// entry applied. Reads are served throughout; the longest is printed (a performance figure, not
+/// asserted: `ci/compare` and the simulator's `follower-catch-up.toml` bound it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_far_behind_catches_up_with_no_leader_change() {
+    const WRITES: u32 = 3_000;
+    let cluster = start_cluster_with(&[("HYPERION_RAFT_SNAPSHOT_ENTRIES", "100")]);
+    let (leader, _) = wait_for_leader(&cluster, Duration::from_secs(20))
+        .await
+        .expect("a leader within 20 s of start");
+    let before = status(&cluster, leader).await.expect("the leader's status");
+    let follower = (leader + 1) % 3;
+    let pid = cluster.children[follower].as_ref().expect("follower").id();
+    let signal = |name: &str| {
+        let sent = Command::new("kill").args([name, &pid.to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill {name} {pid}");
+    };
+    signal("-STOP");
+    // The client asks the leader only: a paused node would hold a request until its deadline.
+    let client = Client::cluster(std::slice::from_ref(&cluster.addrs[leader])).unwrap();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let client = client.clone();
+            hyperion::runtime::spawn(async move {
+                for i in (w..WRITES).step_by(8) {
+                    let key = format!("catch-up-{i}");
+                    client
+                        .set(key.as_bytes(), &[b'x'; 200], 0, 0)
+                        .await
+                        .unwrap_or_else(|e| panic!("write {i} while a follower is paused: {e}"));
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer finished");
+    }
+    let written = status(&cluster, leader).await.expect("the leader's status");
+    signal("-CONT");
+
+    // Until the follower has applied everything the leader had committed, reads keep being
+    // served by the leader; bounded at 30 s.
+    let resumed = hyperion::runtime::now();
+    let mut longest_read = Duration::ZERO;
+    let caught_up = loop {
+        let read_started = hyperion::runtime::now();
+        let read = client
+            .get(b"catch-up-0", false)
+            .await
+            .expect("a read during catch-up");
+        assert_eq!(read.status, CacheStatus::Hit as i32);
+        longest_read = longest_read.max(read_started.elapsed());
+        if let Some(now) = status(&cluster, follower).await {
+            if now.applied_index >= written.commit_index {
+                break now;
+            }
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(30),
+            "the follower did not catch up within 30 s of resuming"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!(
+        "follower caught up {:?} after resuming ({WRITES} writes, applied index {}); longest read \
+         meanwhile {longest_read:?}",
+        resumed.elapsed(),
+        caught_up.applied_index
+    );
+    let after = status(&cluster, leader).await.expect("the leader's status");
+    assert_eq!(
+        after.leader_id, before.leader_id,
+        "leadership changed hands"
+    );
+    assert_eq!(
+        after.term, before.term,
+        "a new term began: an election happened"
+    );
+    assert_eq!(
+        caught_up.term, before.term,
+        "the follower is in the leader's term"
+    );
+    assert_eq!(caught_up.leader_id, before.leader_id);
+    assert_eq!(
+        caught_up.entries, after.entries,
+        "the follower holds what the leader holds"
+    );
+    let on_follower = Client::cluster(std::slice::from_ref(&cluster.addrs[follower])).unwrap();
+    let last = format!("catch-up-{}", WRITES - 1);
+    let read = on_follower
+        .get(last.as_bytes(), true)
+        .await
+        .expect("a local read");
+    assert_eq!(
+        read.status,
+        CacheStatus::Hit as i32,
+        "the follower has the last write"
+    );
+}
+
 /// Near caches against a real three-process cluster: each round fills every near cache with a
 /// key, waits until they serve it from memory, writes the key through another client, and
 /// measures how long each near cache keeps serving the old version (the invalidation delay).

@@ -138,6 +138,10 @@ pub struct Mutations {
     /// behaviour: a lost answer holds a pending-read slot, or keeps the node from voting, for as
     /// long as the leader lives).
     pub keep_unanswered_reads: bool,
+    /// A node whose election timer fires campaigns at once in a new term, without asking for
+    /// pre-votes first (no §9.6 PreVote): a follower cut off from the others raises its term
+    /// again and again, and when it returns its answers depose a healthy leader.
+    pub skip_pre_vote: bool,
 }
 
 impl Default for Config {

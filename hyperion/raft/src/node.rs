@@ -678,7 +678,11 @@ impl RaftNode {
         } else if self.abstaining() {
             self.reset_election_deadline();
         } else if now_ms >= self.election_deadline_ms {
-            self.start_pre_vote();
+            if self.config.mutations.skip_pre_vote {
+                self.become_candidate(false);
+            } else {
+                self.start_pre_vote();
+            }
         }
     }
 
