@@ -192,6 +192,7 @@ impl Stats {
             "elapsed_s": seconds,
             "ops": self.ops(),
             "ops_per_sec": self.ops() as f64 / seconds,
+            "batch_get_keys": self.batch_keys,
             "batch_get_keys_per_sec": self.batch_keys as f64 / seconds,
             "near_cache_hits": self.near_hits,
             "near_cache_hit_rate": self.near_hit_rate(),
