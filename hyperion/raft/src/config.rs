@@ -142,6 +142,9 @@ pub struct Mutations {
     /// pre-votes first (no §9.6 PreVote): a follower cut off from the others raises its term
     /// again and again, and when it returns its answers depose a healthy leader.
     pub skip_pre_vote: bool,
+    /// Every node holds its last snapshot's bytes for good, whether or not a follower will need
+    /// them (the earlier behaviour: a second copy of the whole cache in memory on every node).
+    pub hold_snapshot_bytes: bool,
 }
 
 impl Default for Config {

@@ -356,7 +356,14 @@ pub struct RaftNode {
     leader_id: Option<NodeId>,
     log: RaftLog,
     applied: u64,
+    /// The latest snapshot, while a follower may need its bytes; `None` once none does (the
+    /// bytes are on disk, and the state machine rebuilds a snapshot when a follower needs one:
+    /// `snapshot_rebuild`). Holding it for good would cost a copy of the whole cache.
     snapshot: Option<Snapshot>,
+    /// A follower needs a snapshot whose bytes were released: the next `Ready` asks the driver
+    /// for one, at the applied index (the same index as the last snapshot if nothing was
+    /// applied since).
+    snapshot_rebuild: bool,
 
     election_deadline_ms: u64,
     last_heard_leader_ms: Option<u64>,
@@ -491,6 +498,7 @@ impl RaftNode {
                 commit: 0,
             },
             pending_snapshot: None,
+            snapshot_rebuild: false,
             snapshot_requested: false,
             snapshot_asked: false,
             ready_number: 0,
@@ -549,6 +557,12 @@ impl RaftNode {
     /// Index covered by the latest snapshot.
     pub fn snapshot_index(&self) -> u64 {
         self.log.snapshot_index
+    }
+
+    /// Bytes of the latest snapshot this node holds in memory to send (0 once released: see
+    /// `snapshot` in the struct).
+    pub fn snapshot_bytes_held(&self) -> usize {
+        self.snapshot.as_ref().map_or(0, |s| s.data.len())
     }
 
     /// Asks for a snapshot (and the compaction after it) at the next `Ready`, whatever the
@@ -626,7 +640,13 @@ impl RaftNode {
     /// A snapshot is due when the applied log beyond the last one holds too many entries or
     /// too many bytes (only the applied prefix counts: it is all a snapshot can compact).
     fn wants_snapshot(&self) -> bool {
-        if self.snapshot_requested || self.applied <= self.log.snapshot_index {
+        if self.snapshot_requested {
+            return false;
+        }
+        if self.snapshot_rebuild && self.snapshot.is_none() {
+            return true;
+        }
+        if self.applied <= self.log.snapshot_index {
             return false;
         }
         let entries = self.applied - self.log.snapshot_index;
@@ -1063,6 +1083,22 @@ impl RaftNode {
     /// The state machine serialized itself at `index` (≤ applied): compact the log up to it.
     pub fn snapshot_taken(&mut self, index: u64, data: Vec<u8>) -> Result<(), SnapshotError> {
         self.snapshot_requested = false;
+        if index == self.log.snapshot_index && self.snapshot.is_none() && index <= self.applied {
+            // A rebuild of the released snapshot at the same index: the state is the one already
+            // on disk, so there is nothing to compact or persist; it is held to be sent.
+            self.snapshot_rebuild = false;
+            self.snapshot = Some(Snapshot {
+                meta: SnapshotMeta {
+                    index,
+                    term: self.log.snapshot_term,
+                    membership: Membership {
+                        voters: self.voters.clone(),
+                    },
+                },
+                data: data.into(),
+            });
+            return Ok(());
+        }
         if index <= self.log.snapshot_index || index > self.applied {
             return Err(SnapshotError::OutOfRange {
                 index,
@@ -1088,7 +1124,28 @@ impl RaftNode {
         self.log.compact(index, term);
         self.snapshot = Some(snapshot.clone());
         self.pending_snapshot = Some((snapshot, false));
+        self.snapshot_rebuild = false;
         Ok(())
+    }
+
+    /// Releases the snapshot's bytes unless a follower may need them: only a leader sends
+    /// snapshots, and only to a follower being sent one or whose log ends before the snapshot.
+    /// Not before the driver took the pending snapshot to persist it.
+    fn release_snapshot_bytes(&mut self) {
+        let Some(index) = self.snapshot.as_ref().map(|s| s.meta.index) else {
+            return;
+        };
+        if self.pending_snapshot.is_some() || self.config.mutations.hold_snapshot_bytes {
+            return;
+        }
+        let needed = self.role == Role::Leader
+            && self.progress.iter().any(|(peer, p)| {
+                *peer != self.id
+                    && (p.match_index < index || matches!(p.state, ProgressState::Snapshot(_)))
+            });
+        if !needed {
+            self.snapshot = None;
+        }
     }
 
     /// Collects everything the driver must do. Call [`RaftNode::advance`] before the next call.
@@ -1152,6 +1209,7 @@ impl RaftNode {
             .partition(|r| r.index <= applied);
         self.reads_awaiting_apply = waiting;
 
+        self.release_snapshot_bytes();
         let snapshot_request = if self.wants_snapshot() {
             self.snapshot_requested = true;
             self.snapshot_asked = false;
@@ -1492,7 +1550,10 @@ impl RaftNode {
         let Some(prev_log_term) = self.log.term(prev_log_index) else {
             // The follower needs entries we compacted away: send the snapshot (§7).
             let Some(snapshot) = self.snapshot.clone() else {
-                unreachable!("log compacted without a snapshot")
+                // Its bytes were released: the next Ready asks the state machine for a snapshot,
+                // and the next append round sends it.
+                self.snapshot_rebuild = true;
+                return None;
             };
             if let Some(p) = self.progress.get_mut(&peer) {
                 p.state = ProgressState::Snapshot(snapshot.meta.index);
