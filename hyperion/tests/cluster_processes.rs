@@ -83,15 +83,20 @@ fn start_cluster_with(extra: &[(&str, &str)]) -> Cluster {
     }
 }
 
-/// The leader's index according to the nodes' Status RPC, if a reachable node names one.
-async fn leader(cluster: &Cluster) -> Option<usize> {
-    let name = cluster
+/// The cluster's member list as a Status request names it (`1=host:port,...`).
+fn member_list(cluster: &Cluster) -> String {
+    cluster
         .addrs
         .iter()
         .enumerate()
         .map(|(i, addr)| format!("{}={addr}", i + 1))
         .collect::<Vec<_>>()
-        .join(",");
+        .join(",")
+}
+
+/// The leader's index according to the nodes' Status RPC, if a reachable node names one.
+async fn leader(cluster: &Cluster) -> Option<usize> {
+    let name = member_list(cluster);
     for (i, addr) in cluster.addrs.iter().enumerate() {
         if cluster.children[i].is_none() {
             continue;
@@ -213,14 +218,9 @@ async fn status(cluster: &Cluster, node: usize) -> Option<hyperion::raft_proto::
     let mut raft = RaftServiceClient::connect(format!("http://{}", cluster.addrs[node]))
         .await
         .ok()?;
-    let members = cluster
-        .addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| format!("{}={addr}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let answer = raft.status(StatusRequest { cluster: members });
+    let answer = raft.status(StatusRequest {
+        cluster: member_list(cluster),
+    });
     tokio::time::timeout(Duration::from_secs(2), answer)
         .await
         .ok()?
